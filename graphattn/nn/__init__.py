@@ -1,0 +1,5 @@
+"""Neural network modules of graphattn."""
+
+from graphattn.nn.attention import GraphSelfAttention
+
+__all__ = ["GraphSelfAttention"]

@@ -1,0 +1,145 @@
+"""Input normalisation and checks at the public boundary of the attention layers.
+
+One helper turns every accepted input form into ``(x_src, x_dst, edge_index, edge_attr)``
+and raises a ``ValueError``/``TypeError`` naming what was expected and what was got, before
+any kernel runs. Data-dependent checks are skipped while ``torch.compile`` traces.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import is_torch_sparse_tensor
+
+
+def _tensor(name: str, value: object) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_features(name: str, x: Tensor, expected: int) -> None:
+    """``x`` must be a finite floating ``[N, F]`` matrix with ``F == expected`` (unless -1)."""
+    _tensor(name, x)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape [num_nodes, num_features], "
+                         f"got shape {list(x.shape)}")
+    if expected not in (-1, None) and x.size(1) != expected:
+        raise ValueError(f"{name} has {x.size(1)} features per node, but the layer was built "
+                         f"with in_channels={expected}")
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()
+        raise ValueError(f"{name} contains NaN or inf in {bad.numel()} node(s), "
+                         f"first at node {int(bad[0])}")
+
+
+def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int) -> Tensor:
+    """Return ``edge_index`` as a ``[2, E]`` long tensor, or raise naming the problem.
+
+    A ``torch.sparse`` adjacency ``adj_t`` of shape ``[N_t, N_s]`` (row = target, PyG's
+    convention) is turned into edges ``col -> row``; its values are ignored.
+    """
+    edge_index = _tensor("edge_index", edge_index)
+    if is_torch_sparse_tensor(edge_index):
+        if edge_index.dim() != 2 or tuple(edge_index.shape) != (num_dst, num_src):
+            raise ValueError(f"sparse adjacency must have shape [num_target_nodes, "
+                             f"num_source_nodes] = [{num_dst}, {num_src}], "
+                             f"got {list(edge_index.shape)}")
+        row, col = edge_index.to_sparse_coo().coalesce().indices()
+        return torch.stack([col, row])
+    if edge_index.dtype != torch.long:
+        raise TypeError(f"edge_index must have dtype torch.long, got {edge_index.dtype}")
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"edge_index must have shape [2, num_edges], "
+                         f"got {list(edge_index.shape)}")
+    if edge_index.numel() and not torch.compiler.is_compiling():
+        for row, n, what in ((0, num_src, "source"), (1, num_dst, "target")):
+            lo, hi = int(edge_index[row].min()), int(edge_index[row].max())
+            if lo < 0 or hi >= n:
+                bad = lo if lo < 0 else hi
+                col = int(((edge_index[row] < 0) | (edge_index[row] >= n)).nonzero()[0])
+                raise ValueError(f"edge_index has {what} node {bad} (edge {col}) out of range: "
+                                 f"there are {n} {what} nodes, valid indices are 0..{n - 1}")
+    return edge_index
+
+
+def check_inputs(module, x, edge_index, edge_attr, batch, attn_bias):
+    """Normalise and check the inputs of :class:`~graphattn.nn.GraphSelfAttention`."""
+    full = module.mask == "full"
+    src_in, dst_in = (tuple(module.in_channels)
+                      if isinstance(module.in_channels, (tuple, list))
+                      else (module.in_channels, module.in_channels))
+    if isinstance(x, (tuple, list)):
+        if full:
+            raise ValueError("mask='full' attends within one node set: pass x as one "
+                             "tensor, not a (source, target) pair")
+        if len(x) != 2:
+            raise ValueError(f"bipartite x must be a pair (x_src, x_dst), got {len(x)} items")
+        x_src, x_dst = x
+        if x_dst is None:
+            x_dst = x_src
+        check_features("x_src", x_src, src_in)
+        if x_dst is not x_src:
+            check_features("x_dst", x_dst, dst_in)
+    else:
+        check_features("x", x, src_in)
+        x_src = x_dst = x
+    n_src, n_dst = x_src.size(0), x_dst.size(0)
+
+    if edge_index is None:
+        if not full:
+            raise ValueError("mask='adjacency' needs edge_index (use mask='full' to attend "
+                             "to every node of the graph)")
+    else:
+        edge_index = check_edge_index(edge_index, n_src, n_dst)
+
+    if edge_attr is not None:
+        if module.edge_dim is None:
+            raise ValueError("edge_attr was given but the layer was built with edge_dim=None")
+        if edge_index is None:
+            raise ValueError("edge_attr was given without edge_index")
+        _tensor("edge_attr", edge_attr)
+        if edge_attr.dim() == 1:
+            edge_attr = edge_attr.unsqueeze(-1)
+        if edge_attr.shape != (edge_index.size(1), module.edge_dim):
+            raise ValueError(f"edge_attr must have shape [num_edges, edge_dim] = "
+                             f"[{edge_index.size(1)}, {module.edge_dim}], "
+                             f"got {list(edge_attr.shape)}")
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(edge_attr).all()):
+            raise ValueError("edge_attr contains NaN or inf")
+
+    if batch is not None:
+        _tensor("batch", batch)
+        if batch.dtype != torch.long or batch.dim() != 1 or batch.numel() != n_dst:
+            raise ValueError(f"batch must be a long tensor of shape [num_nodes] = [{n_dst}], "
+                             f"got dtype {batch.dtype} and shape {list(batch.shape)}")
+        if full and batch.numel() > 1 and not torch.compiler.is_compiling():
+            if bool((batch[1:] < batch[:-1]).any()) or int(batch[0]) < 0:
+                raise ValueError("batch must be sorted and non-negative (nodes of each graph "
+                                 "stored together, as torch_geometric.data.Batch does)")
+            if edge_index is not None and edge_index.numel():
+                cross = batch[edge_index[0]] != batch[edge_index[1]]
+                if bool(cross.any()):
+                    e = int(cross.nonzero()[0])
+                    raise ValueError(f"edge {e} joins node {int(edge_index[0, e])} and node "
+                                     f"{int(edge_index[1, e])} of different graphs of the batch")
+
+    if attn_bias is not None:
+        _tensor("attn_bias", attn_bias)
+        H = module.heads
+        if full:
+            sizes = (torch.bincount(batch) if batch is not None and batch.numel()
+                     else torch.tensor([n_dst]))
+            B, n_max = sizes.numel(), int(sizes.max()) if sizes.numel() else 0
+            ok = tuple(attn_bias.shape) in ((B, n_max, n_max), (B, H, n_max, n_max))
+            want = f"[{B}, {n_max}, {n_max}] or [{B}, {H}, {n_max}, {n_max}]"
+        else:
+            E = edge_index.size(1)
+            ok = tuple(attn_bias.shape) in ((E,), (E, H))
+            want = f"[{E}] or [{E}, {H}]"
+        if not ok:
+            raise ValueError(f"attn_bias must have shape {want} (mask={module.mask!r}), "
+                             f"got {list(attn_bias.shape)}")
+    return x_src, x_dst, edge_index, edge_attr

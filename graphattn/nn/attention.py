@@ -1,0 +1,272 @@
+"""GraphSelfAttention: the one attention layer of graphattn (both masks, both scores)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn import Parameter
+from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.nn.inits import glorot, zeros
+from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
+
+from graphattn.nn import functional as GF
+from graphattn.nn._checks import check_inputs
+
+MASKS = ("adjacency", "full")
+SCORES = ("dot", "additive")
+
+
+class GraphSelfAttention(MessagePassing):
+    r"""Multi-head graph self-attention, masked by adjacency or fully connected.
+
+    Every node :math:`i` scores its relevance to the nodes :math:`j` it may attend to,
+    normalises the scores with a softmax and sums their values:
+
+    .. math::
+        \mathbf{x}'_i = \mathbf{W}_s \mathbf{x}_i + \big\Vert_{h=1}^{H}
+        \sum_{j \in \mathcal{A}(i)} \alpha^h_{ij}\, \mathbf{v}^h_{j},
+        \qquad
+        \alpha^h_{ij} = \operatorname{softmax}_{j \in \mathcal{A}(i)}
+        \big( s^h_{ij} + b^h_{ij} \big)
+
+    with :math:`\mathbf{q}^h_i = \mathbf{W}^h_q \mathbf{x}_i`,
+    :math:`\mathbf{k}^h_j = \mathbf{W}^h_k \mathbf{x}_j`,
+    :math:`\mathbf{v}^h_j = \mathbf{W}^h_v \mathbf{x}_j` and the score
+
+    .. math::
+        s^h_{ij} = \frac{\mathbf{q}^{h\top}_i \mathbf{k}^h_j}{\sqrt{C}}
+        \quad (\texttt{score="dot"}), \qquad
+        s^h_{ij} = \mathbf{a}^{h\top} \operatorname{LeakyReLU}
+        (\mathbf{q}^h_i + \mathbf{k}^h_j)
+        \quad (\texttt{score="additive"}).
+
+    The attended set :math:`\mathcal{A}(i)` depends on ``mask``:
+
+    * ``"adjacency"``: the in-neighbours of :math:`i` (edges :math:`j \to i`), plus
+      :math:`i` itself when ``add_self_loops=True``. Cost :math:`O(E)`. With ``edge_dim``,
+      an edge embedding :math:`\mathbf{e}^h_{ij} = \mathbf{W}^h_e \mathbf{e}_{ij}` is added to
+      the key and the value of that edge (as in :class:`~torch_geometric.nn.TransformerConv`).
+      A node that attends to nothing gets a zero attention output (never NaN).
+    * ``"full"``: every node of the same graph (``batch`` tells the graphs of a
+      mini-batch apart; nothing is attended across graphs). Cost :math:`O(\sum_b N_b^2)`.
+      Edges, when given, do not restrict attention, they *bias* it:
+      :math:`b^h_{ij} = \beta^h + \mathbf{w}^{h\top}_e \mathbf{e}_{ij}` for each edge
+      :math:`j \to i` (a learned "is an edge" bias per head plus a learned projection of
+      the edge features), and 0 for non-edges.
+
+    In both modes an extra ``attn_bias`` may be added to the scores (e.g. a shortest-path
+    bias, see :mod:`graphattn.nn.encodings`).
+
+    Args:
+        in_channels (int or tuple): Size of each input sample, or ``-1`` to infer it
+            lazily. A tuple ``(source, target)`` gives bipartite sizes (adjacency mode).
+        out_channels (int): Channels per head, :math:`C`.
+        heads (int): Number of heads, :math:`H`. (default: ``1``)
+        concat (bool): Concatenate the heads (output ``H * C``) or average them (output
+            ``C``). (default: ``True``)
+        mask (str): ``"adjacency"`` or ``"full"``. (default: ``"adjacency"``)
+        score (str): ``"dot"`` or ``"additive"``. (default: ``"dot"``)
+        edge_dim (int, optional): Edge feature size. (default: ``None``)
+        dropout (float): Dropout on the attention weights. (default: ``0.0``)
+        bias (bool): Learn additive biases in the projections. (default: ``True``)
+        root_weight (bool): Add the skip :math:`\mathbf{W}_s \mathbf{x}_i`.
+            (default: ``True``)
+        add_self_loops (bool): In adjacency mode, let each node attend to itself: existing
+            self loops are removed and one per node is appended *after* the given edges
+            (the order PyG's explain machinery expects). Not added for bipartite input;
+            set ``False`` for :func:`~torch_geometric.nn.to_hetero`, as with ``GATConv``.
+            (default: ``True``)
+        negative_slope (float): LeakyReLU slope of the additive score. (default: ``0.2``)
+        max_full_pairs (int): Memory guard of full attention: the largest number of
+            scores :math:`H \sum_b N_b^2` one call may build. (default: ``2**28``)
+        **kwargs: Passed to :class:`~torch_geometric.nn.conv.MessagePassing`.
+
+    Shapes:
+        - **input:** node features :math:`(N, F)` or :math:`((N_s, F_s), (N_t, F_t))`,
+          edge indices :math:`(2, E)` or a sparse adjacency :math:`(N_t, N_s)` (``adj_t``,
+          PyG's convention), edge features :math:`(E, D)` *(optional)*, batch vector
+          :math:`(N)` *(optional, full mode)*, ``attn_bias`` :math:`(E)` / :math:`(E, H)` in
+          adjacency mode or :math:`(B, N_{max}, N_{max})` / :math:`(B, H, N_{max}, N_{max})`
+          in full mode *(optional)*.
+        - **output:** node features :math:`(N_t, H C)` or :math:`(N_t, C)`; with
+          ``return_attention_weights=True`` also ``(index, alpha)``: ``index`` :math:`(2, P)`
+          the attended pairs (source, target) and ``alpha`` :math:`(P, H)` their weights.
+          In adjacency mode the pairs are the given edges followed by the self loops.
+    """
+
+    def __init__(
+        self,
+        in_channels: int | tuple[int, int],
+        out_channels: int,
+        heads: int = 1,
+        concat: bool = True,
+        mask: str = "adjacency",
+        score: str = "dot",
+        edge_dim: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        root_weight: bool = True,
+        add_self_loops: bool = True,
+        negative_slope: float = 0.2,
+        max_full_pairs: int = 2**28,
+        **kwargs,
+    ) -> None:
+        kwargs.setdefault("aggr", "add")
+        super().__init__(node_dim=0, **kwargs)
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if mask == "full" and isinstance(in_channels, (tuple, list)):
+            raise ValueError("mask='full' attends within one node set: bipartite "
+                             "in_channels (source, target) need mask='adjacency'")
+        if heads < 1 or out_channels < 1:
+            raise ValueError(f"heads and out_channels must be >= 1, got {heads}, {out_channels}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.heads = heads
+        self.concat = concat
+        self.mask = mask
+        self.score = score
+        self.edge_dim = edge_dim
+        self.dropout = dropout
+        self.root_weight = root_weight
+        self.add_self_loops = add_self_loops
+        self.negative_slope = negative_slope
+        self.max_full_pairs = max_full_pairs
+        self._alpha: Tensor | None = None
+
+        src_channels, dst_channels = (
+            tuple(in_channels) if isinstance(in_channels, (tuple, list))
+            else (in_channels, in_channels))
+        HC = heads * out_channels
+        self.lin_query = Linear(dst_channels, HC, bias=bias)
+        self.lin_key = Linear(src_channels, HC, bias=bias)
+        self.lin_value = Linear(src_channels, HC, bias=bias)
+        # additive score vector a (one per head)
+        self.att = Parameter(torch.empty(1, heads, out_channels)) if score == "additive" else None
+        # adjacency: edge embedding added to keys and values; full: per-head score bias
+        edge_out = HC if mask == "adjacency" else heads
+        self.lin_edge = Linear(edge_dim, edge_out, bias=False) if edge_dim else None
+        self.edge_bias = Parameter(torch.empty(heads)) if mask == "full" else None
+        out_dim = HC if concat else out_channels
+        self.lin_skip = Linear(dst_channels, out_dim, bias=bias) if root_weight else None
+        self.bias = Parameter(torch.empty(out_dim)) if bias and not root_weight else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        for lin in (self.lin_query, self.lin_key, self.lin_value, self.lin_edge, self.lin_skip):
+            if lin is not None:
+                lin.reset_parameters()
+        if self.att is not None:
+            glorot(self.att)
+        if self.edge_bias is not None:
+            zeros(self.edge_bias)
+        if self.bias is not None:
+            zeros(self.bias)
+
+    def forward(
+        self,
+        x: Tensor | tuple[Tensor, Tensor],
+        edge_index: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+        batch: Tensor | None = None,
+        attn_bias: Tensor | None = None,
+        return_attention_weights: bool | None = None,
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Attend; see the class docstring for the arguments and shapes."""
+        x_src, x_dst, edge_index, edge_attr = check_inputs(self, x, edge_index, edge_attr,
+                                                           batch, attn_bias)
+        H, C = self.heads, self.out_channels
+        q = self.lin_query(x_dst).view(-1, H, C)  # (N_t, H, C)
+        k = self.lin_key(x_src).view(-1, H, C)  # (N_s, H, C)
+        v = self.lin_value(x_src).view(-1, H, C)  # (N_s, H, C)
+
+        if self.mask == "adjacency":
+            out, index = self._adjacency(q, k, v, x_src, x_dst, edge_index, edge_attr, attn_bias)
+        else:
+            out, index = self._full(q, k, v, edge_index, edge_attr, batch, attn_bias)
+        alpha, self._alpha = self._alpha, None
+
+        out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)  # (N_t, H*C | C)
+        if self.lin_skip is not None:
+            out = out + self.lin_skip(x_dst)
+        if self.bias is not None:
+            out = out + self.bias
+        if return_attention_weights:
+            return out, (index, alpha)
+        return out
+
+    def _adjacency(self, q, k, v, x_src, x_dst, edge_index, edge_attr, attn_bias):
+        """Attention over in-neighbours (plus self loops): ``[N_t, H, C]`` and the pairs."""
+        if attn_bias is not None and attn_bias.dim() == 1:
+            attn_bias = attn_bias.unsqueeze(-1)
+        if self.add_self_loops and x_src is x_dst:
+            n = x_dst.size(0)
+            if attn_bias is not None:  # remove and append loops on the bias too
+                attn_bias = torch.cat([attn_bias[edge_index[0] != edge_index[1]],
+                                       attn_bias.new_zeros(n, attn_bias.size(1))])
+            edge_index, edge_attr = remove_self_loops(edge_index, edge_attr)
+            edge_index, edge_attr = add_self_loops(edge_index, edge_attr, fill_value="mean",
+                                                   num_nodes=n)
+        edge_emb = None
+        if self.lin_edge is not None and edge_attr is not None:
+            edge_emb = self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
+        out = self.propagate(edge_index, q=q, k=k, v=v, edge_emb=edge_emb, score_bias=attn_bias,
+                             size=(x_src.size(0), x_dst.size(0)))
+        return out, edge_index
+
+    def _full(self, q, k, v, edge_index, edge_attr, batch, attn_bias):
+        """Attention over every node of the same graph: ``[N, H, C]`` and the pairs."""
+        n = q.size(0)
+        sizes = GF.graph_sizes(batch, n).to(q.device)
+        pairs = int((sizes * sizes).sum()) * self.heads
+        if pairs > self.max_full_pairs:
+            biggest = int(sizes.max())
+            raise ValueError(
+                f"full attention would build {pairs:,} scores (largest graph: {biggest:,} "
+                f"nodes, {self.heads} heads), more than max_full_pairs={self.max_full_pairs:,} "
+                f"(~{pairs * 4 / 2**30:.1f} GiB per float32 tensor). Use mask='adjacency', "
+                "a linear global attention, smaller batches, or raise max_full_pairs.")
+        pair_index, pair_graph = GF.full_pair_index(sizes)
+        bias = None
+        if edge_index is not None and edge_index.size(1) > 0:
+            edge_bias = self.edge_bias.view(1, -1).expand(edge_index.size(1), -1)
+            if self.lin_edge is not None and edge_attr is not None:
+                edge_bias = edge_bias + self.lin_edge(edge_attr)
+            pos = GF.pair_position(edge_index, batch, sizes)
+            bias = q.new_zeros(pair_index.size(1), self.heads).index_add_(0, pos, edge_bias)
+        if attn_bias is not None:
+            dense = GF.gather_dense_bias(attn_bias, pair_index, pair_graph, sizes, self.heads)
+            bias = dense if bias is None else bias + dense
+        out = self.propagate(pair_index, q=q, k=k, v=v, edge_emb=None, score_bias=bias,
+                             size=(n, n))
+        return out, pair_index
+
+    def message(self, q_i: Tensor, k_j: Tensor, v_j: Tensor, edge_emb: Tensor | None,
+                score_bias: Tensor | None, index: Tensor, ptr: Tensor | None,
+                size_i: int | None) -> Tensor:
+        if edge_emb is not None:
+            k_j = k_j + edge_emb
+            v_j = v_j + edge_emb
+        if self.score == "dot":
+            s = GF.dot_score(q_i, k_j)  # (E, H)
+        else:
+            s = GF.additive_score(q_i, k_j, self.att, self.negative_slope)
+        if score_bias is not None:
+            s = s + score_bias
+        alpha = softmax(s, index, ptr, size_i)  # (E, H), sums to 1 per target
+        self._alpha = alpha
+        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        return v_j * alpha.unsqueeze(-1)  # (E, H, C)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
+                f"heads={self.heads}, mask={self.mask!r}, score={self.score!r}"
+                + (f", edge_dim={self.edge_dim}" if self.edge_dim else "") + ")")

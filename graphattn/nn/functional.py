@@ -1,0 +1,102 @@
+"""Pure functions behind :class:`~graphattn.nn.GraphSelfAttention`.
+
+Shapes: ``N`` nodes, ``E`` edges, ``B`` graphs, ``H`` heads, ``C`` channels per head,
+``P`` attended pairs (``P = sum_b N_b**2`` in full attention).
+
+The reference path of the layer is *gather -> segment softmax -> scatter*: scores are
+computed per edge (or per pair), normalised over the edges that share a target with
+:func:`torch_geometric.utils.softmax`, and the weighted values are summed per target.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def dot_score(query: Tensor, key: Tensor) -> Tensor:
+    r"""Scaled dot-product score :math:`q_i^\top k_j / \sqrt{C}`.
+
+    Shapes: query, key ``[E, H, C]`` -> ``[E, H]``.
+    """
+    return (query * key).sum(dim=-1) / query.size(-1) ** 0.5
+
+
+def additive_score(query: Tensor, key: Tensor, att: Tensor, negative_slope: float) -> Tensor:
+    r"""Additive (GATv2 / Bahdanau) score :math:`a^\top \mathrm{LeakyReLU}(q_i + k_j)`.
+
+    Shapes: query, key ``[E, H, C]``, att ``[1, H, C]`` -> ``[E, H]``.
+    """
+    return (F.leaky_relu(query + key, negative_slope) * att).sum(dim=-1)
+
+
+def graph_sizes(batch: Tensor | None, num_nodes: int) -> Tensor:
+    """Number of nodes of each graph of a batch; ``[B]``. ``batch=None`` is one graph."""
+    if batch is None:
+        return torch.tensor([num_nodes], dtype=torch.long)
+    if batch.numel() == 0:
+        return batch.new_zeros(0)
+    return torch.bincount(batch)
+
+
+def full_pair_index(sizes: Tensor) -> tuple[Tensor, Tensor]:
+    """Every (source, target) pair of nodes inside the same graph, and its graph.
+
+    Pairs are ordered by target, then source, so the targets form contiguous segments.
+    Nodes are numbered consecutively graph after graph (the layout of a PyG ``Batch``).
+
+    Args:
+        sizes: ``[B]`` number of nodes of each graph.
+
+    Returns:
+        ``pair_index [2, P]`` (row 0 sources, row 1 targets) and ``pair_graph [P]``.
+    """
+    sizes = sizes.long()
+    B = sizes.numel()
+    device = sizes.device
+    node_ptr = torch.cumsum(sizes, 0) - sizes  # first node of each graph
+    pairs = sizes * sizes
+    pair_ptr = torch.cumsum(pairs, 0) - pairs  # first pair of each graph
+    pair_graph = torch.repeat_interleave(torch.arange(B, device=device), pairs)
+    local = torch.arange(pair_graph.numel(), device=device) - pair_ptr[pair_graph]
+    n = sizes[pair_graph]
+    first = node_ptr[pair_graph]
+    pair_index = torch.stack([first + local % n, first + local // n])
+    return pair_index, pair_graph
+
+
+def pair_position(edge_index: Tensor, batch: Tensor | None, sizes: Tensor) -> Tensor:
+    """Position of each edge ``j -> i`` in the ordering of :func:`full_pair_index`; ``[E]``.
+
+    The edge must join two nodes of the same graph (checked by the caller).
+    """
+    sizes = sizes.long()
+    node_ptr = torch.cumsum(sizes, 0) - sizes
+    pairs = sizes * sizes
+    pair_ptr = torch.cumsum(pairs, 0) - pairs
+    src, dst = edge_index
+    g = torch.zeros_like(dst) if batch is None else batch[dst]
+    return pair_ptr[g] + (dst - node_ptr[g]) * sizes[g] + (src - node_ptr[g])
+
+
+def gather_dense_bias(attn_bias: Tensor, pair_index: Tensor, pair_graph: Tensor,
+                      sizes: Tensor, heads: int) -> Tensor:
+    """Read a padded dense bias at every attended pair.
+
+    Args:
+        attn_bias: ``[B, N_max, N_max]`` or ``[B, H, N_max, N_max]``; entry ``[b, (h,) i, j]``
+            is added to the score of target ``i`` attending to source ``j`` (the
+            ``attn_mask`` layout of :func:`torch.nn.functional.scaled_dot_product_attention`
+            and the node order of :func:`torch_geometric.utils.to_dense_batch`).
+        pair_index, pair_graph: from :func:`full_pair_index`.
+
+    Returns:
+        ``[P, H]``.
+    """
+    node_ptr = torch.cumsum(sizes.long(), 0) - sizes.long()
+    first = node_ptr[pair_graph]
+    i, j = pair_index[1] - first, pair_index[0] - first
+    if attn_bias.dim() == 3:
+        return attn_bias[pair_graph, i, j].unsqueeze(-1).expand(-1, heads)
+    return attn_bias[pair_graph, :, i, j]

@@ -1,0 +1,313 @@
+"""GraphSelfAttention: equality with dense references, invariants, masking, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphattn.nn import GraphSelfAttention
+from tests.strategies import batches, graphs, random_batch
+
+MODES = [(m, s) for m in ("adjacency", "full") for s in ("dot", "additive")]
+
+
+def layer(mask="adjacency", score="dot", in_channels=4, out_channels=3, heads=2, seed=0,
+          **kwargs) -> GraphSelfAttention:
+    torch.manual_seed(seed)
+    m = GraphSelfAttention(in_channels, out_channels, heads=heads, mask=mask, score=score,
+                           **kwargs).double()
+    if m.edge_bias is not None:  # make the learned "is an edge" bias matter in tests
+        torch.nn.init.normal_(m.edge_bias)
+    return m.eval()
+
+
+def dense_scores(m: GraphSelfAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores ``[H, N, N]`` (target i, source j) and values ``[H, N, C]`` by the formula."""
+    H, C = m.heads, m.out_channels
+    q = m.lin_query(x).view(-1, H, C).transpose(0, 1)  # (H, N, C)
+    k = m.lin_key(x).view(-1, H, C).transpose(0, 1)
+    v = m.lin_value(x).view(-1, H, C).transpose(0, 1)
+    if m.score == "dot":
+        s = q @ k.transpose(1, 2) / C**0.5
+    else:
+        s = (F.leaky_relu(q[:, :, None] + k[:, None], m.negative_slope)
+             * m.att.transpose(0, 1)[:, None]).sum(-1)
+    return s, v
+
+
+def finish(m, attn_out, x):
+    """(H, N, C) attention output -> layer output (concat/mean + skip)."""
+    out = attn_out.transpose(0, 1)
+    out = out.reshape(out.size(0), -1) if m.concat else out.mean(1)
+    return out + m.lin_skip(x) if m.lin_skip is not None else out
+
+
+def dense_adjacency_reference(m, x, edge_index):
+    """softmax(scores) with -inf where there is no edge j -> i; empty rows give 0."""
+    n = x.size(0)
+    s, v = dense_scores(m, x)
+    allowed = torch.zeros(n, n, dtype=torch.bool)
+    allowed[edge_index[1], edge_index[0]] = True
+    if m.add_self_loops:
+        allowed |= torch.eye(n, dtype=torch.bool)
+    s = s.masked_fill(~allowed, float("-inf"))
+    a = torch.softmax(s, -1).nan_to_num(0.0)
+    return finish(m, a @ v, x)
+
+
+def dense_full_reference(m, x, edge_index, batch, edge_attr=None):
+    """Per graph: softmax(scores + edge bias) over all nodes of that graph."""
+    outs = []
+    for b in range(int(batch.max()) + 1):
+        nodes = (batch == b).nonzero().flatten()
+        xb = x[nodes]
+        s, v = dense_scores(m, xb)
+        if edge_index is not None:
+            keep = (batch[edge_index[0]] == b)
+            ei = edge_index[:, keep] - nodes[0]
+            bias = m.edge_bias.view(1, -1).expand(ei.size(1), -1)
+            if edge_attr is not None:
+                bias = bias + m.lin_edge(edge_attr[keep])
+            for e in range(ei.size(1)):  # duplicates add up
+                s[:, ei[1, e], ei[0, e]] += bias[e]
+        outs.append(finish(m, torch.softmax(s, -1) @ v, xb))
+    return torch.cat(outs)
+
+
+def simple_graph(n=7, seed=0, p=0.35):
+    """No duplicate edges, no self loops, some isolated nodes."""
+    g = torch.Generator().manual_seed(seed)
+    adj = (torch.rand(n, n, generator=g) < p) & ~torch.eye(n, dtype=torch.bool)
+    adj[:, -1] = False  # the last node has no in-neighbours
+    x = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    return x, adj.nonzero().t().contiguous()
+
+
+# --- equality with the dense references -------------------------------------------------
+
+@pytest.mark.parametrize("score", ["dot", "additive"])
+@pytest.mark.parametrize("self_loops", [True, False])
+@pytest.mark.parametrize("concat", [True, False])
+def test_adjacency_equals_dense_reference(score, self_loops, concat):
+    for seed in range(3):
+        x, ei = simple_graph(seed=seed)
+        m = layer("adjacency", score, add_self_loops=self_loops, concat=concat, seed=seed)
+        torch.testing.assert_close(m(x, ei), dense_adjacency_reference(m, x, ei))
+
+
+@pytest.mark.parametrize("score", ["dot", "additive"])
+def test_full_equals_dense_per_graph(score):
+    x, ei, batch, _ = random_batch([5, 1, 3, 6], seed=1)
+    m = layer("full", score, edge_dim=2)
+    ea = torch.randn(ei.size(1), 2, dtype=torch.float64)
+    torch.testing.assert_close(m(x, ei, ea, batch=batch),
+                               dense_full_reference(m, x, ei, batch, ea))
+    # without edges: plain unmasked attention per graph
+    torch.testing.assert_close(m(x, batch=batch), dense_full_reference(m, x, None, batch))
+
+
+@pytest.mark.parametrize("mask,score", MODES)
+def test_batch_equals_each_graph_alone(mask, score):
+    x, ei, batch, sizes = random_batch([4, 6, 1, 5], seed=2)
+    m = layer(mask, score)
+    out = m(x, ei, batch=batch)
+    start = 0
+    for n in sizes:
+        keep = (ei[0] >= start) & (ei[0] < start + n)
+        alone = m(x[start:start + n], ei[:, keep] - start)
+        torch.testing.assert_close(out[start:start + n], alone)
+        start += n
+
+
+def test_dot_adjacency_equals_transformer_conv_with_edge_features():
+    """Drop-in: same weights, same numbers as PyG's TransformerConv (no self loops)."""
+    from torch_geometric.nn import TransformerConv
+
+    x, ei = simple_graph(n=9, seed=3)
+    ea = torch.randn(ei.size(1), 3, dtype=torch.float64)
+    m = layer("adjacency", "dot", edge_dim=3, add_self_loops=False)
+    peer = TransformerConv(4, 3, heads=2, edge_dim=3).double().eval()
+    for name in ("lin_query", "lin_key", "lin_value", "lin_edge", "lin_skip"):
+        getattr(peer, name).load_state_dict(getattr(m, name).state_dict())
+    torch.testing.assert_close(m(x, ei, ea), peer(x, ei, ea))
+
+
+# --- invariants (property-based) --------------------------------------------------------
+
+@pytest.mark.parametrize("mask,score", MODES)
+@settings(max_examples=25, deadline=None)
+@given(graph=graphs(), perm_seed=st.integers(0, 1000))
+def test_permutation_equivariance(mask, score, graph, perm_seed):
+    x, ei = graph
+    n = x.size(0)
+    m = layer(mask, score)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(perm_seed))
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(n)
+    out = m(x, ei)
+    out_perm = m(x[perm], inv[ei])
+    assert out.shape == (n, 6)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out_perm, out[perm])
+
+
+@pytest.mark.parametrize("mask,score", MODES)
+@settings(max_examples=20, deadline=None)
+@given(data=batches())
+def test_no_leakage_across_graphs(mask, score, data):
+    """Changing one graph of a batch never changes the outputs of another."""
+    x, ei, batch, sizes = data
+    m = layer(mask, score)
+    out = m(x, ei, batch=batch)
+    victim = int(torch.tensor(sizes).argmax())
+    x2 = x.clone()
+    x2[batch == victim] += 10.0
+    out2 = m(x2, ei, batch=batch)
+    others = batch != victim
+    torch.testing.assert_close(out2[others], out[others])
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("score", ["dot", "additive"])
+@settings(max_examples=25, deadline=None)
+@given(graph=graphs(min_nodes=2), node=st.integers(0, 100))
+def test_non_neighbours_cannot_change_output(score, graph, node):
+    x, ei = graph
+    n = x.size(0)
+    target = node % n
+    m = layer("adjacency", score)
+    neighbours = set(ei[0, ei[1] == target].tolist()) | {target}
+    outsiders = [j for j in range(n) if j not in neighbours]
+    x2 = x.clone()
+    x2[outsiders] = torch.randn(len(outsiders), x.size(1), dtype=x.dtype) * 5
+    torch.testing.assert_close(m(x2, ei)[target], m(x, ei)[target])
+
+
+def test_full_mode_edges_bias_but_do_not_restrict():
+    x, ei = simple_graph(n=6, seed=4)
+    m = layer("full", "dot")
+    target = 5  # no in-neighbours, but full attention still sees every node
+    x2 = x.clone()
+    x2[0] += 3.0
+    assert not torch.allclose(m(x2, ei)[target], m(x, ei)[target])
+    assert not torch.allclose(m(x, ei), m(x))  # the edge bias changes the scores
+
+
+@pytest.mark.parametrize("mask,score", MODES)
+def test_no_nan_isolated_nodes_empty_graphs(mask, score):
+    m = layer(mask, score, add_self_loops=False)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    for ei in (empty, torch.tensor([[0], [1]])):
+        out = m(x, ei)
+        assert torch.isfinite(out).all()
+    if mask == "adjacency":  # an isolated node without self loop: zero attention, skip only
+        torch.testing.assert_close(m(x, empty), m.lin_skip(x))
+    assert m(x[:0], empty).shape == (0, 6)  # zero nodes
+    out = m(x[:1], empty)  # one node
+    assert out.shape == (1, 6) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("mask,score", MODES)
+def test_gradcheck_float64(mask, score):
+    x, ei, batch, _ = random_batch([3, 2], channels=3, seed=5)
+    m = layer(mask, score, in_channels=3, out_channels=2, edge_dim=2)
+    ea = torch.randn(ei.size(1), 2, dtype=torch.float64, requires_grad=True)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x, ea: m(x, ei, ea, batch=batch), (x, ea))
+
+
+# --- attention weights, biases, options ------------------------------------------------
+
+@pytest.mark.parametrize("mask,score", MODES)
+def test_attention_weights_sum_to_one_per_target(mask, score):
+    x, ei, batch, sizes = random_batch([4, 3], seed=6)
+    m = layer(mask, score)
+    out, (index, alpha) = m(x, ei, batch=batch, return_attention_weights=True)
+    assert alpha.shape == (index.size(1), 2)
+    sums = torch.zeros(x.size(0), 2, dtype=alpha.dtype).index_add_(0, index[1], alpha)
+    torch.testing.assert_close(sums, torch.ones_like(sums))
+    if mask == "adjacency":  # given edges (no loops) first, then one loop per node
+        no_loop = ei[:, ei[0] != ei[1]]
+        assert torch.equal(index[:, :no_loop.size(1)], no_loop)
+        assert torch.equal(index[:, no_loop.size(1):], torch.arange(7).repeat(2, 1))
+    else:
+        assert index.size(1) == sum(n * n for n in sizes)
+        assert (batch[index[0]] == batch[index[1]]).all()
+    assert torch.equal(m(x, ei, batch=batch, return_attention_weights=False), out)
+    assert isinstance(m(x, ei, batch=batch, return_attention_weights=None), torch.Tensor)
+
+
+def test_adjacency_attn_bias_shifts_scores():
+    x, ei = simple_graph(n=6, seed=7)
+    m = layer("adjacency", "dot")
+    bias = torch.zeros(ei.size(1), dtype=torch.float64)
+    torch.testing.assert_close(m(x, ei, attn_bias=bias), m(x, ei))
+    bias[0] = -1e9  # effectively removes edge 0
+    keep = torch.arange(ei.size(1)) != 0
+    torch.testing.assert_close(m(x, ei, attn_bias=bias), m(x, ei[:, keep]))
+
+
+def test_full_attn_bias_dense_layout():
+    from torch_geometric.utils import to_dense_batch
+
+    x, ei, batch, sizes = random_batch([3, 5], seed=8)
+    m = layer("full", "dot", heads=2)
+    _, mask = to_dense_batch(x, batch)
+    bias = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    out = m(x, batch=batch, attn_bias=bias)
+    s, v = dense_scores(m, x[3:])  # second graph by hand
+    ref = finish(m, torch.softmax(s + bias[1], -1) @ v, x[3:])
+    torch.testing.assert_close(out[3:], ref)
+    shared = torch.randn(2, 5, 5, dtype=torch.float64)  # one bias for all heads
+    torch.testing.assert_close(m(x, batch=batch, attn_bias=shared),
+                               m(x, batch=batch, attn_bias=shared[:, None].expand(-1, 2, -1, -1)))
+    assert mask.sum() == 8
+
+
+def test_bipartite_and_lazy_in_channels():
+    torch.manual_seed(0)
+    m = GraphSelfAttention((-1, -1), 4, heads=2, add_self_loops=True)
+    x_src, x_dst = torch.randn(5, 3), torch.randn(2, 6)
+    ei = torch.tensor([[0, 4, 2], [0, 1, 1]])
+    out, (index, alpha) = m((x_src, x_dst), ei, return_attention_weights=True)
+    assert out.shape == (2, 8)
+    assert torch.equal(index, ei)  # no self loops between two different node sets
+    assert m.lin_key.in_channels == 3 and m.lin_query.in_channels == 6
+
+
+def test_sparse_adjacency_input_equals_edge_index():
+    x, ei = simple_graph(n=8, seed=9)
+    m = layer("adjacency", "additive")
+    adj_t = torch.sparse_coo_tensor(ei.flip(0), torch.ones(ei.size(1)), (8, 8))
+    torch.testing.assert_close(m(x, adj_t), m(x, ei))
+    torch.testing.assert_close(m(x, adj_t.coalesce().to_sparse_csr()), m(x, ei))
+
+
+def test_reset_parameters_repr_and_dropout():
+    m = GraphSelfAttention(4, 3, heads=2, mask="full", score="additive", edge_dim=2,
+                           dropout=0.5)
+    before = m.lin_query.weight.clone()
+    m.reset_parameters()
+    assert not torch.equal(before, m.lin_query.weight)
+    assert repr(m) == ("GraphSelfAttention(4, 3, heads=2, mask='full', score='additive', "
+                       "edge_dim=2)")
+    x = torch.randn(6, 4)
+    m.eval()
+    torch.testing.assert_close(m(x), m(x))  # dropout only in training
+    m.train()
+    torch.manual_seed(0)
+    a = m(x)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, m(x))
+
+
+def test_concat_false_averages_heads():
+    x, ei = simple_graph(seed=10)
+    m = layer("adjacency", "dot", concat=False, root_weight=False)
+    out, _ = m(x, ei, return_attention_weights=True)
+    assert out.shape == (7, 3)
+    assert m.bias is not None and m.lin_skip is None
