@@ -1,0 +1,160 @@
+"""LinearGlobalAttention: fully connected attention in O(N) time and memory."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn import Parameter
+from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.nn.inits import zeros
+from torch_geometric.utils import to_dense_batch
+
+from graphattn.nn import functional as GF
+from graphattn.nn._checks import check_features
+
+
+def feature_map(x: Tensor) -> Tensor:
+    r"""The positive kernel feature map :math:`\phi(x) = \mathrm{elu}(x) + 1`."""
+    return F.elu(x) + 1.0
+
+
+class LinearGlobalAttention(torch.nn.Module):
+    r"""Kernelised fully connected self-attention over each graph, linear in its size.
+
+    The softmax kernel :math:`\exp(\mathbf{q}^\top \mathbf{k})` of full attention is
+    replaced by :math:`\phi(\mathbf{q})^\top \phi(\mathbf{k})` with the positive feature map
+    :math:`\phi(x) = \mathrm{elu}(x) + 1` ("Transformers are RNNs", Katharopoulos et al.,
+    2020), so the sum over all nodes of a graph factorises:
+
+    .. math::
+        \mathbf{x}'_i = \mathbf{W}_s \mathbf{x}_i + \big\Vert_{h=1}^{H}
+        \sum_{j \in \mathcal{G}(i)} \alpha^h_{ij} \mathbf{v}^h_j
+        = \mathbf{W}_s \mathbf{x}_i + \big\Vert_{h=1}^{H}
+        \frac{\phi(\mathbf{q}^h_i)^\top \sum_{j} \phi(\mathbf{k}^h_j) \mathbf{v}^{h\top}_j}
+             {\phi(\mathbf{q}^h_i)^\top \sum_{j} \phi(\mathbf{k}^h_j)},
+        \qquad
+        \alpha^h_{ij} = \frac{\phi(\mathbf{q}^h_i)^\top \phi(\mathbf{k}^h_j)}
+        {\sum_{l \in \mathcal{G}(i)} \phi(\mathbf{q}^h_i)^\top \phi(\mathbf{k}^h_l)}
+
+    where :math:`\mathcal{G}(i)` is every node of :math:`i`'s graph. The per-graph sums
+    :math:`\sum_j \phi(\mathbf{k}_j)\mathbf{v}_j^\top` (``[B, H, C, C]``) are built once, so
+    time and memory are :math:`O(N H C^2)` instead of :math:`O(\sum_b N_b^2)`: this is the
+    global attention that scales to graphs of millions of nodes, where softmax full
+    attention cannot. As in :class:`~graphattn.nn.GraphSelfAttention`, ``batch`` separates
+    graphs and nothing is attended across them.
+
+    It has the call signature of :class:`~graphattn.nn.GraphSelfAttention` so the two are
+    interchangeable; ``edge_index``, ``edge_attr`` and ``attn_bias`` are accepted and ignored
+    (structure enters through a local branch or encodings, see
+    :class:`~graphattn.nn.GraphTransformerLayer`).
+
+    Args:
+        in_channels (int): Size of each input sample, or ``-1`` to infer it lazily.
+        out_channels (int): Channels per head, :math:`C`.
+        heads (int): Number of heads, :math:`H`. (default: ``1``)
+        concat (bool): Concatenate (``H * C``) or average (``C``) the heads.
+            (default: ``True``)
+        dropout (float): Dropout on the attention output. (default: ``0.0``)
+        bias (bool): Learn additive biases in the projections. (default: ``True``)
+        root_weight (bool): Add the skip :math:`\mathbf{W}_s \mathbf{x}_i`. (default: ``True``)
+        max_weight_pairs (int): ``return_attention_weights=True`` builds the explicit
+            :math:`O(\sum_b N_b^2)` weights; refused above this many. (default: ``2**24``)
+
+    Shapes:
+        - **input:** node features :math:`(N, F)`, batch vector :math:`(N)` *(optional)*.
+        - **output:** node features :math:`(N, H C)` or :math:`(N, C)`; with
+          ``return_attention_weights=True`` also ``(index, alpha)`` over every pair of nodes
+          of the same graph, ``index`` :math:`(2, P)` (source, target), ``alpha`` :math:`(P, H)`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, heads: int = 1,
+                 concat: bool = True, dropout: float = 0.0, bias: bool = True,
+                 root_weight: bool = True, max_weight_pairs: int = 2**24) -> None:
+        super().__init__()
+        if heads < 1 or out_channels < 1:
+            raise ValueError(f"heads and out_channels must be >= 1, got {heads}, {out_channels}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.heads = heads
+        self.concat = concat
+        self.dropout = dropout
+        self.root_weight = root_weight
+        self.max_weight_pairs = max_weight_pairs
+        self.lin_qkv = Linear(in_channels, 3 * heads * out_channels, bias=bias)
+        out_dim = heads * out_channels if concat else out_channels
+        self.lin_skip = Linear(in_channels, out_dim, bias=bias) if root_weight else None
+        self.bias = Parameter(torch.empty(out_dim)) if bias and not root_weight else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.lin_qkv.reset_parameters()
+        if self.lin_skip is not None:
+            self.lin_skip.reset_parameters()
+        if self.bias is not None:
+            zeros(self.bias)
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+        batch: Tensor | None = None,
+        attn_bias: Tensor | None = None,
+        return_attention_weights: bool | None = None,
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Attend to every node of the same graph; see the class docstring."""
+        check_features("x", x, self.in_channels)
+        N, H, C = x.size(0), self.heads, self.out_channels
+        if batch is not None and (batch.dim() != 1 or batch.numel() != N):
+            raise ValueError(f"batch must have shape [num_nodes] = [{N}], "
+                             f"got {list(batch.shape)}")
+        if batch is None:
+            batch = torch.zeros(N, dtype=torch.long, device=x.device)
+        elif N > 1 and bool((batch[1:] < batch[:-1]).any()):
+            raise ValueError("batch must be sorted (nodes of each graph stored together, "
+                             "as torch_geometric.data.Batch does)")
+        if N == 0:
+            out = x.new_zeros(0, H * C if self.concat else C)
+            return (out, (batch.new_zeros(2, 0), x.new_zeros(0, H))) if return_attention_weights \
+                else out
+        q, k, v = self.lin_qkv(x).view(N, 3, H, C).unbind(1)  # 3 x (N, H, C)
+        q, k = feature_map(q), feature_map(k)
+        # padded per-graph layout, so no (N, H, C, C) tensor is ever formed
+        qkv, mask = to_dense_batch(torch.cat([q, k, v], -1).view(N, -1), batch)  # (B, L, 3HC)
+        qd, kd, vd = qkv.view(*mask.shape, H, 3 * C).split(C, dim=-1)  # (B, L, H, C) each
+        kv = torch.einsum("blhc,blhd->bhcd", kd, vd)  # (B, H, C, C): sum_j phi(k_j) v_j^T
+        k_sum = kd.sum(1)  # (B, H, C); padded rows are 0 (to_dense_batch fills with 0)
+        num = torch.einsum("blhc,bhcd->blhd", qd, kv)[mask]  # (N, H, C)
+        den = torch.einsum("blhc,bhc->blh", qd, k_sum)[mask].unsqueeze(-1)  # > 0 as phi > 0
+        out = num / den
+        out = F.dropout(out, p=self.dropout, training=self.training)
+
+        out = out.reshape(N, H * C) if self.concat else out.mean(dim=1)
+        if self.lin_skip is not None:
+            out = out + self.lin_skip(x)
+        if self.bias is not None:
+            out = out + self.bias
+        if return_attention_weights:
+            return out, self._weights(q, k, batch)
+        return out
+
+    def _weights(self, q: Tensor, k: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """Explicit weights on every pair of the same graph (small graphs only)."""
+        sizes = torch.bincount(batch) if batch.numel() else batch.new_zeros(0)
+        pairs = int((sizes * sizes).sum()) * self.heads
+        if pairs > self.max_weight_pairs:
+            raise ValueError(f"return_attention_weights would build {pairs:,} weights, more "
+                             f"than max_weight_pairs={self.max_weight_pairs:,}: linear "
+                             "attention never forms them; inspect a smaller graph")
+        index, _ = GF.full_pair_index(sizes)
+        s = (q[index[1]] * k[index[0]]).sum(-1)  # (P, H)
+        den = torch.zeros(q.size(0), self.heads, dtype=s.dtype, device=s.device)
+        den.index_add_(0, index[1], s)
+        return index, s / den[index[1]]
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
+                f"heads={self.heads})")
