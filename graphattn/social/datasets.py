@@ -172,13 +172,15 @@ def _sample_edges(counts: Tensor, pairs: Tensor, draw: Callable[[Tensor], tuple[
 
 def _finish(lo: Tensor, hi: Tensor, y: Tensor, num_classes: int, feature_dim: int | None,
             feature_noise: float, train: float, val: float, seed: int,
-            gen: torch.Generator) -> Data:
+            gen: torch.Generator, shuffle: bool = True) -> Data:
     """Shuffle node ids, store both edge directions, noisy class features and masks."""
     n = y.numel()
-    perm = torch.randperm(n, generator=gen)  # node i of the sampler is node perm[i]
-    y_out = torch.empty_like(y)
-    y_out[perm] = y
-    lo, hi = perm[lo], perm[hi]
+    y_out = y
+    if shuffle:  # node i of the sampler becomes node perm[i]
+        perm = torch.randperm(n, generator=gen)
+        y_out = torch.empty_like(y)
+        y_out[perm] = y
+        lo, hi = perm[lo], perm[hi]
     edge_index = torch.stack([torch.cat([lo, hi]), torch.cat([hi, lo])])
     del lo, hi
     x = _noisy_features(y_out, num_classes, feature_dim, feature_noise, gen)
@@ -435,8 +437,9 @@ def lfr_benchmark(
     community and of the between-community part is drawn Chung-Lu style (endpoints with
     probability :math:`\propto\theta`), without self loops or duplicates. Because duplicate
     draws are redrawn for at most 30 rounds, hubs may end slightly below their target degree.
-    ``"auto"`` uses networkx up to 20,000 nodes (falling back to ``"fast"`` with a warning when
-    networkx fails) and ``"fast"`` above.
+    Node ``i`` of the networkx method is node ``i`` of networkx's graph; the fast method
+    numbers nodes at random. ``"auto"`` uses networkx up to 20,000 nodes (falling back to
+    ``"fast"`` with a warning when networkx fails) and ``"fast"`` above.
 
     Defaults keep both methods feasible: ``max_degree = min(N - 1, 3 * average_degree)``,
     ``min_community = ceil((1 - mu) * max_degree) + 1`` (every node's inner degree fits),
@@ -496,7 +499,8 @@ def lfr_benchmark(
         lo, hi, comm = _lfr_fast(n, tau1, tau2, mu, average_degree, max_degree,
                                  min_community, max_community, gen)
     num_c = int(comm.max()) + 1
-    data = _finish(lo, hi, comm, num_c, feature_dim, feature_noise, train, val, seed, gen)
+    data = _finish(lo, hi, comm, num_c, feature_dim, feature_noise, train, val, seed, gen,
+                   shuffle=use == "fast")  # networkx's node ids are kept
     data.num_communities, data.method = num_c, use
     return data
 
