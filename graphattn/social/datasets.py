@@ -128,14 +128,16 @@ def karate_club(labels: str = "faction", features: str = "identity", weighted: b
 
 def _sample_edges(counts: Tensor, pairs: Tensor, draw: Callable[[Tensor], tuple[Tensor, Tensor]],
                   group_of: Callable[[Tensor, Tensor], Tensor], num_nodes: int,
-                  gen: torch.Generator, max_rounds: int = 200) -> tuple[Tensor, Tensor]:
+                  gen: torch.Generator, max_rounds: int = 200,
+                  chunk: int = 1 << 22) -> tuple[Tensor, Tensor]:
     """Distinct undirected edges ``(lo < hi)``: ``counts[g]`` of them in every group ``g``.
 
     ``draw(group_ids)`` gives one candidate edge per entry (endpoints inside that group,
     possibly a self loop or a repeat); ``group_of(lo, hi)`` tells the group of an edge and
-    ``pairs[g]`` how many node pairs group ``g`` holds. Each round draws enough candidates to
-    fill the deficit of every group, drops self loops and edges already present, and keeps a
-    random subset of the new distinct edges. With uniform draws inside a group the result is a
+    ``pairs[g]`` how many node pairs group ``g`` holds. Each round draws, ``chunk`` candidates
+    at a time, enough to fill the deficit of every group (more for nearly full groups), drops
+    self loops and edges already present, and keeps a random subset of ``need[g]`` of the new
+    distinct edges of an over-full group. With uniform draws inside a group the result is a
     uniformly random set of ``counts[g]`` pairs per group, i.e. an exact G(n, p)-type sample.
     Stops after ``max_rounds`` (only reachable for weighted draws, see :func:`lfr_benchmark`).
     """
@@ -146,42 +148,64 @@ def _sample_edges(counts: Tensor, pairs: Tensor, draw: Callable[[Tensor], tuple[
         need = counts - have
         if int(need.sum()) == 0:
             break
-        free = (pairs - have).double().clamp(min=1)
-        extra = need.double() * (pairs.double() / free) * 1.1 + need.gt(0) * 8  # oversample
-        draws = torch.minimum(extra.ceil().long(), 8 * need + 64)
+        ratio = pairs.double() / (pairs - have).double().clamp(min=1)
+        dense = (counts > pairs // 8).double()  # oversample where repeats are likely
+        draws = (need.double() * ratio * (1 + 0.1 * dense)).ceil().long() + dense.long() * 8
+        draws = torch.minimum(draws, 8 * need + 64) * need.gt(0)
         gid = torch.repeat_interleave(torch.arange(k), draws)
-        u, v = draw(gid)
-        ok = u != v
-        lo, hi = torch.minimum(u[ok], v[ok]), torch.maximum(u[ok], v[ok])
-        new = torch.unique(lo * n + hi)
+        parts = []
+        for start in range(0, gid.numel(), chunk):
+            u, v = draw(gid[start:start + chunk])
+            ok = u != v
+            lo, hi = torch.minimum(u[ok], v[ok]), torch.maximum(u[ok], v[ok])
+            del u, v, ok
+            parts.append(torch.unique(lo.mul_(n).add_(hi)))
+            del lo, hi
+        del gid
+        new = torch.unique(torch.cat(parts)) if len(parts) > 1 else parts[0]
+        del parts
         if keys.numel():  # drop edges we already have
-            pos = torch.searchsorted(keys, new).clamp(max=keys.numel() - 1)
+            pos = torch.searchsorted(keys, new).clamp_(max=keys.numel() - 1)
             new = new[keys[pos] != new]
+            del pos
         grp = group_of(new // n, new % n)
-        # keep a random subset of need[g] new edges per group
-        order = torch.randperm(new.numel(), generator=gen)
-        order = order[torch.sort(grp[order], stable=True).indices]
-        grp_sorted = grp[order]
-        sizes = torch.bincount(grp_sorted, minlength=k)
-        rank = torch.arange(new.numel()) - (torch.cumsum(sizes, 0) - sizes)[grp_sorted]
-        take = order[rank < need[grp_sorted]]
-        have += torch.bincount(grp[take], minlength=k)
-        keys = torch.sort(torch.cat([keys, new[take]])).values
-    return keys // n, keys % n
+        got = torch.bincount(grp, minlength=k)
+        over = got > need
+        if bool(over.any()):  # keep a random subset of need[g] new edges per over-full group
+            idx = over[grp].nonzero().flatten()
+            idx = idx[torch.randperm(idx.numel(), generator=gen)]
+            idx = idx[torch.sort(grp[idx], stable=True).indices]
+            g = grp[idx]
+            sizes = torch.bincount(g, minlength=k)
+            rank = torch.arange(idx.numel()) - (torch.cumsum(sizes, 0) - sizes)[g]
+            keep = torch.ones(new.numel(), dtype=torch.bool)
+            keep[idx[rank >= need[g]]] = False
+            new, grp = new[keep], grp[keep]
+            got = torch.bincount(grp, minlength=k)
+        have += got
+        del grp
+        keys = torch.sort(torch.cat([keys, new])).values if keys.numel() else new
+        del new
+    lo = keys // n
+    return lo, keys.remainder_(n)
 
 
 def _finish(lo: Tensor, hi: Tensor, y: Tensor, num_classes: int, feature_dim: int | None,
             feature_noise: float, train: float, val: float, seed: int,
             gen: torch.Generator, shuffle: bool = True) -> Data:
     """Shuffle node ids, store both edge directions, noisy class features and masks."""
-    n = y.numel()
+    n, m = y.numel(), lo.numel()
     y_out = y
     if shuffle:  # node i of the sampler becomes node perm[i]
         perm = torch.randperm(n, generator=gen)
         y_out = torch.empty_like(y)
         y_out[perm] = y
-        lo, hi = perm[lo], perm[hi]
-    edge_index = torch.stack([torch.cat([lo, hi]), torch.cat([hi, lo])])
+    edge_index = torch.empty(2, 2 * m, dtype=torch.long)
+    for i, ends in enumerate((lo, hi)):
+        ends = perm[ends] if shuffle else ends
+        edge_index[i, :m] = ends
+        edge_index[1 - i, m:] = ends
+        del ends
     del lo, hi
     x = _noisy_features(y_out, num_classes, feature_dim, feature_noise, gen)
     data = Data(x=x, edge_index=edge_index, y=y_out, num_nodes=n)
