@@ -219,8 +219,9 @@ class Solubility(MoleculeDataset):
     r"""Huuskonen aqueous solubility with its fixed split: 1,025 train / 257 test, embedded.
 
     Target ``SOL``: log S (S in mol/L), ``y`` of shape ``[1, 1]``. Molecules are read from the
-    SD records (``data.smiles`` is the file's ``smiles`` field). Arguments as
-    :class:`MoleculeDataset`, plus ``split`` (``"train"`` or ``"test"``).
+    SD records; ``data.smiles`` is RDKit's SMILES of the record (the train file's own
+    ``smiles`` field is not always valid SMILES). Arguments as :class:`MoleculeDataset`, plus
+    ``split`` (``"train"`` or ``"test"``).
     """
 
     name = "solubility"
@@ -243,18 +244,17 @@ class Solubility(MoleculeDataset):
         shutil.copy(_DATA / self.raw_file_names[0], self.raw_dir)
 
     def records(self):
-        yield from _sdf_records(self.raw_paths[0], self.target_names, "smiles")
+        yield from _sdf_records(self.raw_paths[0], self.target_names)
 
 
-def _sdf_records(path: str, targets: Sequence[str], smiles_prop: str | None):
+def _sdf_records(path: str, targets: Sequence[str]):
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f, rdBase.BlockLogs():
         for i, mol in enumerate(Chem.ForwardSDMolSupplier(f)):
             if mol is None:
                 yield i, None, None, [], "RDKit could not read this SD record"
                 continue
-            smiles = (mol.GetProp(smiles_prop) if smiles_prop and mol.HasProp(smiles_prop)
-                      else Chem.MolToSmiles(mol))
+            smiles = Chem.MolToSmiles(mol)
             y, problem = _floats(
                 [mol.GetProp(t) if mol.HasProp(t) else "" for t in targets], targets
             )
@@ -271,8 +271,8 @@ class MoleculeCSV(MoleculeDataset):
         root (str, optional): data folder (default: cache folder named after the file).
         path (str): the ``.csv``, ``.tsv`` (``.gz`` allowed) or ``.sdf`` (``.sdf.gz``) file;
             read in place, never copied or modified.
-        smiles_column (str): SMILES column of a CSV. For an SD file the record itself is the
-            molecule, and this property (if present) only labels ``data.smiles``.
+        smiles_column (str): SMILES column of a CSV. Unused for an SD file: the record is the
+            molecule and ``data.smiles`` is RDKit's SMILES of it.
         target_columns (str or list of str): target columns, in the order of ``data.y``.
         **kwargs: as :class:`MoleculeDataset`.
 
@@ -325,7 +325,7 @@ class MoleculeCSV(MoleculeDataset):
 
     def records(self):
         if self.is_sdf:
-            yield from _sdf_records(self.path, self.target_names, self.smiles_column)
+            yield from _sdf_records(self.path, self.target_names)
             return
         delimiter = "\t" if self.path.lower().endswith((".tsv", ".tsv.gz")) else ","
         with self._open() as f:
