@@ -31,6 +31,7 @@ from torch_geometric.data import Data
 __all__ = ["from_networkx", "node_index", "to_networkx"]
 
 _DEFAULTS = ("degree", "identity", "constant", None)
+_MAX_DEGREE = 63  # default last column of the degree one-hot: at most 64 columns
 
 
 def _is_number(v: Any) -> bool:
@@ -130,7 +131,7 @@ def _default_features(G: nx.Graph, how: str, max_degree: int | None) -> tuple[Te
     deg = torch.tensor([d for _, d in (G.in_degree if G.is_directed() else G.degree)],
                        dtype=torch.long)
     top = int(deg.max()) if n else 0
-    cap = top if max_degree is None else max_degree
+    cap = min(top, _MAX_DEGREE) if max_degree is None else max_degree
     cols = torch.nn.functional.one_hot(deg.clamp(max=cap), cap + 1).float()
     return cols, {"attr": None, "kind": "degree", "size": cap + 1, "vocab": None}
 
@@ -172,7 +173,8 @@ def from_networkx(
             graphs alike; values outside it raise.
         classes (list, optional): fixed class list for :obj:`label`.
         max_degree (int, optional): last column of the degree one-hot (higher degrees share
-            it). Default: the largest degree in ``G``.
+            it). Default: the largest degree in ``G``, but at most 63, so a hub of a power-law
+            graph does not make every node vector thousands of zeros long.
 
     Returns:
         ``Data`` with ``x`` ``[N, F]`` float, ``edge_index`` ``[2, E]``, optional
@@ -187,6 +189,8 @@ def from_networkx(
         raise ValueError(f"default_features must be one of {_DEFAULTS}, got {default_features!r}")
     if G.number_of_nodes() == 0:
         raise ValueError("G has no nodes")
+    if max_degree is not None and (not isinstance(max_degree, int) or max_degree < 0):
+        raise ValueError(f"max_degree must be an int >= 0 or None, got {max_degree!r}")
     vocab = dict(vocab or {})
     categorical = set(categorical)
     nodes = list(G.nodes)
@@ -311,7 +315,8 @@ def to_networkx(data: Data, label: str = "y", edge_weight: str = "weight") -> nx
     ``y`` becomes the node attribute :obj:`label` (class names when ``data.classes`` exists),
     ``edge_attr`` of shape ``[E, 1]`` the edge attribute :obj:`edge_weight`. The graph is
     directed when ``data.directed`` says so (else when ``edge_index`` is not symmetric); an
-    undirected graph gets each edge once.
+    undirected graph gets each edge once. The result is a simple ``Graph``/``DiGraph``: the
+    parallel edges of a multigraph come back as one edge (the last weight wins).
     """
     if not isinstance(data, Data):
         raise TypeError(f"data must be a torch_geometric.data.Data, got {type(data).__name__}")

@@ -109,6 +109,22 @@ def test_default_features_when_graph_has_none():
         from_networkx(G, default_features="pagerank")
 
 
+def test_degree_one_hot_is_capped_by_default():
+    data = from_networkx(nx.star_graph(100))
+    assert data.x.shape == (101, 64) and data.x[0, 63] == 1 and data.x[1, 1] == 1
+    with pytest.raises(ValueError, match="max_degree"):
+        from_networkx(nx.star_graph(3), max_degree=-1)
+
+
+def test_multigraph_keeps_parallel_edges_with_their_weights():
+    G = nx.MultiGraph()
+    G.add_edge(0, 1, w=1.0)
+    G.add_edge(0, 1, w=2.0)
+    data = from_networkx(G, edge_weight="w")
+    assert data.edge_index.size(1) == 4
+    assert sorted(data.edge_attr[:, 0].tolist()) == [1.0, 1.0, 2.0, 2.0]
+
+
 def test_directed_degree_features_use_in_degree():
     data = from_networkx(nx.DiGraph([(0, 1), (2, 1)]))
     assert data.x.argmax(1).tolist() == [0, 2, 0]
