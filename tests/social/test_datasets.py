@@ -181,6 +181,26 @@ def test_sbm_features_are_noisy_one_hot_of_the_block():
     assert float((agg.argmax(1) == noisy.y).double().mean()) > acc + 0.1
 
 
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 30), min_size=1, max_size=6),
+       p_in=st.floats(0, 1), p_out=st.floats(0, 1), seed=st.integers(0, 999))
+def test_sbm_any_parameters_give_a_simple_graph_with_the_planted_blocks(sizes, p_in, p_out,
+                                                                       seed):
+    n = sum(sizes)
+    if n < 2:
+        return
+    data = stochastic_block_model(n, p_in=p_in, p_out=p_out, block_sizes=sizes, seed=seed)
+    assert_simple_undirected(data)
+    assert_masks(data)
+    assert data.y.bincount(minlength=len(sizes)).tolist() == sizes
+    if p_in in (0.0, 1.0) and p_out in (0.0, 1.0):  # deterministic graphs come out exactly
+        in_pairs = sum(s * (s - 1) // 2 for s in sizes)
+        expected = p_in * in_pairs + p_out * (n * (n - 1) // 2 - in_pairs)
+        assert data.edge_index.size(1) == 2 * expected
+    assert same_graph(data, stochastic_block_model(n, p_in=p_in, p_out=p_out,
+                                                   block_sizes=sizes, seed=seed))
+
+
 def test_sbm_errors():
     with pytest.raises(ValueError, match="p_in must be a probability"):
         stochastic_block_model(100, 2, 1.5, 0.1)
