@@ -297,7 +297,8 @@ class MoleculeCSV(MoleculeDataset):
         self.target_names = targets
         self.is_sdf = self.path.lower().endswith((".sdf", ".sdf.gz", ".sd"))
         if not self.is_sdf:
-            header = next(csv.reader(self._open()), [])
+            with self._open() as f:
+                header = next(csv.reader(f), [])
             missing = [c for c in [smiles_column, *targets] if c not in header]
             if missing:
                 raise ValueError(
