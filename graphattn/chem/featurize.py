@@ -31,7 +31,7 @@ conjugated (no, yes: 2), ring (no, yes: 2), stereo (none any Z E cis trans, othe
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -75,6 +75,15 @@ class _OneHot:
     """Shared machinery: a list of blocks ``(name, labels, getter, lookup, has_other)``."""
 
     mode = "onehot"
+
+    # Pickle / deepcopy the configuration only (the getters are not picklable), so data sets
+    # holding a featurizer go through DataLoader workers under spawn.
+    def __getstate__(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
 
     def _build(self, blocks: list[tuple[str, Sequence, Callable, dict, bool]]) -> None:
         self._blocks = blocks
@@ -134,7 +143,7 @@ def _lookup(values: Sequence, key: Callable = lambda v: v) -> dict:
     return {key(v): i for i, v in enumerate(values)}
 
 
-@dataclass(eq=False)
+@dataclass
 class AtomFeaturizer(_OneHot):
     r"""One-hot atom features, one exactly-one-hot block per property (see the module table).
 
@@ -194,7 +203,7 @@ class AtomFeaturizer(_OneHot):
         ])
 
 
-@dataclass(eq=False)
+@dataclass
 class BondFeaturizer(_OneHot):
     r"""One-hot bond features: type, conjugation, ring membership, stereo (exactly one-hot each).
 
@@ -349,6 +358,11 @@ def from_mol(
         smiles = Chem.MolToSmiles(mol)
     if mol.GetNumAtoms() == 0:
         raise ValueError(f"molecule {smiles!r} has no atoms")
+    if mol.NeedsUpdatePropertyCache():
+        raise ValueError(
+            f"molecule {smiles!r} is not sanitized (its features would be wrong): "
+            "call rdkit.Chem.SanitizeMol(mol) first"
+        )
     Chem.AssignStereochemistry(mol, cleanIt=True)  # no-op when the parser already did it
     if fragments == "largest" and len(Chem.GetMolFrags(mol)) > 1:
         mol = _CHOOSER.choose(mol)

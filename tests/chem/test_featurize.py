@@ -1,3 +1,6 @@
+import copy
+import pickle
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -181,6 +184,22 @@ def test_type_errors():
         from_smiles(None)
     with pytest.raises(TypeError, match="RDKit Mol"):
         from_mol("CCO")
+
+
+def test_unsanitized_mol_is_refused():
+    with pytest.raises(ValueError, match="SanitizeMol"):
+        from_mol(Chem.MolFromSmiles("c1ccccc1O", sanitize=False))
+
+
+def test_featurizers_pickle_and_compare():
+    atom, bond = AtomFeaturizer(elements=("C", "O"), chirality="tag"), BondFeaturizer()
+    atom2, bond2 = pickle.loads(pickle.dumps((atom, bond)))
+    assert atom2 == atom and bond2 == bond and atom2.blocks == atom.blocks
+    a = from_smiles("C[C@H](O)C=C", atom_featurizer=atom, bond_featurizer=bond)
+    b = from_smiles("C[C@H](O)C=C", atom_featurizer=atom2, bond_featurizer=bond2)
+    assert torch.equal(a.x, b.x) and torch.equal(a.edge_attr, b.edge_attr)
+    assert AtomFeaturizer() != AtomFeaturizer(mode="index")
+    assert copy.deepcopy(AtomFeaturizer(mode="index")).sizes == AtomFeaturizer().sizes
 
 
 def test_bad_featurizer_configuration():
