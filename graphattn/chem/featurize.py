@@ -63,12 +63,15 @@ def _cip(atom: Chem.Atom) -> str:
     return atom.GetProp("_CIPCode") if atom.HasProp("_CIPCode") else "none"
 
 
+_TAGS = {
+    Chem.ChiralType.CHI_UNSPECIFIED: "none",
+    Chem.ChiralType.CHI_TETRAHEDRAL_CW: "CW",
+    Chem.ChiralType.CHI_TETRAHEDRAL_CCW: "CCW",
+}
+
+
 def _tag(atom: Chem.Atom) -> str:
-    return {
-        Chem.ChiralType.CHI_UNSPECIFIED: "none",
-        Chem.ChiralType.CHI_TETRAHEDRAL_CW: "CW",
-        Chem.ChiralType.CHI_TETRAHEDRAL_CCW: "CCW",
-    }.get(atom.GetChiralTag(), "other")
+    return _TAGS.get(atom.GetChiralTag(), "other")
 
 
 class _OneHot:
@@ -91,7 +94,7 @@ class _OneHot:
         self._starts = tuple(sum(self._sizes[:i]) for i in range(len(blocks)))
         self._width = sum(self._sizes)
         self._offsets = np.array(self._starts, dtype=np.int64)
-        # (getter, lookup value -> slot, fallback slot) per block; booleans map through int().
+        # (getter, lookup: value -> slot, slot of "other" or None) per block.
         self._fast = [
             (get, lookup, len(labels) if other else None)
             for (_, labels, get, lookup, other) in blocks
@@ -306,13 +309,26 @@ def _parse(smiles: str) -> Chem.Mol:
     raise ValueError(f"invalid SMILES {smiles!r}: {reason}")
 
 
-def from_smiles(smiles: str, y=None, **kwargs) -> Data:
-    r"""Parse a SMILES string and featurize it with :func:`from_mol`.
+def from_smiles(
+    smiles: str,
+    y=None,
+    atom_featurizer: AtomFeaturizer | None = None,
+    bond_featurizer: BondFeaturizer | None = None,
+    fragments: str = "largest",
+    explicit_h: bool = False,
+) -> Data:
+    r"""Parse a SMILES string and featurize it with :func:`from_mol` (same arguments);
+    ``data.smiles`` is the string as given.
+
+    Example:
+        >>> from_smiles("C[C@H](N)O", y=[0.5])
+        Data(x=[4, 49], edge_index=[2, 6], edge_attr=[6, 16], smiles='C[C@H](N)O', y=[1, 1])
 
     Raises:
         ValueError: naming the string, when RDKit cannot parse or sanitize it.
     """
-    return from_mol(_parse(smiles), y=y, smiles=smiles, **kwargs)
+    return from_mol(_parse(smiles), y, atom_featurizer, bond_featurizer, fragments, explicit_h,
+                    smiles=smiles)
 
 
 def from_mol(
