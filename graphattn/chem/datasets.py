@@ -439,7 +439,7 @@ class MoleculeNet(MoleculeDataset, _PygMoleculeNet):
         **kwargs: as :class:`MoleculeDataset`.
     """
 
-    def __init__(self, root=None, name: str = "esol", **kwargs) -> None:
+    def __init__(self, root: str | os.PathLike | None, name: str, **kwargs) -> None:
         if not isinstance(name, str) or name.lower() not in self.names:
             raise ValueError(f"MoleculeNet name must be one of {sorted(self.names)}, got {name!r}")
         self.name = name.lower()

@@ -273,3 +273,15 @@ def test_moleculenet_multitask_missing_labels(tmp_path):
 def test_moleculenet_bad_name(tmp_path):
     with pytest.raises(ValueError, match="esol"):
         MoleculeNet(tmp_path, "not-a-set")
+
+
+def test_featurizer_arguments_reach_the_graphs(tmp_path):
+    path = write_csv(tmp_path / "salt.csv", ["smiles", "y"], [["CC(=O)[O-].[Na+]", "1"]])
+    assert MoleculeCSV(tmp_path / "a", path, "smiles", "y")[0].num_nodes == 4
+    assert MoleculeCSV(tmp_path / "a", path, "smiles", "y", fragments="all")[0].num_nodes == 5
+    assert MoleculeCSV(tmp_path / "a", path, "smiles", "y", explicit_h=True)[0].num_nodes == 7
+    index = MoleculeCSV(tmp_path / "a", path, "smiles", "y",
+                        atom_featurizer=AtomFeaturizer(mode="index"))
+    assert index[0].x.dtype == torch.long and index[0].x.shape == (4, 8)
+    with pytest.raises(ValueError, match="fragments"):
+        MoleculeCSV(tmp_path / "a", path, "smiles", "y", fragments="none")
