@@ -1,0 +1,157 @@
+"""Checkpoints: one file with everything needed to resume training or to predict.
+
+A checkpoint is a plain dict of tensors and primitive containers (no pickled Python
+objects), so it loads with ``torch.load(weights_only=True)``::
+
+    {"format": "graphattn-checkpoint", "version": 1,
+     "model_class": "graphattn.nn.models.GraphTransformer", "model_config": {...},
+     "model_state": {name: Tensor}, "scaler": {"mean": Tensor, "std": Tensor} | None,
+     "featurizer": {"atom": {...}, "bond": {...}, "fragments": str, "explicit_h": bool} | None,
+     "task": "node" | "graph", "kind": str, "epoch": int, "optimizer_state": {...} | None,
+     "history": [...], "state": {...}, "extra": {...}}
+
+Writes are atomic (a temporary file in the same folder, then :func:`os.replace`), so a kill
+during a save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import os.path as osp
+from typing import Any
+
+import torch
+
+FORMAT = "graphattn-checkpoint"
+VERSION = 1
+
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "build_model", "model_spec",
+           "featurizer_spec", "featurizers_from_spec"]
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> str:
+    """Atomically write ``payload`` (tensors and primitive containers only) to ``path``."""
+    path = os.fspath(path)
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = osp.join(folder, f".{osp.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file, when it is truncated, corrupted, holds arbitrary
+            pickled objects, or is not a graphattn checkpoint.
+    """
+    path = os.fspath(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"no such checkpoint file: {path!r}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path!r} is not a readable graphattn checkpoint (truncated, "
+                         f"corrupted or not written by graphattn): {first}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path!r} is a torch file but not a graphattn checkpoint "
+                         f"(expected format {FORMAT!r})")
+    if ckpt.get("version", 0) > VERSION:
+        raise ValueError(f"{path!r} has checkpoint version {ckpt['version']}; this graphattn "
+                         f"reads up to version {VERSION}")
+    missing = [k for k in ("model_class", "model_config", "model_state") if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path!r}: checkpoint lacks {missing}")
+    return ckpt
+
+
+def model_spec(model: torch.nn.Module) -> tuple[str, dict]:
+    """``("module.Class", config)`` of a model with a JSON-able ``config`` dict and a
+    ``from_config`` class method (as :class:`graphattn.nn.models.GraphTransformer`)."""
+    cls = type(model)
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict) or not hasattr(cls, "from_config"):
+        raise TypeError(f"to checkpoint a model it needs a `config` dict and a `from_config` "
+                        f"class method; {cls.__name__} has "
+                        f"{'no config' if not isinstance(config, dict) else 'no from_config'}")
+    try:
+        config = json.loads(json.dumps(config))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{cls.__name__}.config must be JSON-able: {e}") from None
+    return f"{cls.__module__}.{cls.__qualname__}", config
+
+
+def build_model(ckpt: dict, model_cls: type | None = None) -> torch.nn.Module:
+    """A model with the checkpoint's config and weights. Only classes of the ``graphattn``
+    package are imported by name; give ``model_cls`` for your own class."""
+    if model_cls is None:
+        module, _, name = ckpt["model_class"].rpartition(".")
+        if not module.startswith("graphattn."):
+            raise ValueError(f"checkpoint model class {ckpt['model_class']!r} is outside "
+                             "graphattn: pass model_cls= to load it")
+        model_cls = getattr(importlib.import_module(module), name)
+    model = model_cls.from_config(ckpt["model_config"])
+    model.load_state_dict(ckpt["model_state"])
+    return model
+
+
+def load_model(path: str | os.PathLike, model_cls: type | None = None,
+               map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Load ``(model, checkpoint)``: the model in eval mode with its target scaler attached
+    as ``model.target_scaler`` (used by :func:`graphattn.train.predict`)."""
+    from graphattn.train import TargetScaler
+
+    ckpt = load_checkpoint(path, map_location)
+    model = build_model(ckpt, model_cls).eval()
+    model.target_scaler = TargetScaler.from_state(ckpt.get("scaler"))
+    return model, ckpt
+
+
+def featurizer_spec(dataset_or_featurizers) -> dict | None:
+    """The featurizer configuration of a molecule data set (or an ``(atom, bond)`` pair) as a
+    plain dict, so :func:`featurizers_from_spec` rebuilds the same featurization."""
+    if isinstance(dataset_or_featurizers, tuple):
+        atom, bond = dataset_or_featurizers
+        fragments, explicit_h = "largest", False
+    else:
+        atom = getattr(dataset_or_featurizers, "atom_featurizer", None)
+        bond = getattr(dataset_or_featurizers, "bond_featurizer", None)
+        fragments = getattr(dataset_or_featurizers, "fragments", "largest")
+        explicit_h = getattr(dataset_or_featurizers, "explicit_h", False)
+    if atom is None or bond is None:
+        return None
+
+    def plain(f):
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(f).items()}
+
+    return {"atom": plain(atom), "bond": plain(bond), "fragments": fragments,
+            "explicit_h": bool(explicit_h)}
+
+
+def featurizers_from_spec(spec: dict) -> dict:
+    """Keyword arguments for :func:`graphattn.chem.from_smiles` from :func:`featurizer_spec`."""
+    from graphattn.chem import AtomFeaturizer, BondFeaturizer
+
+    def tup(d):
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+    return {"atom_featurizer": AtomFeaturizer(**tup(spec["atom"])),
+            "bond_featurizer": BondFeaturizer(**tup(spec["bond"])),
+            "fragments": spec.get("fragments", "largest"),
+            "explicit_h": spec.get("explicit_h", False)}

@@ -1,0 +1,207 @@
+"""Pictures: learning curves, and attention drawn on molecules (RDKit) and graphs (networkx).
+
+Attention weights come from the model's :class:`~graphattn.nn.GraphSelfAttention` layers,
+asked for ``return_attention_weights`` through forward hooks, so any model built from them
+works without changes.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from graphattn.nn.attention import GraphSelfAttention  # noqa: E402
+
+__all__ = ["plot_learning_curve", "attention_weights", "node_edge_scores",
+           "draw_molecule_attention", "draw_graph_attention"]
+
+
+def plot_learning_curve(history: list[dict], path: str | os.PathLike,
+                        monitor: str | None = None) -> str:
+    """Training loss and validation loss (and ``monitor`` on a second axis) per epoch."""
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(epochs, [r["train_loss"] for r in history], label="train loss")
+    if history and "val" in history[0]:
+        ax.plot(epochs, [_num(r["val"].get("loss")) for r in history], label="val loss")
+        if monitor and monitor != "loss":
+            ax2 = ax.twinx()
+            ax2.plot(epochs, [_num(r["val"].get(monitor)) for r in history], color="tab:green",
+                     label=f"val {monitor}")
+            ax2.set_ylabel(f"val {monitor}")
+            ax2.legend(loc="upper center")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (standardised targets)")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def _num(v):
+    return float("nan") if v is None else v
+
+
+@contextmanager
+def _capture(model: torch.nn.Module):
+    """Collect ``(index, alpha)`` of every GraphSelfAttention call inside the block."""
+    captured, handles = [], []
+
+    def pre(module, args, kwargs):
+        if len(args) > 5:  # passed positionally
+            args = (*args[:5], True, *args[6:])
+        else:
+            kwargs = {**kwargs, "return_attention_weights": True}
+        return args, kwargs
+
+    def post(module, args, kwargs, output):
+        out, (index, alpha) = output
+        captured.append((index.detach().cpu(), alpha.detach().cpu()))
+        return out
+
+    for m in model.modules():
+        if isinstance(m, GraphSelfAttention):
+            handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+            handles.append(m.register_forward_hook(post, with_kwargs=True))
+    if not handles:
+        raise ValueError(f"{type(model).__name__} has no GraphSelfAttention layer to explain")
+    try:
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def attention_weights(model: torch.nn.Module, data) -> list[tuple[Tensor, Tensor]]:
+    """Run ``model(data)`` in eval mode and return each attention layer's
+    ``(index [2, P], alpha [P, H])``, in call order."""
+    was_training = model.training
+    model.eval()
+    try:
+        with _capture(model) as captured:
+            model(data)
+    finally:
+        model.train(was_training)
+    return captured
+
+
+def node_edge_scores(weights: list[tuple[Tensor, Tensor]], edge_index: Tensor,
+                     num_nodes: int) -> tuple[Tensor, Tensor]:
+    r"""Summaries of the attention of all layers and heads, each in ``[0, 1]``:
+
+    * node score: attention a node *receives*, :math:`\sum_i \alpha_{ij}` (mean over layers
+      and heads), divided by its maximum;
+    * edge score of ``edge_index[:, e] = (u, v)``: :math:`\alpha_{uv} + \alpha_{vu}`
+      (mean over layers and heads; 0 where a layer did not attend along it), divided by its
+      maximum.
+    """
+    node = torch.zeros(num_nodes, dtype=torch.float64)
+    keys = edge_index[0] * num_nodes + edge_index[1]
+    rev = edge_index[1] * num_nodes + edge_index[0]
+    edge = torch.zeros(edge_index.size(1), dtype=torch.float64)
+    for index, alpha in weights:
+        a = alpha.double().mean(-1)  # (P,)
+        node.index_add_(0, index[0], a)
+        lookup = torch.zeros(num_nodes * num_nodes, dtype=torch.float64)
+        lookup.index_put_((index[0] * num_nodes + index[1],), a, accumulate=True)
+        edge += lookup[keys] + lookup[rev]
+    n = max(len(weights), 1)
+    node, edge = node / n, edge / n
+    return (node / node.max().clamp(min=1e-12)).float(), (edge / edge.max().clamp(min=1e-12)
+                                                         ).float() if edge.numel() else edge.float()
+
+
+def _colors(scores: Tensor, cmap: str = "Reds") -> list[tuple[float, float, float]]:
+    cm = matplotlib.colormaps[cmap]
+    return [tuple(float(c) for c in cm(0.15 + 0.75 * float(s))[:3]) for s in scores]
+
+
+def draw_molecule_attention(mol, node_scores: Tensor, bond_scores: Tensor | None,
+                            path: str | os.PathLike, size: tuple[int, int] = (500, 400),
+                            legend: str = "") -> str:
+    """Draw an RDKit molecule with atoms (and bonds, one score per RDKit bond) shaded by
+    attention into a PNG, with RDKit's Cairo drawer or, without Cairo, matplotlib."""
+    from rdkit.Chem import rdDepictor
+
+    rdDepictor.Compute2DCoords(mol)
+    atom_cols = _colors(node_scores)
+    bond_cols = _colors(bond_scores) if bond_scores is not None else []
+    try:
+        from rdkit.Chem.Draw import rdMolDraw2D
+
+        drawer = rdMolDraw2D.MolDraw2DCairo(*size)
+    except (ImportError, AttributeError, RuntimeError):
+        drawer = None
+    if drawer is not None:
+        from rdkit.Chem.Draw import rdMolDraw2D
+
+        rdMolDraw2D.PrepareAndDrawMolecule(
+            drawer, mol, legend=legend,
+            highlightAtoms=list(range(mol.GetNumAtoms())),
+            highlightAtomColors=dict(enumerate(atom_cols)),
+            highlightBonds=list(range(len(bond_cols))),
+            highlightBondColors=dict(enumerate(bond_cols)))
+        drawer.FinishDrawing()
+        with open(path, "wb") as f:
+            f.write(drawer.GetDrawingText())
+        return os.fspath(path)
+    # matplotlib fallback: bonds as coloured lines, atoms as coloured discs
+    pos = mol.GetConformer().GetPositions()[:, :2]
+    fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+    for b, col in zip(mol.GetBonds(), bond_cols or [(0.5, 0.5, 0.5)] * mol.GetNumBonds()):
+        i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+        ax.plot(pos[[i, j], 0], pos[[i, j], 1], color=col, lw=4, zorder=1)
+    ax.scatter(pos[:, 0], pos[:, 1], s=500, c=atom_cols, zorder=2)
+    for a in mol.GetAtoms():
+        ax.text(*pos[a.GetIdx()], a.GetSymbol(), ha="center", va="center", zorder=3)
+    ax.set_title(legend)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    fig.savefig(path)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def draw_graph_attention(edge_index: Tensor, num_nodes: int, edge_scores: Tensor,
+                         path: str | os.PathLike, node_color: Tensor | None = None,
+                         node_scores: Tensor | None = None, seed: int = 0,
+                         title: str = "") -> str:
+    """Draw a graph (networkx spring layout, seeded) with edge widths and darkness given by
+    attention, nodes coloured by ``node_color`` (e.g. predicted class) and sized by
+    ``node_scores``."""
+    import networkx as nx
+
+    G = nx.Graph()
+    G.add_nodes_from(range(num_nodes))
+    weight: dict[tuple[int, int], float] = {}
+    for (u, v), s in zip(edge_index.t().tolist(), edge_scores.tolist()):
+        if u != v:
+            key = (min(u, v), max(u, v))
+            weight[key] = max(weight.get(key, 0.0), s)
+    G.add_edges_from(weight)
+    pos = nx.spring_layout(G, seed=seed)
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    edges = list(G.edges())
+    w = [weight[(min(u, v), max(u, v))] for u, v in edges]
+    nx.draw_networkx_edges(G, pos, edgelist=edges, width=[0.5 + 5 * x for x in w],
+                           edge_color=w, edge_cmap=matplotlib.colormaps["Greys"], edge_vmin=-0.2,
+                           edge_vmax=1.0, ax=ax)
+    sizes = 100 + 400 * node_scores.numpy() if node_scores is not None else 300
+    colors = node_color.tolist() if node_color is not None else "tab:blue"
+    nx.draw_networkx_nodes(G, pos, node_size=sizes, node_color=colors, cmap="tab10", ax=ax)
+    nx.draw_networkx_labels(G, pos, font_size=7, ax=ax)
+    ax.set_title(title)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return os.fspath(path)
