@@ -1,6 +1,16 @@
 """Neural network modules of graphattn."""
 
 from graphattn.nn.attention import GraphSelfAttention
+from graphattn.nn.encodings import (
+    AdjacencyBias,
+    DegreeEncoder,
+    LaplacianPE,
+    LapPEEncoder,
+    RWSEEncoder,
+    SparseRandomWalkPE,
+    SPDBias,
+    shortest_path_distance,
+)
 from graphattn.nn.heads import CLSPool, GraphHead, NodeHead, masked_loss
 from graphattn.nn.layer import GraphTransformerLayer
 from graphattn.nn.linear_attention import LinearGlobalAttention
@@ -13,4 +23,12 @@ __all__ = [
     "GraphHead",
     "CLSPool",
     "masked_loss",
+    "DegreeEncoder",
+    "SparseRandomWalkPE",
+    "RWSEEncoder",
+    "LaplacianPE",
+    "LapPEEncoder",
+    "SPDBias",
+    "AdjacencyBias",
+    "shortest_path_distance",
 ]
