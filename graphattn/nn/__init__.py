@@ -14,11 +14,13 @@ from graphattn.nn.encodings import (
 from graphattn.nn.heads import CLSPool, GraphHead, NodeHead, masked_loss
 from graphattn.nn.layer import GraphTransformerLayer
 from graphattn.nn.linear_attention import LinearGlobalAttention
+from graphattn.nn.models import GraphTransformer
 
 __all__ = [
     "GraphSelfAttention",
     "LinearGlobalAttention",
     "GraphTransformerLayer",
+    "GraphTransformer",
     "NodeHead",
     "GraphHead",
     "CLSPool",

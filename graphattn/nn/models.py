@@ -1,0 +1,248 @@
+"""GraphTransformer: input encoders, optional encodings, transformer layers and a head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import Linear
+from torch_geometric.data import Data
+
+from graphattn.nn.encodings import (
+    AdjacencyBias,
+    DegreeEncoder,
+    LapPEEncoder,
+    RWSEEncoder,
+    SPDBias,
+)
+from graphattn.nn.heads import GraphHead, NodeHead
+from graphattn.nn.layer import GraphTransformerLayer, make_norm
+
+ENCODINGS = ("degree", "rwse", "lappe", "spd", "adjacency")
+TASKS = ("node", "graph")
+
+
+class GraphTransformer(torch.nn.Module):
+    r"""A ready graph transformer for node or graph prediction, in one line:
+
+    .. code-block:: python
+
+        model = GraphTransformer(in_channels=9, hidden_channels=64, out_channels=1,
+                                 num_layers=4, mask="hybrid", task="graph", pool="mean",
+                                 encodings=("degree", "rwse", "spd"))
+        out = model(batch)            # a Data / Batch
+        out = model(x, edge_index, edge_attr, batch)
+
+    Input encoders project ``x`` (and ``edge_attr``) to ``hidden_channels``; the node
+    encodings are added to the projected nodes, the attention biases are built once per
+    forward and shared by every layer (as in Graphormer); ``num_layers``
+    :class:`~graphattn.nn.GraphTransformerLayer` follow (with a final norm when
+    ``pre_norm``), then a :class:`~graphattn.nn.NodeHead` (``task="node"``, output
+    ``[N, out_channels]``) or a :class:`~graphattn.nn.GraphHead` (``task="graph"``, output
+    ``[B, out_channels]``).
+
+    Encodings, by name (each optional):
+
+    * ``"degree"``: :class:`~graphattn.nn.encodings.DegreeEncoder`; needs nothing.
+    * ``"rwse"``: :class:`~graphattn.nn.encodings.RWSEEncoder`; needs ``data.rwse``
+      ``[N, walk_length]`` from ``SparseRandomWalkPE(walk_length, attr_name="rwse")``.
+    * ``"lappe"``: :class:`~graphattn.nn.encodings.LapPEEncoder` (sign-invariant); needs
+      ``data.lappe`` ``[N, lap_k]`` from ``LaplacianPE(lap_k, attr_name="lappe")``.
+    * ``"spd"``: :class:`~graphattn.nn.encodings.SPDBias`, a shortest-path bias per head;
+      needs nothing, and a softmax global attention (``mask="full"`` or ``"hybrid"``).
+    * ``"adjacency"``: :class:`~graphattn.nn.encodings.AdjacencyBias`; as ``"spd"``.
+
+    Args:
+        in_channels (int): Node feature size.
+        hidden_channels (int): Width of the transformer, a multiple of ``heads``.
+        out_channels (int): Outputs per node or per graph.
+        num_layers (int): Transformer layers.
+        heads (int): Attention heads. (default: ``4``)
+        mask (str): ``"adjacency"``, ``"full"`` or ``"hybrid"``. (default: ``"adjacency"``)
+        score (str): ``"dot"`` or ``"additive"``. (default: ``"dot"``)
+        task (str): ``"node"`` or ``"graph"``. (default: ``"node"``)
+        pool (str): Graph pooling: ``"mean"``, ``"sum"``, ``"max"``, ``"attention"`` or
+            ``"cls"``. (default: ``"mean"``)
+        edge_dim (int, optional): Edge feature size. (default: ``None``)
+        encodings (sequence of str): Encoding names, see above. (default: ``()``)
+        dropout (float): Dropout in layers and head. (default: ``0.0``)
+        attn_dropout (float): Dropout on attention weights. (default: ``0.0``)
+        norm (str, optional): ``"layer"``, ``"batch"`` or ``None``. (default: ``"layer"``)
+        pre_norm (bool): Pre-norm layers. (default: ``True``)
+        global_attention (str): ``"softmax"`` or ``"linear"``. (default: ``"softmax"``)
+        local (str, optional): Local branch of ``"hybrid"``: ``"attention"``, ``"gine"``
+            or ``None``. (default: ``"attention"``)
+        ffn_ratio (int): FFN width over ``hidden_channels``. (default: ``2``)
+        head_layers (int): MLP layers of the head. (default: ``2``)
+        walk_length (int): RWSE steps. (default: ``16``)
+        lap_k (int): LapPE eigenvectors. (default: ``8``)
+        max_degree (int): Degree clip. (default: ``64``)
+        max_distance (int): Shortest-path clip. (default: ``8``)
+
+    Shapes:
+        - **input:** a :class:`~torch_geometric.data.Data` / ``Batch``, or node features
+          :math:`(N, F)`, edge indices :math:`(2, E)`, edge features :math:`(E, D)`
+          *(optional)*, batch vector :math:`(N)` *(optional)*, ``rwse`` :math:`(N, K)` and
+          ``lappe`` :math:`(N, k)` when those encodings are used.
+        - **output:** :math:`(N, \text{out})` (node task) or :math:`(B, \text{out})` (graph).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int,
+        heads: int = 4,
+        mask: str = "adjacency",
+        score: str = "dot",
+        task: str = "node",
+        pool: str = "mean",
+        edge_dim: int | None = None,
+        encodings: tuple[str, ...] | list[str] = (),
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        norm: str | None = "layer",
+        pre_norm: bool = True,
+        global_attention: str = "softmax",
+        local: str | None = "attention",
+        ffn_ratio: int = 2,
+        head_layers: int = 2,
+        walk_length: int = 16,
+        lap_k: int = 8,
+        max_degree: int = 64,
+        max_distance: int = 8,
+    ) -> None:
+        super().__init__()
+        encodings = (encodings,) if isinstance(encodings, str) else tuple(encodings)
+        self.config: dict[str, Any] = dict(
+            in_channels=in_channels, hidden_channels=hidden_channels,
+            out_channels=out_channels, num_layers=num_layers, heads=heads, mask=mask,
+            score=score, task=task, pool=pool, edge_dim=edge_dim, encodings=list(encodings),
+            dropout=dropout, attn_dropout=attn_dropout, norm=norm, pre_norm=pre_norm,
+            global_attention=global_attention, local=local, ffn_ratio=ffn_ratio,
+            head_layers=head_layers, walk_length=walk_length, lap_k=lap_k,
+            max_degree=max_degree, max_distance=max_distance)
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        unknown = [e for e in encodings if e not in ENCODINGS]
+        if unknown:
+            raise ValueError(f"unknown encodings {unknown}: choose from {ENCODINGS}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if hidden_channels < 1 or hidden_channels % heads:
+            raise ValueError(f"hidden_channels must be a positive multiple of heads, got "
+                             f"hidden_channels={hidden_channels}, heads={heads}")
+        biases = [e for e in encodings if e in ("spd", "adjacency")]
+        if biases and (mask == "adjacency" or global_attention != "softmax"):
+            raise ValueError(f"encodings {biases} bias a softmax global attention: use "
+                             f"mask='full' or 'hybrid' with global_attention='softmax', got "
+                             f"mask={mask!r}, global_attention={global_attention!r}")
+        self.in_channels, self.hidden_channels, self.out_channels = (
+            in_channels, hidden_channels, out_channels)
+        self.task, self.encodings, self.edge_dim = task, encodings, edge_dim
+
+        self.lin_in = Linear(in_channels, hidden_channels)
+        self.lin_edge = Linear(edge_dim, hidden_channels) if edge_dim else None
+        self.degree = DegreeEncoder(hidden_channels, max_degree) if "degree" in encodings else None
+        self.rwse = RWSEEncoder(walk_length, hidden_channels) if "rwse" in encodings else None
+        self.lappe = LapPEEncoder(lap_k, hidden_channels) if "lappe" in encodings else None
+        self.spd = SPDBias(heads, max_distance) if "spd" in encodings else None
+        self.adjacency = AdjacencyBias(heads) if "adjacency" in encodings else None
+        self.layers = torch.nn.ModuleList([
+            GraphTransformerLayer(hidden_channels, heads, mask=mask, score=score, local=local,
+                                  global_attention=global_attention,
+                                  edge_dim=hidden_channels if edge_dim else None,
+                                  dropout=dropout, attn_dropout=attn_dropout,
+                                  ffn_ratio=ffn_ratio, norm=norm, pre_norm=pre_norm)
+            for _ in range(num_layers)])
+        self.norm_out = make_norm(norm if pre_norm else None, hidden_channels)
+        self.head = (NodeHead(hidden_channels, out_channels, num_layers=head_layers,
+                              dropout=dropout) if task == "node" else
+                     GraphHead(hidden_channels, out_channels, pool=pool,
+                               num_layers=head_layers, dropout=dropout, heads=heads))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> GraphTransformer:
+        """Rebuild a model from its :attr:`config` (e.g. one stored in a checkpoint)."""
+        return cls(**config)
+
+    def reset_parameters(self) -> None:
+        for m in self.children():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        for layer in self.layers:
+            layer.reset_parameters()
+
+    def forward(
+        self,
+        x: Tensor | Data,
+        edge_index: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+        batch: Tensor | None = None,
+        rwse: Tensor | None = None,
+        lappe: Tensor | None = None,
+        num_graphs: int | None = None,
+    ) -> Tensor:
+        """Predict; see the class docstring for the inputs and shapes."""
+        if isinstance(x, Data):  # Data or Batch
+            data = x
+            x, edge_index, edge_attr = data.x, data.edge_index, data.get("edge_attr")
+            batch, rwse, lappe = data.get("batch"), data.get("rwse"), data.get("lappe")
+            num_graphs = data.num_graphs if batch is not None else 1
+        x, edge_attr = self._check(x, edge_index, edge_attr, batch, rwse, lappe)
+        N = x.size(0)
+        h = self.lin_in(x)
+        if self.degree is not None:
+            h = h + self.degree(edge_index, N)
+        if self.rwse is not None:
+            h = h + self.rwse(rwse.to(h.dtype))
+        if self.lappe is not None:
+            h = h + self.lappe(lappe.to(h.dtype), batch)
+        e = self.lin_edge(edge_attr) if self.lin_edge is not None and edge_attr is not None \
+            else None
+        bias = None
+        for module in (self.spd, self.adjacency):
+            if module is not None:
+                b = module(edge_index, batch, N).to(h.dtype)
+                bias = b if bias is None else bias + b
+        for layer in self.layers:
+            h = layer(h, edge_index, e, batch, attn_bias=bias)
+        h = self.norm_out(h)
+        if self.task == "node":
+            return self.head(h)
+        return self.head(h, batch, num_graphs)
+
+    def _check(self, x, edge_index, edge_attr, batch, rwse, lappe):
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != self.in_channels:
+            got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape [num_nodes, in_channels={self.in_channels}], "
+                             f"got {got}")
+        dtype = self.lin_in.weight.dtype
+        x = x if x.is_floating_point() else x.to(dtype)  # e.g. integer one-hot features
+        if edge_index is None and (self.degree is not None or self.spd is not None
+                                   or self.adjacency is not None):
+            raise ValueError(f"encodings {list(self.encodings)} need edge_index")
+        if edge_attr is not None:
+            if self.lin_edge is None:
+                raise ValueError("edge_attr was given but the model was built with "
+                                 "edge_dim=None")
+            edge_attr = edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr
+            if edge_attr.size(1) != self.edge_dim:
+                raise ValueError(f"edge_attr must have edge_dim={self.edge_dim} features, got "
+                                 f"{list(edge_attr.shape)}")
+            edge_attr = edge_attr if edge_attr.is_floating_point() else edge_attr.to(dtype)
+        for name, value, transform in (("rwse", rwse, "SparseRandomWalkPE(walk_length, "
+                                        "attr_name='rwse')"),
+                                       ("lappe", lappe, "LaplacianPE(k, attr_name='lappe')")):
+            if getattr(self, name) is not None and value is None:
+                raise ValueError(f"encodings include {name!r}: pass data.{name} "
+                                 f"(add it with the transform {transform})")
+        return x, edge_attr
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"{self.__class__.__name__}({c['in_channels']}, {c['hidden_channels']}, "
+                f"{c['out_channels']}, num_layers={c['num_layers']}, mask={c['mask']!r}, "
+                f"task={c['task']!r}, encodings={tuple(self.encodings)})")

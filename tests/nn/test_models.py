@@ -1,0 +1,209 @@
+"""GraphTransformer: symmetry, no leakage across a batch, overfitting, gradients, config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch_geometric.data import Batch, Data
+from torch_geometric.utils import erdos_renyi_graph, to_undirected
+
+from graphattn.nn import GraphTransformer, LaplacianPE, SparseRandomWalkPE
+from graphattn.nn.heads import POOLS
+
+ALL_ENCODINGS = ("degree", "rwse", "lappe", "spd", "adjacency")
+
+
+def model(mask="hybrid", score="dot", task="node", pool="mean", encodings=ALL_ENCODINGS,
+          norm="layer", global_attention="softmax", local="attention", seed=0, **kwargs):
+    if mask == "adjacency" or global_attention == "linear":
+        encodings = tuple(e for e in encodings if e not in ("spd", "adjacency"))
+    torch.manual_seed(seed)
+    m = GraphTransformer(5, 8, 3, num_layers=2, heads=2, mask=mask, score=score, task=task,
+                         pool=pool, edge_dim=2, encodings=encodings, norm=norm,
+                         global_attention=global_attention, local=local, walk_length=4,
+                         lap_k=3, max_distance=3, **kwargs)
+    return m.double().eval()
+
+
+def graph(n, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    ei = to_undirected(torch.randint(0, n, (2, 2 * n), generator=g), num_nodes=n)
+    ei = ei[:, ei[0] != ei[1]]
+    data = Data(x=torch.randn(n, 5, generator=g, dtype=dtype), edge_index=ei,
+                edge_attr=torch.randn(ei.size(1), 2, generator=g, dtype=dtype), num_nodes=n)
+    data = SparseRandomWalkPE(4)(data)
+    torch.manual_seed(seed)
+    return LaplacianPE(3)(data)
+
+
+def permute(data, perm):
+    """The same graph with node ``perm[k]`` renamed ``k``."""
+    inv = torch.argsort(perm)
+    return Data(x=data.x[perm], edge_index=inv[data.edge_index], edge_attr=data.edge_attr,
+                rwse=data.rwse[perm], lappe=data.lappe[perm], num_nodes=data.num_nodes)
+
+
+CONFIGS = st.fixed_dictionaries(dict(
+    mask=st.sampled_from(["adjacency", "full", "hybrid"]),
+    score=st.sampled_from(["dot", "additive"]),
+    pool=st.sampled_from(POOLS),
+    encodings=st.lists(st.sampled_from(ALL_ENCODINGS), unique=True).map(tuple),
+    norm=st.sampled_from(["layer", "batch", None]),
+    global_attention=st.sampled_from(["softmax", "linear"]),
+    local=st.sampled_from(["attention", "gine", None]),
+))
+
+
+@settings(max_examples=30, deadline=None)
+@given(config=CONFIGS, n=st.integers(1, 8), seed=st.integers(0, 2**16))
+def test_node_outputs_equivariant_and_graph_outputs_invariant(config, n, seed):
+    data = graph(n, seed)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    node = model(task="node", **config)
+    torch.testing.assert_close(node(permute(data, perm)), node(data)[perm])
+    g = model(task="graph", **config)
+    torch.testing.assert_close(g(permute(data, perm)), g(data))
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("mask,score", [(m, s) for m in ("adjacency", "full", "hybrid")
+                                        for s in ("dot", "additive")])
+def test_every_mask_score_and_pool_is_symmetric(mask, score, pool):
+    data = graph(7, 1)
+    perm = torch.randperm(7, generator=torch.Generator().manual_seed(1))
+    m = model(mask, score, task="graph", pool=pool)
+    torch.testing.assert_close(m(permute(data, perm)), m(data))
+
+
+def train_batch_norm(m, data_list):
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(Batch.from_data_list(data_list))
+    return m.eval()
+
+
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+@pytest.mark.parametrize("mask,g", [("adjacency", "softmax"), ("full", "softmax"),
+                                    ("hybrid", "softmax"), ("hybrid", "linear")])
+def test_batch_outputs_equal_each_graph_alone(pool, norm, mask, g):
+    data_list = [graph(n, s) for s, n in enumerate((4, 1, 6, 3))]
+    batch = Batch.from_data_list(data_list)
+    for task in ("graph", "node"):
+        m = model(mask, task=task, pool=pool, norm=norm, global_attention=g)
+        if norm == "batch":
+            train_batch_norm(m, data_list)
+        out = m(batch)
+        alone = torch.cat([m(d) for d in data_list])
+        torch.testing.assert_close(out, alone)
+
+
+def test_data_and_tensor_call_forms_agree_and_config_round_trips():
+    data_list = [graph(n, s) for s, n in enumerate((4, 5))]
+    batch = Batch.from_data_list(data_list)
+    m = model(task="graph", pool="cls")
+    out = m(batch)
+    torch.testing.assert_close(m(batch.x, batch.edge_index, batch.edge_attr, batch.batch,
+                                 rwse=batch.rwse, lappe=batch.lappe), out)
+    config = json.loads(json.dumps(m.config))
+    clone = GraphTransformer.from_config(config).double()
+    clone.load_state_dict(m.state_dict())
+    torch.testing.assert_close(clone.eval()(batch), out)
+    assert clone.config == m.config
+
+
+def every_parameter_has_a_gradient(m, data, target, loss_fn):
+    m.zero_grad()
+    loss_fn(m(data), target).backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, missing
+
+
+GRAD_CONFIGS = [
+    dict(mask="hybrid", local="attention", pool="cls", norm="batch"),
+    dict(mask="hybrid", local="gine", pool="attention", global_attention="linear"),
+    dict(mask="full", score="additive", pool="sum"),
+    dict(mask="adjacency", pool="max", norm=None),
+    dict(mask="hybrid", local=None, pool="mean", pre_norm=False),
+]
+
+
+@pytest.mark.parametrize("config", GRAD_CONFIGS)
+def test_gradients_reach_every_parameter(config):
+    data_list = [graph(n, s) for s, n in enumerate((5, 6, 4))]
+    batch = Batch.from_data_list(data_list)
+    m = model(task="graph", **config).train()
+    every_parameter_has_a_gradient(m, batch, torch.randn(3, 3, dtype=torch.float64),
+                                   torch.nn.functional.mse_loss)
+    m = model(task="node", **{k: v for k, v in config.items() if k != "pool"}).train()
+    every_parameter_has_a_gradient(m, batch, torch.randint(0, 3, (15,)),
+                                   torch.nn.functional.cross_entropy)
+
+
+def fit(m, data, target, loss_fn, steps=150, lr=1e-2):
+    opt = torch.optim.Adam(m.parameters(), lr=lr)
+    m.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn(m(data), target)
+        loss.backward()
+        opt.step()
+    m.eval()
+    with torch.no_grad():
+        return loss_fn(m(data), target).item()
+
+
+def test_overfits_a_tiny_node_classification_set():
+    torch.manual_seed(0)
+    n = 12
+    ei = to_undirected(erdos_renyi_graph(n, 0.3))
+    data = Data(x=torch.eye(n, 5, dtype=torch.float32) + 0.1 * torch.randn(n, 5),
+                edge_index=ei, edge_attr=torch.randn(ei.size(1), 2), num_nodes=n)
+    data = LaplacianPE(3)(SparseRandomWalkPE(4)(data))
+    y = torch.randint(0, 3, (n,))
+    m = model(task="node", local="gine").float()
+    assert fit(m, data, y, torch.nn.functional.cross_entropy) < 0.05
+
+
+def test_overfits_a_tiny_graph_regression_set():
+    data_list = [graph(n, s, torch.float32) for s, n in enumerate((3, 5, 4, 6, 7, 2))]
+    batch = Batch.from_data_list(data_list)
+    y = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    m = model(task="graph", pool="cls").float()
+    assert fit(m, batch, y, torch.nn.functional.mse_loss, steps=200) < 0.01
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(ValueError, match="unknown encodings"):
+        GraphTransformer(4, 8, 2, 1, encodings=("rwse", "wl"))
+    with pytest.raises(ValueError, match="softmax global attention"):
+        GraphTransformer(4, 8, 2, 1, mask="adjacency", encodings=("spd",))
+    with pytest.raises(ValueError, match="softmax global attention"):
+        GraphTransformer(4, 8, 2, 1, mask="full", global_attention="linear",
+                         encodings=("adjacency",))
+    with pytest.raises(ValueError, match="multiple of heads"):
+        GraphTransformer(4, 10, 2, 1, heads=4)
+    with pytest.raises(ValueError, match="task"):
+        GraphTransformer(4, 8, 2, 1, task="edge")
+    m = GraphTransformer(5, 8, 2, 1, heads=2, encodings=("rwse",))
+    data = graph(4, 0, torch.float32)
+    with pytest.raises(ValueError, match="SparseRandomWalkPE"):
+        m(data.x, data.edge_index)
+    with pytest.raises(ValueError, match="in_channels=5"):
+        m(data.x[:, :3], data.edge_index, rwse=data.rwse)
+    with pytest.raises(ValueError, match="edge_dim=None"):
+        m(data.x, data.edge_index, data.edge_attr, rwse=data.rwse)
+
+
+def test_integer_features_are_accepted_and_a_string_encoding_is_one_name():
+    m = GraphTransformer(3, 8, 2, 1, heads=2, edge_dim=3, encodings="degree")
+    assert m.encodings == ("degree",)
+    x = torch.randint(0, 2, (4, 3))
+    ei = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    out = m(x, ei, torch.randint(0, 2, (3, 3)))
+    assert out.shape == (4, 2) and torch.isfinite(out).all()
