@@ -98,11 +98,13 @@ def node_edge_scores(weights: list[tuple[Tensor, Tensor]], edge_index: Tensor,
                      num_nodes: int) -> tuple[Tensor, Tensor]:
     r"""Summaries of the attention of all layers and heads, each in ``[0, 1]``:
 
-    * node score: attention a node *receives*, :math:`\sum_i \alpha_{ij}` (mean over layers
-      and heads), divided by its maximum;
+    * node score: attention a node *receives*, :math:`\sum_i \alpha_{ij}` (summed over
+      layers, mean over heads);
     * edge score of ``edge_index[:, e] = (u, v)``: :math:`\alpha_{uv} + \alpha_{vu}`
-      (mean over layers and heads; 0 where a layer did not attend along it), divided by its
-      maximum.
+      (summed over layers, mean over heads; 0 where a layer did not attend along it);
+
+    each rescaled from its minimum (0) to its maximum (1). Meant for small graphs (one
+    :math:`N^2` lookup table per layer).
     """
     node = torch.zeros(num_nodes, dtype=torch.float64)
     keys = edge_index[0] * num_nodes + edge_index[1]
@@ -114,10 +116,17 @@ def node_edge_scores(weights: list[tuple[Tensor, Tensor]], edge_index: Tensor,
         lookup = torch.zeros(num_nodes * num_nodes, dtype=torch.float64)
         lookup.index_put_((index[0] * num_nodes + index[1],), a, accumulate=True)
         edge += lookup[keys] + lookup[rev]
-    n = max(len(weights), 1)
-    node, edge = node / n, edge / n
-    return (node / node.max().clamp(min=1e-12)).float(), (edge / edge.max().clamp(min=1e-12)
-                                                         ).float() if edge.numel() else edge.float()
+    return _unit(node), _unit(edge)
+
+
+def _unit(s: Tensor) -> Tensor:
+    """Rescale to ``[0, 1]`` (min to max); constant scores become 0.5."""
+    if s.numel() == 0:
+        return s.float()
+    lo, hi = s.min(), s.max()
+    if hi - lo < 1e-12:
+        return torch.full_like(s, 0.5).float()
+    return ((s - lo) / (hi - lo)).float()
 
 
 def _colors(scores: Tensor, cmap: str = "Reds") -> list[tuple[float, float, float]]:

@@ -1,0 +1,429 @@
+"""The ``graphattn`` command: train, evaluate, predict, explain, bench.
+
+    graphattn train --dataset freesolv --out runs/freesolv --epochs 50
+    graphattn evaluate --checkpoint runs/freesolv/best.pt
+    graphattn predict --checkpoint runs/freesolv/best.pt --smiles molecules.smi
+    graphattn explain --checkpoint runs/freesolv/best.pt --smiles "CCO" --out atoms.png
+    torchrun --nproc-per-node 2 -m graphattn train --dataset freesolv --out runs/ddp
+
+User mistakes end with one line on stderr and exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+MOLECULES = ("freesolv", "solubility", "qm9")
+SOCIAL = ("karate", "sbm")
+BENCHMARKS = ("speed", "molecules", "social")
+
+
+class UserError(Exception):
+    """A mistake of the user: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + traceback
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------------------------------- data sets
+
+def _dataset_arg(value: str) -> str:
+    if value in MOLECULES + SOCIAL or value.startswith("csv:"):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"unknown data set {value!r}; expected one of {', '.join(MOLECULES + SOCIAL)} or "
+        "csv:PATH")
+
+
+def load_dataset(spec: dict):
+    """``(data, task, kind, splits, featurizer, target_names)`` for a data set spec (the
+    ``dataset`` entry a checkpoint stores), with splits made from ``spec["seed"]``."""
+    from graphattn.checkpoint import featurizer_spec
+
+    name, seed, root = spec["name"], spec.get("seed", 0), spec.get("data_root")
+    if name in SOCIAL:
+        from graphattn.social import karate_club, stochastic_block_model
+
+        if name == "karate":
+            data = karate_club(labels=spec.get("labels", "faction"), seed=seed)
+        else:
+            data = stochastic_block_model(spec.get("num_nodes", 400),
+                                          spec.get("num_blocks", 4), seed=seed)
+        splits = {k: getattr(data, f"{k}_mask") for k in ("train", "val", "test")}
+        return data, "node", spec.get("kind") or "classification", splits, None, ["class"]
+
+    from graphattn.chem import QM9, FreeSolv, MoleculeCSV, Solubility
+    from graphattn.chem.splits import random_split, scaffold_split
+
+    def sub(folder):
+        return None if root is None else osp.join(root, folder)
+
+    targets = spec.get("targets") or None
+    if name == "freesolv":
+        ds = FreeSolv(sub("freesolv"))
+    elif name == "qm9":
+        ds = QM9(sub("qm9"), **({"targets": targets} if targets else {}))
+    elif name == "solubility":
+        ds = Solubility(sub("solubility"), split="train")
+    else:
+        path = name[len("csv:"):]
+        if not targets:
+            raise UserError(f"--dataset {name}: give the target column(s) with --target")
+        if not osp.isfile(path):
+            raise UserError(f"--dataset {name}: no such file {path!r}")
+        ds = MoleculeCSV(sub("csv"), path, smiles_column=spec.get("smiles_column", "smiles"),
+                         target_columns=targets)
+    featurizer = featurizer_spec(ds)
+    split_fn = scaffold_split if spec.get("split") == "scaffold" else random_split
+    if name == "solubility":  # the published train/test split; validation from train
+        test = Solubility(sub("solubility"), split="test")
+        tr, va, _ = split_fn(ds, frac=(0.9, 0.1, 0.0), seed=seed)
+        data = list(ds) + list(test)
+        te = torch.arange(len(ds), len(ds) + len(test))
+        splits = {"train": tr, "val": va, "test": te}
+    else:
+        tr, va, te = split_fn(ds, seed=seed)
+        data, splits = ds, {"train": tr, "val": va, "test": te}
+    return data, "graph", spec.get("kind") or "regression", splits, featurizer, \
+        list(ds.target_names)
+
+
+def _out_channels(data, task: str, kind: str) -> int:
+    if task == "node":
+        y = data.y
+    else:
+        y = torch.cat([d.y.reshape(1, -1) for d in data])
+    if kind == "classification":
+        y = y[~torch.isnan(y)] if y.is_floating_point() else y[y >= 0]
+        return int(y.max()) + 1
+    return y.reshape(y.size(0), -1).size(1)
+
+
+def build_model(args, data, task: str, out_channels: int):
+    try:
+        from graphattn.nn.models import GraphTransformer
+    except ImportError as e:
+        raise UserError(f"graphattn.nn.models.GraphTransformer is not available: {e}") from None
+    sample = data if task == "node" else data[0]
+    edge_attr = getattr(sample, "edge_attr", None)
+    kwargs = dict(in_channels=sample.num_features, hidden_channels=args.hidden,
+                  out_channels=out_channels, num_layers=args.layers, heads=args.heads,
+                  mask=args.mask, score=args.score, task=task,
+                  edge_dim=edge_attr.size(-1) if edge_attr is not None else None)
+    params = inspect.signature(GraphTransformer).parameters
+    if args.encodings:
+        kwargs["encodings"] = [e.strip() for e in args.encodings.split(",") if e.strip()]
+    if task == "graph" and "pool" in params:
+        kwargs["pool"] = args.pool
+    if "dropout" in params:
+        kwargs["dropout"] = args.dropout
+    torch.manual_seed(args.seed)
+    return GraphTransformer(**kwargs)
+
+
+# ------------------------------------------------------------------------------- commands
+
+def _distributed() -> tuple[int, int, torch.device | None]:
+    """Initialise torch.distributed under torchrun (WORLD_SIZE > 1)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, None
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = None
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return dist.get_rank(), world, device
+
+
+def cmd_train(args) -> int:
+    from graphattn.train import fit
+
+    out = Path(args.out)
+    if (out / "checkpoint.pt").exists() and not args.resume:
+        raise UserError(f"{out / 'checkpoint.pt'} exists: pass --resume to continue that run "
+                        "or choose another --out")
+    rank, world, device = _distributed()
+    spec = {"name": args.dataset, "seed": args.seed, "data_root": args.data_root,
+            "targets": args.target, "smiles_column": args.smiles_column, "split": args.split,
+            "kind": args.kind, "labels": args.labels, "num_nodes": args.num_nodes}
+    data, task, kind, splits, featurizer, target_names = load_dataset(spec)
+    model = build_model(args, data, task, _out_channels(data, task, kind))
+    if device is not None:
+        model = model.to(device)
+    res = fit(model, data, task=task, kind=kind, epochs=args.epochs, lr=args.lr,
+              batch_size=args.batch_size, train_idx=splits["train"], val_idx=splits["val"],
+              test_idx=splits["test"], patience=args.patience, seed=args.seed, out_dir=out,
+              resume=args.resume, quiet=args.quiet, featurizer=featurizer,
+              extra={"dataset": {k: v for k, v in spec.items() if v is not None},
+                     "target_names": target_names})
+    if rank == 0:
+        print(json.dumps({"best_epoch": res.best_epoch, **res.metrics}))
+        if not args.quiet:
+            print(f"wrote {', '.join(sorted(res.files.values()))}", file=sys.stderr)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+def _load(path: str):
+    from graphattn.checkpoint import load_model
+
+    return load_model(path)
+
+
+def cmd_evaluate(args) -> int:
+    from graphattn.train import evaluate
+
+    model, ckpt = _load(args.checkpoint)
+    spec = dict(ckpt.get("extra", {}).get("dataset") or {})
+    if args.dataset:
+        spec = {**spec, "name": args.dataset, "targets": args.target or spec.get("targets")}
+        if args.smiles_column:
+            spec["smiles_column"] = args.smiles_column
+    if not spec.get("name"):
+        raise UserError(f"{args.checkpoint} does not say which data set it was trained on: "
+                        "give --dataset")
+    data, task, kind, splits, _, _ = load_dataset(spec)
+    if task != ckpt["task"]:
+        raise UserError(f"{args.checkpoint} is a {ckpt['task']}-level model, --dataset "
+                        f"{spec['name']} is a {task}-level data set")
+    kind = ckpt["kind"]
+    metrics = {name: evaluate(model, data, idx, task, kind) for name, idx in splits.items()}
+    from graphattn.train import _clean
+
+    print(json.dumps(_clean(metrics)))
+    return 0
+
+
+def _smiles_lines(path: str, column: str | None):
+    """``(line_number, smiles, name)`` of a SMILES file: ``.csv`` (a header with the SMILES
+    column), else one SMILES per line, optionally followed by a name; ``-`` is stdin."""
+    f = sys.stdin if path == "-" else None
+    if f is None:
+        if not osp.isfile(path):
+            raise UserError(f"--smiles: no such file {path!r}")
+        f = open(path, newline="")  # noqa: SIM115 - closed below
+    try:
+        if path.lower().endswith(".csv"):
+            reader = csv.DictReader(f)
+            column = column or "smiles"
+            if column not in (reader.fieldnames or []):
+                raise UserError(f"--smiles {path}: no column {column!r}; columns are "
+                                f"{reader.fieldnames} (choose one with --smiles-column)")
+            for i, row in enumerate(reader, start=2):
+                yield i, (row[column] or "").strip(), ""
+            return
+        for i, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            smiles, _, name = line.partition(" ")
+            yield i, smiles, name.strip()
+    finally:
+        if f is not sys.stdin:
+            f.close()
+
+
+def cmd_predict(args) -> int:
+    from graphattn.checkpoint import featurizers_from_spec
+    from graphattn.chem import from_smiles
+    from graphattn.train import predict
+
+    model, ckpt = _load(args.checkpoint)
+    if not ckpt.get("featurizer"):
+        raise UserError(f"{args.checkpoint} is not a molecule model (no featurizer stored); "
+                        "predict reads SMILES")
+    kwargs = featurizers_from_spec(ckpt["featurizer"])
+    graphs, rows, bad = [], [], 0
+    for line, smiles, name in _smiles_lines(args.smiles, args.smiles_column):
+        try:
+            graphs.append(from_smiles(smiles, **kwargs))
+            rows.append((smiles, name))
+        except (ValueError, TypeError) as e:
+            bad += 1
+            print(f"line {line}: skipped: {e}", file=sys.stderr)
+    if not graphs:
+        raise UserError(f"--smiles {args.smiles}: no valid molecule ({bad} invalid)")
+    pred = predict(model, graphs, task="graph", kind=ckpt["kind"])
+    names = ckpt.get("extra", {}).get("target_names") or [f"y{j}" for j in range(pred.size(1))]
+    if ckpt["kind"] == "classification":
+        names = [f"p_class{j}" for j in range(pred.size(1))]
+    out = sys.stdout if args.out is None else open(args.out, "w", newline="")  # noqa: SIM115
+    try:
+        w = csv.writer(out)
+        w.writerow(["smiles", "name", *names])
+        for (smiles, name), values in zip(rows, pred.tolist()):
+            w.writerow([smiles, name, *(f"{v:.6g}" for v in values)])
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if bad:
+        print(f"{bad} invalid line(s) skipped, {len(rows)} predicted", file=sys.stderr)
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from graphattn import viz
+
+    model, ckpt = _load(args.checkpoint)
+    if ckpt.get("featurizer"):
+        if not args.smiles:
+            raise UserError("explain on a molecule model needs --smiles \"SMILES\"")
+        from rdkit import Chem
+
+        from graphattn.checkpoint import featurizers_from_spec
+        from graphattn.chem import from_mol
+        from graphattn.chem.featurize import _parse
+
+        kwargs = featurizers_from_spec(ckpt["featurizer"])
+        try:
+            mol = _parse(args.smiles)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        if kwargs["fragments"] == "largest" and len(Chem.GetMolFrags(mol)) > 1:
+            from rdkit.Chem.MolStandardize import rdMolStandardize
+            mol = rdMolStandardize.LargestFragmentChooser().choose(mol)
+        data = from_mol(mol, **{**kwargs, "fragments": "all"}, smiles=args.smiles)
+        if kwargs["explicit_h"]:
+            mol = Chem.AddHs(mol)
+        weights = viz.attention_weights(model, data)
+        node, edge = viz.node_edge_scores(weights, data.edge_index, data.num_nodes)
+        from graphattn.train import predict
+
+        value = predict(model, [data], task="graph", kind=ckpt["kind"])[0]
+        legend = f"{args.smiles}  prediction {', '.join(f'{v:.3g}' for v in value.tolist())}"
+        viz.draw_molecule_attention(mol, node, edge[0::2], args.out, legend=legend)
+    else:
+        spec = dict(ckpt.get("extra", {}).get("dataset") or {})
+        if args.dataset:
+            spec["name"] = args.dataset
+        if spec.get("name") not in SOCIAL:
+            raise UserError(f"explain on a graph model needs a social data set "
+                            f"(--dataset karate|sbm), got {spec.get('name')!r}")
+        data, task, *_ = load_dataset(spec)
+        weights = viz.attention_weights(model, data)
+        node, edge = viz.node_edge_scores(weights, data.edge_index, data.num_nodes)
+        with torch.no_grad():
+            pred = model(data).argmax(-1)
+        viz.draw_graph_attention(data.edge_index, data.num_nodes, edge, args.out,
+                                 node_color=pred, node_scores=node,
+                                 title=f"{spec['name']}: attention (edges), prediction (colour)")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    roots = [Path(__file__).resolve().parent.parent / "benchmarks", Path.cwd() / "benchmarks"]
+    for root in roots:
+        script = root / f"{args.name}.py"
+        if script.is_file():
+            return subprocess.call([sys.executable, str(script), *args.args])
+    raise UserError(f"benchmark script {args.name}.py not found (looked in "
+                    f"{', '.join(str(r) for r in roots)}); benchmarks ship with the source "
+                    "repository, not the installed package")
+
+
+# ------------------------------------------------------------------------------- parser
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="graphattn", description="Graph self-attention: train, evaluate, predict, "
+                "explain and benchmark GraphTransformer models.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def data_args(q, required: bool):
+        q.add_argument("--dataset", type=_dataset_arg, required=required,
+                       help="freesolv | solubility | qm9 | karate | sbm | csv:PATH")
+        q.add_argument("--smiles-column", default=None, help="SMILES column of a CSV")
+        q.add_argument("--target", action="append", default=None,
+                       help="target column (repeat for several tasks)")
+
+    t = sub.add_parser("train", help="train a model, write checkpoints, metrics and a plot")
+    data_args(t, True)
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--kind", choices=("regression", "classification", "multilabel"),
+                   help="default: regression for molecules, classification for social graphs")
+    t.add_argument("--split", choices=("random", "scaffold"), default="random")
+    t.add_argument("--labels", choices=("faction", "community"), default=None,
+                   help="karate club labels")
+    t.add_argument("--num-nodes", type=int, default=None, help="sbm: number of nodes")
+    t.add_argument("--data-root", default=None, help="data folder (default: cache)")
+    t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--batch-size", type=int, default=32, help="global batch (all processes)")
+    t.add_argument("--patience", type=int, default=None, help="early stopping patience")
+    t.add_argument("--mask", choices=("adjacency", "full", "hybrid"), default="adjacency")
+    t.add_argument("--score", choices=("dot", "additive"), default="dot")
+    t.add_argument("--hidden", type=int, default=64)
+    t.add_argument("--layers", type=int, default=3)
+    t.add_argument("--heads", type=int, default=4)
+    t.add_argument("--pool", default="mean", help="graph pooling (graph tasks)")
+    t.add_argument("--encodings", default=None,
+                   help="comma-separated encodings, e.g. degree,spd (spd needs --mask full)")
+    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="metrics of a checkpoint on its data set splits")
+    e.add_argument("--checkpoint", required=True)
+    data_args(e, False)
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("predict", help="predict molecules from a SMILES file, CSV out")
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--smiles", required=True,
+                   help="file: one SMILES (and optional name) per line, or a .csv; - is stdin")
+    r.add_argument("--smiles-column", default=None, help="SMILES column of a .csv input")
+    r.add_argument("--out", default=None, help="CSV file (default: stdout)")
+    r.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("explain", help="draw attention on a molecule or a social graph")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--smiles", default=None, help="the molecule (molecule models)")
+    x.add_argument("--dataset", type=_dataset_arg, default=None,
+                   help="social graph to draw (default: the checkpoint's)")
+    x.add_argument("--out", required=True, help="PNG file")
+    x.set_defaults(func=cmd_explain)
+
+    b = sub.add_parser("bench", help="run a benchmark script (extra arguments passed on)")
+    b.add_argument("name", choices=BENCHMARKS)
+    b.add_argument("args", nargs=argparse.REMAINDER, help="passed to the script")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, ValueError, TypeError, FileNotFoundError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"graphattn {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("graphattn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
