@@ -21,6 +21,8 @@ import importlib
 import json
 import os
 import os.path as osp
+import pickle
+import zipfile
 from typing import Any
 
 import torch
@@ -62,12 +64,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = os.fspath(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f"no such checkpoint file: {path!r}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"{path!r} is not a readable graphattn checkpoint: not a torch "
+                         f"archive (truncated, corrupted or another kind of file)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError ...
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path!r} is not a readable graphattn checkpoint: it holds pickled "
+                         "Python objects, and only tensors and plain containers are loaded "
+                         "(weights_only=True)") from None
+    except Exception as e:  # torch raises RuntimeError / EOFError ... on damaged archives
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path!r} is not a readable graphattn checkpoint (truncated, "
-                         f"corrupted or not written by graphattn): {first}") from None
+        raise ValueError(f"{path!r} is not a readable graphattn checkpoint (truncated or "
+                         f"corrupted): {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path!r} is a torch file but not a graphattn checkpoint "
                          f"(expected format {FORMAT!r})")

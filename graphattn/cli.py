@@ -52,15 +52,15 @@ def load_dataset(spec: dict):
     ``dataset`` entry a checkpoint stores), with splits made from ``spec["seed"]``."""
     from graphattn.checkpoint import featurizer_spec
 
-    name, seed, root = spec["name"], spec.get("seed", 0), spec.get("data_root")
+    name, seed, root = spec["name"], spec.get("seed") or 0, spec.get("data_root")
     if name in SOCIAL:
         from graphattn.social import karate_club, stochastic_block_model
 
         if name == "karate":
-            data = karate_club(labels=spec.get("labels", "faction"), seed=seed)
+            data = karate_club(labels=spec.get("labels") or "faction", seed=seed)
         else:
-            data = stochastic_block_model(spec.get("num_nodes", 400),
-                                          spec.get("num_blocks", 4), seed=seed)
+            data = stochastic_block_model(spec.get("num_nodes") or 400,
+                                          spec.get("num_blocks") or 4, seed=seed)
         splits = {k: getattr(data, f"{k}_mask") for k in ("train", "val", "test")}
         return data, "node", spec.get("kind") or "classification", splits, None, ["class"]
 
@@ -331,8 +331,13 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def _bench_roots() -> list[Path]:
+    """Where benchmark scripts are looked for: the source checkout, then ``./benchmarks``."""
+    return [Path(__file__).resolve().parent.parent / "benchmarks", Path.cwd() / "benchmarks"]
+
+
 def cmd_bench(args) -> int:
-    roots = [Path(__file__).resolve().parent.parent / "benchmarks", Path.cwd() / "benchmarks"]
+    roots = _bench_roots()
     for root in roots:
         script = root / f"{args.name}.py"
         if script.is_file():

@@ -1,0 +1,190 @@
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from graphattn import cli
+from graphattn.checkpoint import featurizers_from_spec, load_model
+
+pytest.importorskip("graphattn.nn.models")
+
+# 24 small molecules; target = heavy atom count / 2 + 0.1 * ring count (learnable, no NaN)
+SMILES = ["C", "CC", "CCC", "CCO", "CCN", "CC(=O)O", "c1ccccc1", "c1ccncc1", "CCCC", "CCOC",
+          "C1CCCCC1", "CC(C)C", "OCCO", "NCCN", "c1ccc(O)cc1", "CC#N", "C=CC", "CCCl",
+          "CC(=O)N", "c1ccoc1", "CCCCO", "CC(C)O", "C1CC1", "COC(=O)C"]
+MODEL = ["--hidden", "8", "--layers", "1", "--heads", "2", "--quiet", "--batch-size", "8"]
+
+
+def _target(s):
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(s)
+    return mol.GetNumAtoms() / 2 + 0.1 * mol.GetRingInfo().NumRings()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    with open(d / "tiny.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["mol", "size"])
+        for s in SMILES:
+            w.writerow([s, f"{_target(s):.3f}"])
+    return d
+
+
+def train_args(workdir, out, *extra):
+    return ["train", "--dataset", f"csv:{workdir / 'tiny.csv'}", "--smiles-column", "mol",
+            "--target", "size", "--data-root", str(workdir / "data"), "--out", str(out),
+            *MODEL, *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    out = workdir / "run"
+    assert cli.main(train_args(workdir, out, "--epochs", "4", "--lr", "0.01")) == 0
+    return out
+
+
+def test_train_writes_metrics_plot_config_checkpoints(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2, 3, 4]
+    assert set(metrics["final"]) == {"train", "val", "test"}
+    assert {"rmse", "mae", "r2", "loss"} <= set(metrics["final"]["test"])
+    config = json.loads((trained / "config.json").read_text())
+    assert config["model_config"]["hidden_channels"] == 8
+    assert config["extra"]["dataset"]["targets"] == ["size"]
+    png = (trained / "learning_curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    ckpt = torch.load(trained / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 4 and ckpt["featurizer"]["atom"]["elements"]
+
+
+def test_evaluate_reproduces_final_metrics(trained, capsys):
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--checkpoint", str(trained / "best.pt")]) == 0
+    got = json.loads(capsys.readouterr().out)
+    final = json.loads((trained / "metrics.json").read_text())["final"]
+    for split in ("train", "val", "test"):
+        assert got[split]["rmse"] == pytest.approx(final[split]["rmse"], rel=1e-6)
+
+
+def test_predict_skips_invalid_lines_and_predicts_the_rest(trained, workdir, capsys):
+    smi = workdir / "query.smi"
+    smi.write_text("CCO ethanol\nC1CC broken ring\n\nc1ccccc1 benzene\nnot_smiles\n")
+    capsys.readouterr()
+    assert cli.main(["predict", "--checkpoint", str(trained / "best.pt"),
+                     "--smiles", str(smi)]) == 0
+    out, err = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["smiles"], r["name"]) for r in rows] == [("CCO", "ethanol"),
+                                                          ("c1ccccc1", "benzene")]
+    assert "line 2" in err and "C1CC" in err and "line 5" in err and "not_smiles" in err
+    assert "line 4" not in err
+    # the CSV holds what the library predicts for the same molecules
+    from graphattn.chem import from_smiles
+    from graphattn.train import predict
+
+    model, ckpt = load_model(trained / "best.pt")
+    kw = featurizers_from_spec(ckpt["featurizer"])
+    ref = predict(model, [from_smiles("CCO", **kw), from_smiles("c1ccccc1", **kw)], task="graph")
+    assert [float(r["size"]) for r in rows] == pytest.approx(ref.view(-1).tolist(), rel=1e-4)
+
+
+def test_predict_from_stdin_to_file(trained, workdir, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("CCN\nCC\n"))
+    out = workdir / "pred.csv"
+    assert cli.main(["predict", "--checkpoint", str(trained / "best.pt"), "--smiles", "-",
+                     "--out", str(out)]) == 0
+    assert [r["smiles"] for r in csv.DictReader(out.open())] == ["CCN", "CC"]
+
+
+def test_explain_draws_the_molecule(trained, workdir):
+    png = workdir / "atoms.png"
+    assert cli.main(["explain", "--checkpoint", str(trained / "best.pt"), "--smiles",
+                     "CC(=O)Nc1ccc(O)cc1", "--out", str(png)]) == 0
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_resume_continues_to_the_same_result(workdir):
+    full, cut = workdir / "full", workdir / "cut"
+    assert cli.main(train_args(workdir, full, "--epochs", "4", "--dropout", "0.2")) == 0
+    assert cli.main(train_args(workdir, cut, "--epochs", "2", "--dropout", "0.2")) == 0
+    # without --resume an existing run is never overwritten
+    assert cli.main(train_args(workdir, cut, "--epochs", "4", "--dropout", "0.2")) == 2
+    assert cli.main(train_args(workdir, cut, "--epochs", "4", "--dropout", "0.2",
+                               "--resume")) == 0
+    a = json.loads((full / "metrics.json").read_text())
+    b = json.loads((cut / "metrics.json").read_text())
+    assert a["final"] == b["final"]
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+
+
+def test_social_train_and_explain(workdir):
+    out = workdir / "karate"
+    assert cli.main(["train", "--dataset", "karate", "--out", str(out), "--epochs", "15",
+                     "--lr", "0.02", *MODEL]) == 0
+    final = json.loads((out / "metrics.json").read_text())["final"]
+    assert "accuracy" in final["train"] and "roc_auc" in final["val"]
+    png = workdir / "karate.png"
+    assert cli.main(["explain", "--checkpoint", str(out / "best.pt"), "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--dataset", "nope", "--out", "x"], "unknown data set 'nope'"),
+    (["train", "--dataset", "freesolv"], "--out"),
+    (["train", "--dataset", "karate", "--out", "x", "--mask", "sparse"], "invalid choice"),
+])
+def test_argument_mistakes_are_one_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_runtime_mistakes_are_one_line(workdir, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    cases = [
+        (["evaluate", "--checkpoint", str(tmp_path / "missing.pt")], "missing.pt"),
+        (["evaluate", "--checkpoint", str(bad)], "bad.pt"),
+        (["train", "--dataset", f"csv:{workdir / 'tiny.csv'}", "--out", str(tmp_path / "o")],
+         "--target"),
+        (["train", "--dataset", "csv:/no/such.csv", "--target", "y", "--out",
+          str(tmp_path / "o")], "no such file"),
+    ]
+    for argv, needle in cases:
+        capsys.readouterr()
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+
+
+def test_bench_runs_script_with_passthrough_args_or_says_missing(tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr(cli, "_bench_roots", lambda: [tmp_path])
+    assert cli.main(["bench", "speed", "--quick"]) == 2
+    assert "speed.py not found" in capfd.readouterr().err
+    (tmp_path / "speed.py").write_text("import sys; print('ARGS', sys.argv[1:]); sys.exit(3)")
+    assert cli.main(["bench", "speed", "--quick", "--n", "5"]) == 3
+    assert "ARGS ['--quick', '--n', '5']" in capfd.readouterr().out
+
+
+def test_help_of_every_subcommand(capsys):
+    for sub in ("train", "evaluate", "predict", "explain", "bench"):
+        with pytest.raises(SystemExit) as e:
+            cli.main([sub, "--help"])
+        assert e.value.code == 0
+        assert f"usage: graphattn {sub}" in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_point():
+    res = subprocess.run([sys.executable, "-m", "graphattn", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0 and "train" in res.stdout and "explain" in res.stdout
