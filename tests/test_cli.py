@@ -10,8 +10,6 @@ import torch
 from graphattn import cli
 from graphattn.checkpoint import featurizers_from_spec, load_model
 
-pytest.importorskip("graphattn.nn.models")
-
 # 24 small molecules; target = heavy atom count / 2 + 0.1 * ring count (learnable, no NaN)
 SMILES = ["C", "CC", "CCC", "CCO", "CCN", "CC(=O)O", "c1ccccc1", "c1ccncc1", "CCCC", "CCOC",
           "C1CCCCC1", "CC(C)C", "OCCO", "NCCN", "c1ccc(O)cc1", "CC#N", "C=CC", "CCCl",
