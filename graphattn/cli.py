@@ -83,7 +83,7 @@ def load_dataset(spec: dict):
             raise UserError(f"--dataset {name}: give the target column(s) with --target")
         if not osp.isfile(path):
             raise UserError(f"--dataset {name}: no such file {path!r}")
-        ds = MoleculeCSV(sub("csv"), path, smiles_column=spec.get("smiles_column", "smiles"),
+        ds = MoleculeCSV(sub("csv"), path, smiles_column=spec.get("smiles_column") or "smiles",
                          target_columns=targets)
     featurizer = featurizer_spec(ds)
     split_fn = scaffold_split if spec.get("split") == "scaffold" else random_split
@@ -162,7 +162,15 @@ def cmd_train(args) -> int:
     spec = {"name": args.dataset, "seed": args.seed, "data_root": args.data_root,
             "targets": args.target, "smiles_column": args.smiles_column, "split": args.split,
             "kind": args.kind, "labels": args.labels, "num_nodes": args.num_nodes}
+    if world > 1 and rank != 0:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 processes the data set alone, the others then read it
     data, task, kind, splits, featurizer, target_names = load_dataset(spec)
+    if world > 1 and rank == 0:
+        import torch.distributed as dist
+
+        dist.barrier()
     model = build_model(args, data, task, _out_channels(data, task, kind))
     if device is not None:
         model = model.to(device)

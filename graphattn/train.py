@@ -19,7 +19,8 @@ Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in
 batch on every process. Only rank 0 writes files. With the same seed, a run on ``W``
 processes follows a single-process run up to float rounding when ``batch_size`` is divisible
 by ``W`` and the training set size by ``batch_size`` (otherwise the sampler pads the last
-batch with a few repeated graphs), and no labels are missing (the loss is a mean per process).
+batch with a few repeated graphs), no labels are missing (the loss is a mean per process)
+and there is no dropout (each process draws its own dropout masks). Node tasks match exactly.
 """
 
 from __future__ import annotations
@@ -474,7 +475,7 @@ def fit(
     train_model = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
-        train_model = DistributedDataParallel(model, find_unused_parameters=True)
+        train_model = DistributedDataParallel(model, static_graph=True)
 
     if task == "node":
         node_data = data.to(device)
@@ -532,6 +533,10 @@ def fit(
                 loss.backward()
                 _step(model, optimizer, grad_clip)
                 total, count = total + loss.item() * batch.num_graphs, count + batch.num_graphs
+            if world > 1:  # report the loss of the global batch, as one process would
+                sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
+                dist.all_reduce(sums)
+                total, count = float(sums[0]), int(sums[1])
             train_loss = total / max(count, 1)
         record = {"epoch": epoch, "train_loss": train_loss}
         if "val" in split:
