@@ -146,6 +146,16 @@ def test_gradients_reach_every_parameter(config):
                                    torch.nn.functional.cross_entropy)
 
 
+@pytest.fixture
+def one_thread():
+    """Hundreds of tiny training steps: on a busy 2-core machine a second intra-op thread
+    only waits for the other core (10-50x slower); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def fit(m, data, target, loss_fn, steps=150, lr=1e-2):
     opt = torch.optim.Adam(m.parameters(), lr=lr)
     m.train()
@@ -159,7 +169,7 @@ def fit(m, data, target, loss_fn, steps=150, lr=1e-2):
         return loss_fn(m(data), target).item()
 
 
-def test_overfits_a_tiny_node_classification_set():
+def test_overfits_a_tiny_node_classification_set(one_thread):
     torch.manual_seed(0)
     n = 12
     ei = to_undirected(erdos_renyi_graph(n, 0.3))
@@ -171,7 +181,7 @@ def test_overfits_a_tiny_node_classification_set():
     assert fit(m, data, y, torch.nn.functional.cross_entropy) < 0.05
 
 
-def test_overfits_a_tiny_graph_regression_set():
+def test_overfits_a_tiny_graph_regression_set(one_thread):
     data_list = [graph(n, s, torch.float32) for s, n in enumerate((3, 5, 4, 6, 7, 2))]
     batch = Batch.from_data_list(data_list)
     y = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
