@@ -155,7 +155,7 @@ def cmd_train(args) -> int:
     from graphattn.train import fit
 
     out = Path(args.out)
-    if (out / "checkpoint.pt").exists() and not args.resume:
+    if (out / "checkpoint.pt").exists() and not args.resume:  # before loading any data
         raise UserError(f"{out / 'checkpoint.pt'} exists: pass --resume to continue that run "
                         "or choose another --out")
     rank, world, device = _distributed()

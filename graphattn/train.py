@@ -405,7 +405,8 @@ def fit(
             same metrics; resumed runs continue identically). Seed the model's
             initialisation yourself (``torch.manual_seed``) before building it.
         out_dir (str, optional): write ``checkpoint.pt`` (every epoch), ``best.pt``,
-            ``metrics.json``, ``config.json`` and ``learning_curve.png`` here.
+            ``metrics.json``, ``config.json`` and ``learning_curve.png`` here. A folder
+            holding a checkpoint is never overwritten: resume it or choose another.
         resume (bool): continue from ``out_dir/checkpoint.pt`` if it exists (at most the
             epoch in progress when the run was killed is lost).
         quiet (bool): no progress bar (it is also off when stderr is not a terminal).
@@ -457,6 +458,9 @@ def fit(
     best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start = 1
     ckpt_path = osp.join(out_dir, "checkpoint.pt") if out_dir else None
+    if ckpt_path and osp.isfile(ckpt_path) and not resume:
+        raise ValueError(f"{ckpt_path} exists: pass resume=True (--resume) to continue that "
+                         "run, or choose another out_dir (--out)")
     if resume and ckpt_path and osp.isfile(ckpt_path):
         ckpt = load_checkpoint(ckpt_path, map_location=device)
         if (ckpt.get("task"), ckpt.get("kind")) != (task, kind):

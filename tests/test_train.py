@@ -188,6 +188,26 @@ def test_multitask_with_missing_labels_trains_on_observed_only():
     assert torch.isfinite(predict(model, data)).all()
 
 
+def test_graph_classification_and_multilabel():
+    torch.manual_seed(0)
+    data = graphs(40)
+    for d in data:  # class: is the target above 3; float labels as data sets store them
+        d.y = (d.y > 3).float()
+    model = Tiny(4, 2)
+    res = fit(model, data, kind="classification", epochs=20, lr=2e-2, batch_size=8, quiet=True)
+    assert res.metrics["train"]["accuracy"] > 0.75 and res.metrics["train"]["roc_auc"] > 0.8
+    assert predict(model, data, kind="classification").shape == (40, 2)
+    # two binary tasks, some missing
+    data = graphs(40, tasks=2, missing=0.2)
+    for d in data:
+        d.y = torch.where(torch.isnan(d.y), d.y, (d.y > 3).float())
+    model = Tiny(4, 2)
+    res = fit(model, data, kind="multilabel", epochs=20, lr=2e-2, batch_size=8, quiet=True)
+    assert res.metrics["train"]["roc_auc"] > 0.75
+    probs = predict(model, data, kind="multilabel")
+    assert ((probs >= 0) & (probs <= 1)).all()
+
+
 def test_early_stopping_keeps_best_weights():
     torch.manual_seed(0)
     data = graphs(30)
@@ -250,6 +270,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     with pytest.raises(Kill):
         fit(model(), data, out_dir=tmp_path / "cut", callbacks=[kill_after_3], **kw)
     assert not (tmp_path / "cut" / "metrics.json").exists()
+    with pytest.raises(ValueError, match="checkpoint.pt exists: pass resume=True"):
+        fit(model(), data, out_dir=tmp_path / "cut", **kw)  # never overwrites a run
     resumed = fit(model(), data, out_dir=tmp_path / "cut", resume=True, **kw)
     assert _no_time(resumed.history) == _no_time(full.history)
     assert resumed.metrics == full.metrics
