@@ -244,8 +244,8 @@ def _smiles_lines(path: str, column: str | None):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            smiles, _, name = line.partition(" ")
-            yield i, smiles, name.strip()
+            smiles, *name = line.split(None, 1)  # SMILES, then an optional name
+            yield i, smiles, name[0] if name else ""
     finally:
         if f is not sys.stdin:
             f.close()
@@ -299,14 +299,14 @@ def cmd_explain(args) -> int:
         from rdkit import Chem
 
         from graphattn.checkpoint import featurizers_from_spec
-        from graphattn.chem import from_mol
-        from graphattn.chem.featurize import _parse
+        from graphattn.chem import from_mol, from_smiles
 
         kwargs = featurizers_from_spec(ckpt["featurizer"])
         try:
-            mol = _parse(args.smiles)
+            from_smiles(args.smiles, **kwargs)  # a clear message for a bad SMILES
         except ValueError as e:
             raise UserError(str(e)) from None
+        mol = Chem.MolFromSmiles(args.smiles)
         if kwargs["fragments"] == "largest" and len(Chem.GetMolFrags(mol)) > 1:
             from rdkit.Chem.MolStandardize import rdMolStandardize
             mol = rdMolStandardize.LargestFragmentChooser().choose(mol)

@@ -73,7 +73,7 @@ def test_evaluate_reproduces_final_metrics(trained, capsys):
 
 def test_predict_skips_invalid_lines_and_predicts_the_rest(trained, workdir, capsys):
     smi = workdir / "query.smi"
-    smi.write_text("CCO ethanol\nC1CC broken ring\n\nc1ccccc1 benzene\nnot_smiles\n")
+    smi.write_text("CCO ethanol\nC1CC broken ring\n\nc1ccccc1\tbenzene\nnot_smiles\n")
     capsys.readouterr()
     assert cli.main(["predict", "--checkpoint", str(trained / "best.pt"),
                      "--smiles", str(smi)]) == 0
@@ -107,6 +107,8 @@ def test_explain_draws_the_molecule(trained, workdir):
                      "CC(=O)Nc1ccc(O)cc1", "--out", str(png)]) == 0
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert cli.main(["explain", "--checkpoint", str(trained / "best.pt"), "--smiles",
+                     "C1CC", "--out", str(png)]) == 2  # bad SMILES: one line, no traceback
 
 
 def test_resume_continues_to_the_same_result(workdir):
