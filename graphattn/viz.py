@@ -206,7 +206,8 @@ def draw_graph_attention(edge_index: Tensor, num_nodes: int, edge_scores: Tensor
                            edge_vmax=1.0, ax=ax)
     sizes = 100 + 400 * node_scores.numpy() if node_scores is not None else 300
     colors = node_color.tolist() if node_color is not None else "tab:blue"
-    nx.draw_networkx_nodes(G, pos, node_size=sizes, node_color=colors, cmap="tab10", ax=ax)
+    nx.draw_networkx_nodes(G, pos, node_size=sizes, node_color=colors, cmap="tab10", vmin=0,
+                           vmax=9, ax=ax)  # class k gets the k-th tab10 colour
     nx.draw_networkx_labels(G, pos, font_size=7, ax=ax)
     ax.set_title(title)
     ax.axis("off")
