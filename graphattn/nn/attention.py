@@ -13,6 +13,7 @@ from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
 
 from graphattn.nn import functional as GF
 from graphattn.nn._checks import check_inputs
+from graphattn.nn.dense_kernel import Buckets, full_attention
 from graphattn.nn.sparse_kernel import EdgeStructure, SparseAttention
 
 MASKS = ("adjacency", "full")
@@ -214,7 +215,8 @@ class GraphSelfAttention(MessagePassing):
         elif self.mask == "adjacency":
             out, index = self._adjacency(q, k, v, x_src, x_dst, edge_index, edge_attr, attn_bias)
         else:
-            out, index = self._full(q, k, v, edge_index, edge_attr, batch, attn_bias)
+            out, index = self._full(q, k, v, edge_index, edge_attr, batch, attn_bias,
+                                    bool(return_attention_weights))
         alpha, self._alpha = self._alpha, None
 
         out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)  # (N_t, H*C | C)
@@ -258,8 +260,7 @@ class GraphSelfAttention(MessagePassing):
     def _adjacency_fused(self, q, k, v, x_src, x_dst, edge_index, edge_attr, attn_bias,
                          want_alpha):
         """:meth:`_adjacency` by the CSR kernel of :mod:`graphattn.nn.sparse_kernel`."""
-        H = self.heads
-        n_src, n_dst = x_src.size(0), x_dst.size(0)
+        n_dst = x_dst.size(0)
         if attn_bias is not None and attn_bias.dim() == 1:
             attn_bias = attn_bias.unsqueeze(-1)
         use_attr = self.lin_edge is not None and edge_attr is not None
@@ -277,27 +278,34 @@ class GraphSelfAttention(MessagePassing):
                 attn_bias = torch.cat([attn_bias[keep], attn_bias.new_zeros(n_dst,
                                                                             attn_bias.size(1))])
             edge_index = torch.cat([edge_index, loops.repeat(2, 1)], 1)
-        E = edge_index.size(1)
-        st = EdgeStructure.build(edge_index, n_src, n_dst)
+        out = self._sparse_fused(q, k, v, edge_index, edge_attr if use_attr else None,
+                                 attn_bias, want_alpha)
+        return out, edge_index
+
+    def _sparse_fused(self, q, k, v, edge_index, edge_attr, bias, want_alpha):
+        """Run :class:`~.sparse_kernel.SparseAttention` on the given edges (in the order
+        the reference would see them); sets ``self._alpha`` when ``want_alpha``."""
+        H, E = self.heads, edge_index.size(1)
+        st = EdgeStructure.build(edge_index, k.size(0), q.size(0))
         perm = st.perm
-        bias = None
-        if attn_bias is not None:
-            bias = attn_bias.index_select(0, perm).t().expand(H, -1)  # (H, E) sorted
+        if bias is not None:
+            bias = bias.index_select(0, perm).t().expand(H, -1)  # (H, E) sorted
         noise = None
         if self.training and self.dropout > 0:  # drawn in edge order, as F.dropout would
             noise = q.new_empty(E, H).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
             noise = noise.index_select(0, perm).t()
         att = self.att.view(H, -1) if self.att is not None else None
         out, alpha = SparseAttention.apply(
-            q, k, v, edge_attr.index_select(0, perm) if use_attr else None,
-            self.lin_edge.weight if use_attr else None, att, bias, noise, st,
+            q, k, v, edge_attr.index_select(0, perm) if edge_attr is not None else None,
+            self.lin_edge.weight if edge_attr is not None else None, att, bias, noise, st,
             self.negative_slope)
         if want_alpha:  # back to edge order
             self._alpha = alpha.new_empty(E, H).index_copy_(0, perm, alpha.t())
-        return out, edge_index
+        return out
 
-    def _full(self, q, k, v, edge_index, edge_attr, batch, attn_bias):
-        """Attention over every node of the same graph: ``[N, H, C]`` and the pairs."""
+    def _full(self, q, k, v, edge_index, edge_attr, batch, attn_bias, want_alpha=True):
+        """Attention over every node of the same graph: ``[N, H, C]`` and the pairs (``None``
+        on the fused dot path when the weights are not wanted)."""
         n = q.size(0)
         sizes = GF.graph_sizes(batch, n).to(q.device)
         pairs = int((sizes * sizes).sum()) * self.heads
@@ -308,19 +316,50 @@ class GraphSelfAttention(MessagePassing):
                 f"nodes, {self.heads} heads), more than max_full_pairs={self.max_full_pairs:,} "
                 f"(~{pairs * 4 / 2**30:.1f} GiB per float32 tensor). Use mask='adjacency', "
                 "a linear global attention, smaller batches, or raise max_full_pairs.")
-        pair_index, pair_graph = GF.full_pair_index(sizes)
-        bias = None
+        edge_bias = None
         if edge_index is not None and edge_index.size(1) > 0:
             edge_bias = self.edge_bias.view(1, -1).expand(edge_index.size(1), -1)
             if self.lin_edge is not None and edge_attr is not None:
-                edge_bias = edge_bias + self.lin_edge(edge_attr)
+                edge_bias = edge_bias + self.lin_edge(edge_attr)  # (E, H)
+        fused = self._fused(q)
+        if fused and self.score == "dot":
+            return self._full_dense(q, k, v, edge_index, edge_bias, batch, attn_bias, sizes,
+                                    want_alpha)
+        pair_index, pair_graph = GF.full_pair_index(sizes)
+        bias = None
+        if edge_bias is not None:
             pos = GF.pair_position(edge_index, batch, sizes)
             bias = q.new_zeros(pair_index.size(1), self.heads).index_add_(0, pos, edge_bias)
         if attn_bias is not None:
             dense = GF.gather_dense_bias(attn_bias, pair_index, pair_graph, sizes, self.heads)
             bias = dense if bias is None else bias + dense
+        if fused:  # additive: the sparse kernel over all pairs (already sorted by target)
+            return self._sparse_fused(q, k, v, pair_index, None, bias, want_alpha), pair_index
         out = self.propagate(pair_index, q=q, k=k, v=v, edge_emb=None, score_bias=bias,
                              size=(n, n))
+        return out, pair_index
+
+    def _full_dense(self, q, k, v, edge_index, edge_bias, batch, attn_bias, sizes,
+                    want_alpha):
+        """Full dot attention by size-bucketed dense kernels (:mod:`~.dense_kernel`)."""
+        H = self.heads
+        buckets = Buckets.build(sizes, batch, H)
+        bias = None
+        if edge_bias is not None:
+            bias = buckets.scatter_scores(edge_bias, edge_index[0], edge_index[1], batch)
+        pair_index = None
+        if want_alpha or (self.training and self.dropout > 0):
+            pair_index, _ = GF.full_pair_index(sizes)
+        noise = None
+        if self.training and self.dropout > 0:  # drawn in pair order, as F.dropout would
+            keep = q.new_empty(pair_index.size(1), H).bernoulli_(1 - self.dropout)
+            noise = buckets.scatter_scores(keep.div_(1 - self.dropout), pair_index[0],
+                                           pair_index[1], batch)
+        out, probs = full_attention(q, k, v, buckets, bias, attn_bias, noise, want_alpha)
+        if want_alpha:
+            pos, stride = buckets.score_position(pair_index[0], pair_index[1], batch)
+            heads = torch.arange(H, device=q.device)
+            self._alpha = probs[pos.unsqueeze(-1) + stride.unsqueeze(-1) * heads]  # (P, H)
         return out, pair_index
 
     def message(self, q_i: Tensor, k_j: Tensor, v_j: Tensor, edge_emb: Tensor | None,
