@@ -286,7 +286,7 @@ class GraphSelfAttention(MessagePassing):
         """Run :class:`~.sparse_kernel.SparseAttention` on the given edges (in the order
         the reference would see them); sets ``self._alpha`` when ``want_alpha``."""
         H, E = self.heads, edge_index.size(1)
-        st = EdgeStructure.build(edge_index, k.size(0), q.size(0))
+        st = EdgeStructure(edge_index, k.size(0), q.size(0))
         perm = st.perm
         if bias is not None:
             bias = bias.index_select(0, perm).t().expand(H, -1)  # (H, E) sorted

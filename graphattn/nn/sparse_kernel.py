@@ -30,7 +30,6 @@ Shapes: ``N_t`` targets, ``N_s`` sources, ``E`` edges, ``H`` heads, ``C`` channe
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -38,103 +37,133 @@ from torch import Tensor
 CHUNK_ELEMENTS = 2**18  # additive score: edges per chunk * H * C (1 MiB of float32)
 
 
-@dataclass
 class EdgeStructure:
-    """Edges sorted by target (CSR) and by source (CSR of the transpose).
+    """Edges sorted by target (CSR), and lazily by source (CSR of the transpose).
 
     Attributes:
         perm: ``[E]`` original position of each sorted edge.
         src, dst: ``[E]`` source and target of each sorted edge (int32 when it fits: MKL's
-            sparse products are faster on it), ``src_long``, ``dst_long`` the same as int64
-            (``index_add_`` is 4x slower on int32).
+            sparse products are faster on it).
         crow: ``[N_t + 1]`` first sorted edge of each target.
-        perm_t: ``[E]`` sorted-edge position of each edge in source order.
-        crow_t: ``[N_s + 1]`` first edge of each source in source order.
-        dst_t: ``[E]`` target of each edge in source order.
+
+    Built on first use: ``src_long``, ``dst_long`` (int64: ``index_add_`` is 4x slower on
+    int32), ``offsets`` (``crow`` as int64), ``transpose`` (``perm_t [E]`` sorted-edge position
+    of each edge in source order, ``crow_t [N_s + 1]``, ``dst_t [E]``), ``eye`` (``0..E``).
+    Inference never builds the transpose.
     """
 
-    num_src: int
-    num_dst: int
-    perm: Tensor
-    src: Tensor
-    dst: Tensor
-    crow: Tensor
-    perm_t: Tensor
-    crow_t: Tensor
-    dst_t: Tensor
-    eye: Tensor  # [E + 1] 0..E: row pointers (and columns) of the per-edge matrices
-    src_long: Tensor
-    dst_long: Tensor
-
-    @staticmethod
-    def build(edge_index: Tensor, num_src: int, num_dst: int) -> EdgeStructure:
+    def __init__(self, edge_index: Tensor, num_src: int, num_dst: int) -> None:
         """Sort ``edge_index [2, E]`` (row 0 sources, row 1 targets); stable, so ties keep
         their given order."""
         E = edge_index.size(1)
         small = max(E, num_src, num_dst) < 2**31 - 1
-        itype = torch.int32 if small else torch.long  # MKL sparse is faster on int32
-        dst, perm = torch.sort(edge_index[1].to(itype), stable=True)
-        src = edge_index[0].to(itype)[perm]
-        src_t, perm_t = torch.sort(src, stable=True)
-        crow = _pointers(dst, num_dst, itype)
-        crow_t = _pointers(src_t, num_src, itype)
-        eye = torch.arange(E + 1, dtype=itype, device=edge_index.device)
-        return EdgeStructure(num_src, num_dst, perm, src, dst, crow, perm_t, crow_t,
-                             dst[perm_t], eye, src.long(), dst.long())
+        self.itype = itype = torch.int32 if small else torch.long
+        self.num_src, self.num_dst, self.num_edges = num_src, num_dst, E
+        self.dst, self.perm = torch.sort(edge_index[1].to(itype), stable=True)
+        self.src = edge_index[0].index_select(0, self.perm).to(itype)
+        self.crow = _pointers(self.dst, num_dst, itype)
+        self._cache: dict[str, object] = {}
+
+    def _lazy(self, key: str, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
     @property
-    def num_edges(self) -> int:
-        return self.src.numel()
+    def src_long(self) -> Tensor:
+        return self._lazy("src_long", lambda: self.src.long())
+
+    @property
+    def dst_long(self) -> Tensor:
+        return self._lazy("dst_long", lambda: self.dst.long())
+
+    @property
+    def offsets(self) -> Tensor:
+        return self._lazy("offsets", lambda: self.crow.long())
+
+    @property
+    def eye(self) -> Tensor:
+        return self._lazy("eye", lambda: torch.arange(self.num_edges + 1, dtype=self.itype,
+                                                     device=self.src.device))
+
+    @property
+    def transpose(self) -> tuple[Tensor, Tensor, Tensor]:
+        def make():
+            src_t, perm_t = torch.sort(self.src, stable=True)
+            return perm_t, _pointers(src_t, self.num_src, self.itype), \
+                self.dst.index_select(0, perm_t)
+        return self._lazy("transpose", make)
+
+    def shape(self, kind: str) -> tuple[int, int]:
+        return {"A": (self.num_dst, self.num_src), "At": (self.num_src, self.num_dst),
+                "Ae": (self.num_dst, self.num_edges),
+                "Aet": (self.num_edges, self.num_dst)}[kind]
+
+    def to_source_order(self, values: Tensor) -> Tensor:
+        """``values [..., E]`` in sorted order -> source order (for ``"At"``)."""
+        return values.index_select(-1, self.transpose[0])
 
     def matrix(self, values: Tensor, kind: str) -> Tensor:
-        """Sparse CSR matrix holding ``values [E]`` (in sorted order) at the edges.
+        """Sparse CSR matrix holding ``values [E]`` (``[H, E]``: a batch of ``H`` matrices
+        sharing the pattern) at the edges.
 
-        ``kind``: ``"A"`` ``[N_t, N_s]`` (row target, column source), ``"At"`` its transpose,
-        ``"Ae"`` ``[N_t, E]`` (row target, column edge), ``"Aet"`` its transpose.
+        ``kind``: ``"A"`` ``[N_t, N_s]`` (row target, column source), ``"At"`` its transpose
+        (``values`` already in source order), ``"Ae"`` ``[N_t, E]`` (row target, column
+        edge), ``"Aet"`` its transpose.
         """
         E = self.num_edges
-        if kind == "A":
-            args = self.crow, self.src, values, (self.num_dst, self.num_src)
-        elif kind == "At":
-            args = self.crow_t, self.dst_t, values[self.perm_t], (self.num_src, self.num_dst)
-        elif kind == "Ae":
-            args = self.crow, self.eye[:E], values, (self.num_dst, E)
-        else:
-            args = self.eye, self.dst, values, (E, self.num_dst)
+        crow, col = {"A": (self.crow, self.src), "At": self.transpose[1:],
+                     "Ae": (self.crow, self.eye[:E]), "Aet": (self.eye, self.dst)}[kind]
+        if values.dim() == 2:  # the same pattern for every head, without copies
+            crow, col = crow.expand(values.size(0), -1), col.expand(values.size(0), -1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta state"
-            return torch.sparse_csr_tensor(*args, check_invariants=False)
+            return torch.sparse_csr_tensor(crow, col, values,
+                                           (*values.shape[:-1], *self.shape(kind)),
+                                           check_invariants=False)
 
 
 def _pointers(sorted_index: Tensor, n: int, itype: torch.dtype) -> Tensor:
-    counts = torch.bincount(sorted_index.long(), minlength=n)
+    counts = torch.bincount(sorted_index, minlength=n)
     return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(itype)
 
 
 def spmm(st: EdgeStructure, values: Tensor, dense: Tensor, kind: str = "A") -> Tensor:
-    """``matrix(values) @ dense``: ``[rows, X]``; an empty product gives zeros."""
-    rows = {"A": st.num_dst, "At": st.num_src, "Ae": st.num_dst, "Aet": st.num_edges}[kind]
+    """``matrix(values) @ dense`` per head.
+
+    ``values [H, E]`` (``"At"``: in source order), ``dense [H, cols, X]`` or ``[cols, X]``
+    (shared by the heads) -> ``[H, rows, X]``; an empty product gives zeros."""
+    H = values.size(0)
+    rows = st.shape(kind)[0]
+    out = dense.new_zeros(H, rows, dense.size(-1)) if st.num_edges == 0 or \
+        dense.size(-1) == 0 else dense.new_empty(H, rows, dense.size(-1))
     if st.num_edges == 0 or dense.size(-1) == 0:
-        return dense.new_zeros(rows, dense.size(-1))
-    return st.matrix(values, kind) @ dense.contiguous()
+        return out
+    for h in range(H):
+        torch.mm(st.matrix(values[h], kind), dense[h] if dense.dim() == 3 else dense,
+                 out=out[h])
+    return out
 
 
 def sddmm(st: EdgeStructure, left: Tensor, right: Tensor, kind: str = "A") -> Tensor:
-    """``left[row_e] . right[col_e]`` for every edge ``e`` (sorted order): ``[E]``.
+    """``left[h, row_e] . right[h, col_e]`` for every head and edge (sorted order).
 
-    ``left [rows, X]``, ``right [cols, X]``; ``kind`` as in :meth:`EdgeStructure.matrix`.
-    """
-    E = st.num_edges
-    if E == 0:
-        return left.new_zeros(0)
-    if left.size(-1) == 0:
-        return left.new_zeros(E)
-    if E > left.size(0) * right.size(0):  # only with duplicate edges; torch refuses nnz > numel
-        rows, cols = {"A": (st.dst_long, st.src_long),
-                      "Ae": (st.dst_long, st.eye[:E].long())}[kind]
-        return (left.index_select(0, rows) * right.index_select(0, cols)).sum(-1)
-    pattern = st.matrix(left.new_zeros(E), kind)  # beta=0 still reads the values
-    return torch.sparse.sampled_addmm(pattern, left.contiguous(), right.t(), beta=0.0).values()
+    ``left [H, rows, X]``, ``right [H, cols, X]`` or ``[cols, X]`` (shared) -> ``[H, E]``;
+    ``kind`` as in :meth:`EdgeStructure.matrix` (``"A"`` or ``"Ae"``)."""
+    H, E = left.size(0), st.num_edges
+    if E == 0 or left.size(-1) == 0:
+        return left.new_zeros(H, E)
+    rows, cols = st.shape(kind)
+    if E > rows * cols:  # only with duplicate edges: torch refuses nnz > numel
+        r, c = st.dst_long, (st.src_long if kind == "A" else st.eye[:E].long())
+        right = right.expand(H, -1, -1) if right.dim() == 2 else right
+        return (left.index_select(1, r) * right.index_select(1, c)).sum(-1)
+    if right.dim() == 2:  # shared right operand: one product per head
+        pattern = st.matrix(left.new_zeros(E), kind)
+        return torch.stack([torch.sparse.sampled_addmm(pattern, left[h], right.t(), beta=0.0)
+                            .values() for h in range(H)])
+    pattern = st.matrix(left.new_zeros(H, E), kind)  # beta=0 still reads the values
+    return torch.sparse.sampled_addmm(pattern, left, right.transpose(1, 2), beta=0.0).values()
 
 
 def _segments(s: Tensor, st: EdgeStructure) -> tuple[Tensor, Tensor]:
@@ -143,7 +172,7 @@ def _segments(s: Tensor, st: EdgeStructure) -> tuple[Tensor, Tensor]:
     ``is_contiguous()``) gives garbage."""
     if s.dim() == 2 and s.stride() != (s.size(1), 1):
         s = s.new_empty(s.shape).copy_(s)
-    return s, st.crow.long().expand(s.size(0), -1).contiguous()
+    return s, st.offsets.expand(s.size(0), -1).contiguous()
 
 
 def segment_softmax(s: Tensor, st: EdgeStructure) -> Tensor:
@@ -250,67 +279,67 @@ class SparseAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, edge_attr, w_edge, att, bias, noise, st, negative_slope):
         N_t, H, C = q.shape
         scale = C ** -0.5
-        qs = q.reshape(N_t, H * C)
-        ks = k.reshape(k.size(0), H * C)
+        vh = v.transpose(0, 1).contiguous()  # (H, N_s, C), heads outermost from here on
         w_h = w_edge.view(H, C, -1) if w_edge is not None else None  # (H, C, D)
-        if att is None:  # dot score, one SDDMM per head (+ one over edge rows)
-            s = torch.stack([sddmm(st, q[:, h] * scale, k[:, h]) for h in range(H)])
+        qe = None
+        if att is None:  # dot score: one batched SDDMM (+ one per head over edge rows)
+            qh = q.transpose(0, 1).mul(scale)  # (H, N_t, C), a new tensor
+            s = sddmm(st, qh, k.transpose(0, 1).contiguous())
             if edge_attr is not None:
-                qe = torch.einsum("nhc,hcd->hnd", q, w_h) * scale  # (H, N_t, D)
-                s += torch.stack([sddmm(st, qe[h], edge_attr, "Ae") for h in range(H)])
+                qe = torch.bmm(qh, w_h)  # (H, N_t, D) = W^T q / sqrt(C)
+                s += sddmm(st, qe, edge_attr, "Ae")
         else:
-            s = additive_scores(st, qs, ks, att, negative_slope, edge_attr, w_edge)
+            s = additive_scores(st, q.reshape(N_t, H * C), k.reshape(k.size(0), H * C), att,
+                                negative_slope, edge_attr, w_edge)
         if bias is not None:
             s = s + bias
         alpha = segment_softmax(s, st)  # (H, E)
         w = alpha * noise if noise is not None else alpha
-        out = torch.stack([spmm(st, w[h], v[:, h]) for h in range(H)], 1)  # (N_t, H, C)
+        out = spmm(st, w, vh)  # (H, N_t, C)
         u = None
-        if edge_attr is not None:  # sum_j alpha_ij e_ij per head, then W
-            u = torch.stack([spmm(st, w[h], edge_attr, "Ae") for h in range(H)])  # (H, N_t, D)
-            out += torch.einsum("hnd,hcd->nhc", u, w_h)
-        ctx.save_for_backward(q, k, v, edge_attr, w_edge, att, alpha, noise, u)
+        if edge_attr is not None:  # W sum_j w_ij e_ij per head
+            u = spmm(st, w, edge_attr, "Ae")  # (H, N_t, D)
+            out.baddbmm_(u, w_h.transpose(1, 2))
+        ctx.save_for_backward(q, k, vh, edge_attr, w_edge, att, alpha, noise, u)
         ctx.st, ctx.negative_slope = st, negative_slope
         ctx.needs_bias = bias is not None
         ctx.mark_non_differentiable(alpha)
-        return out, alpha
+        return out.transpose(0, 1), alpha
 
     @staticmethod
     def backward(ctx, g_out, _g_alpha):
-        q, k, v, edge_attr, w_edge, att, alpha, noise, u = ctx.saved_tensors
+        q, k, vh, edge_attr, w_edge, att, alpha, noise, u = ctx.saved_tensors
         st = ctx.st
         N_t, H, C = q.shape
         scale = C ** -0.5
-        g_out = g_out.contiguous()
+        go = g_out.transpose(0, 1).contiguous()  # (H, N_t, C)
         w = alpha * noise if noise is not None else alpha
         w_h = w_edge.view(H, C, -1) if w_edge is not None else None
-        g_attr = torch.zeros_like(edge_attr) if edge_attr is not None else None
-        g_w = torch.zeros_like(w_h) if w_edge is not None else None
+        g_attr = g_w = None
 
         # values: out_h = A(w_h) (v_h + W_h e)  ->  grads of w, v, e, W
-        gw = torch.stack([sddmm(st, g_out[:, h], v[:, h]) for h in range(H)])  # (H, E)
-        gv = torch.stack([spmm(st, w[h], g_out[:, h], "At") for h in range(H)], 1)
+        gw = sddmm(st, go, vh)  # (H, E)
+        gv = spmm(st, st.to_source_order(w), go, "At")  # (H, N_s, C)
         if edge_attr is not None:
-            ge = torch.einsum("nhc,hcd->hnd", g_out, w_h)  # (H, N_t, D)
-            g_w += torch.einsum("nhc,hnd->hcd", g_out, u)
-            for h in range(H):
-                gw[h] += sddmm(st, ge[h], edge_attr, "Ae")
-                g_attr += spmm(st, w[h], ge[h], "Aet")
+            ge = torch.bmm(go, w_h)  # (H, N_t, D)
+            g_w = torch.bmm(go.transpose(1, 2), u)  # (H, C, D)
+            gw += sddmm(st, ge, edge_attr, "Ae")
+            g_attr = spmm(st, w, ge, "Aet").sum(0)  # (E, D)
         g_alpha = gw * noise if noise is not None else gw
         gs = alpha * (g_alpha - segment_sum(alpha * g_alpha, st))  # softmax backward
 
         # scores
         g_att = None
         if att is None:
-            gq = torch.stack([spmm(st, gs[h], k[:, h]) for h in range(H)], 1) * scale
-            gk = torch.stack([spmm(st, gs[h], q[:, h], "At") for h in range(H)], 1) * scale
+            qh = q.transpose(0, 1).mul(scale)
+            gq = spmm(st, gs, k.transpose(0, 1).contiguous()).mul_(scale)  # (H, N_t, C)
+            gk = spmm(st, st.to_source_order(gs), qh, "At")  # (H, N_s, C)
             if edge_attr is not None:
-                qe = torch.einsum("nhc,hcd->hnd", q, w_h) * scale
-                r = torch.stack([spmm(st, gs[h], edge_attr, "Ae") for h in range(H)]) * scale
-                gq += torch.einsum("hnd,hcd->nhc", r, w_h)
-                g_w += torch.einsum("nhc,hnd->hcd", q, r)
-                for h in range(H):
-                    g_attr += spmm(st, gs[h], qe[h], "Aet")
+                r = spmm(st, gs, edge_attr, "Ae")  # (H, N_t, D)
+                gq.baddbmm_(r, w_h.transpose(1, 2), alpha=scale)
+                g_w.baddbmm_(qh.transpose(1, 2), r)
+                g_attr += spmm(st, gs, torch.bmm(qh, w_h), "Aet").sum(0)
+            gq, gk = gq.transpose(0, 1), gk.transpose(0, 1)
         else:
             gq, gk, g_att, ga, gwe = additive_backward(
                 st, q.reshape(N_t, H * C), k.reshape(k.size(0), H * C), att,
@@ -321,5 +350,5 @@ class SparseAttention(torch.autograd.Function):
                 g_w += gwe.view_as(g_w)
         g_bias = gs if ctx.needs_bias else None
         if g_w is not None:
-            g_w = g_w.view_as(w_edge)
-        return gq, gk, gv, g_attr, g_w, g_att, g_bias, None, None, None
+            g_w = g_w.reshape_as(w_edge)
+        return gq, gk, gv.transpose(0, 1), g_attr, g_w, g_att, g_bias, None, None, None
