@@ -6,8 +6,10 @@ to its largest graph only, so a batch of 10-40-node molecules wastes far less th
 by a single ``index_copy`` of the node rows and read back by a single ``index_select``, so
 autograd keeps one scatter and one gather per call. Each bucket then runs
 :func:`torch.nn.functional.scaled_dot_product_attention` (no score bias, no dropout: the
-fused CPU kernel) or a batched ``baddbmm -> softmax -> bmm`` (a learned bias that needs
-gradients, dropout, or attention weights requested).
+fused flash kernel, which never stores the ``n x n`` scores) on large graphs, and a batched
+``bmm -> softmax -> bmm`` otherwise: on 10-40-node molecules it is faster than the flash
+kernel forward and backward (measured: 14 vs 22 ms for 1024 molecules), and it is the path
+for a learned bias that needs gradients, dropout, and returned attention weights.
 
 Shapes: ``N`` nodes, ``B`` graphs, ``H`` heads, ``C`` channels per head, ``n`` padded size
 of a bucket, ``P = sum_b N_b**2`` attended pairs.
@@ -23,6 +25,7 @@ from torch import Tensor
 
 BUCKET_GROWTH = 1.25  # a bucket holds graphs of n_max / 1.25 < size <= n_max (padding <56%)
 BUCKET_SCORES = 2**22  # at most this many scores B_g * H * n**2 per bucket call (memory)
+FLASH_MIN_NODES = 128  # buckets this large use torch's fused (flash) kernel when allowed
 
 
 @dataclass
@@ -156,14 +159,15 @@ def full_attention(q: Tensor, k: Tensor, v: Tensor, buckets: Buckets,
     S = buckets.num_slots
     qkv = torch.cat([q, k, v], 1).view(N, 3 * H * C)
     slots = q.new_zeros(S, 3 * H * C).index_copy_(0, buckets.slot, qkv)
+    # split/unbind (not slicing): their backward is one cat/stack, not a zero-filled
+    # buffer per view
+    parts = slots.split([g.numel() * n for g, n in zip(buckets.graphs, buckets.n)])
     outs, probs = [], []
     scale = C ** -0.5
-    for g, graphs in enumerate(buckets.graphs):
+    for g, (graphs, part) in enumerate(zip(buckets.graphs, parts)):
         n, b = buckets.n[g], graphs.numel()
-        start = buckets.start[g]
-        x = slots[start:start + b * n].view(b, n, 3, H, C).permute(2, 0, 3, 1, 4)
-        qg, kg, vg = x[0], x[1], x[2]  # (b, H, n, C)
-        mask = None
+        qg, kg, vg = (t.transpose(1, 2) for t in part.view(b, n, 3, H, C).unbind(2))
+        mask = None  # (b, H | 1, n | 1, n) additive
         sizes = buckets.sizes[graphs]
         if bool((sizes < n).any()):  # key padding
             pad = torch.arange(n, device=q.device) >= sizes.unsqueeze(-1)  # (b, n)
@@ -175,11 +179,12 @@ def full_attention(q: Tensor, k: Tensor, v: Tensor, buckets: Buckets,
             ab = attn_bias.index_select(0, graphs)[..., :n, :n]
             ab = ab.unsqueeze(1) if ab.dim() == 3 else ab
             mask = ab if mask is None else mask + ab
-        manual = want_probs or noise is not None or (mask is not None and mask.requires_grad)
-        if not manual:
+        flash = (n >= FLASH_MIN_NODES and not want_probs and noise is None
+                 and (mask is None or not mask.requires_grad))
+        if flash:  # memory-efficient on large graphs; slower than bmm on small ones
             o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask)
         else:
-            s = torch.matmul(qg, kg.transpose(-1, -2)) * scale  # (b, H, n, n)
+            s = torch.matmul(qg, kg.transpose(-1, -2)).mul_(scale)  # (b, H, n, n)
             if mask is not None:
                 s = s + mask
             p = torch.softmax(s, -1)
