@@ -128,20 +128,22 @@ def _pointers(sorted_index: Tensor, n: int, itype: torch.dtype) -> Tensor:
     return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(itype)
 
 
-def spmm(st: EdgeStructure, values: Tensor, dense: Tensor, kind: str = "A") -> Tensor:
+def spmm(st: EdgeStructure, values: Tensor, dense: Tensor, kind: str = "A",
+         node_major: bool = False) -> Tensor:
     """``matrix(values) @ dense`` per head.
 
     ``values [H, E]`` (``"At"``: in source order), ``dense [H, cols, X]`` or ``[cols, X]``
-    (shared by the heads) -> ``[H, rows, X]``; an empty product gives zeros."""
+    (shared by the heads) -> ``[H, rows, X]``, or ``[rows, H, X]`` with ``node_major`` (each
+    head written in place, no transpose copy); an empty product gives zeros."""
     H = values.size(0)
-    rows = st.shape(kind)[0]
-    out = dense.new_zeros(H, rows, dense.size(-1)) if st.num_edges == 0 or \
-        dense.size(-1) == 0 else dense.new_empty(H, rows, dense.size(-1))
-    if st.num_edges == 0 or dense.size(-1) == 0:
-        return out
+    rows, X = st.shape(kind)[0], dense.size(-1)
+    shape = (rows, H, X) if node_major else (H, rows, X)
+    if st.num_edges == 0 or X == 0:
+        return dense.new_zeros(shape)
+    out = dense.new_empty(shape)
     for h in range(H):
         torch.mm(st.matrix(values[h], kind), dense[h] if dense.dim() == 3 else dense,
-                 out=out[h])
+                 out=out[:, h] if node_major else out[h])
     return out
 
 
@@ -172,7 +174,8 @@ def _segments(s: Tensor, st: EdgeStructure) -> tuple[Tensor, Tensor]:
     ``is_contiguous()``) gives garbage."""
     if s.dim() == 2 and s.stride() != (s.size(1), 1):
         s = s.new_empty(s.shape).copy_(s)
-    return s, st.offsets.expand(s.size(0), -1).contiguous()
+    H = s.size(0)
+    return s, st._lazy(f"offsets{H}", lambda: st.offsets.expand(H, -1).contiguous())
 
 
 def segment_softmax(s: Tensor, st: EdgeStructure) -> Tensor:
@@ -279,38 +282,39 @@ class SparseAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, edge_attr, w_edge, att, bias, noise, st, negative_slope):
         N_t, H, C = q.shape
         scale = C ** -0.5
-        vh = v.transpose(0, 1).contiguous()  # (H, N_s, C), heads outermost from here on
+        vh = v.transpose(0, 1).contiguous()  # (H, N_s, C): heads outermost for the products
         w_h = w_edge.view(H, C, -1) if w_edge is not None else None  # (H, C, D)
-        qe = None
         if att is None:  # dot score: one batched SDDMM (+ one per head over edge rows)
             qh = q.transpose(0, 1).mul(scale)  # (H, N_t, C), a new tensor
-            s = sddmm(st, qh, k.transpose(0, 1).contiguous())
+            kh = k.transpose(0, 1).contiguous()
+            s = sddmm(st, qh, kh)
             if edge_attr is not None:
-                qe = torch.bmm(qh, w_h)  # (H, N_t, D) = W^T q / sqrt(C)
-                s += sddmm(st, qe, edge_attr, "Ae")
+                s += sddmm(st, torch.bmm(qh, w_h), edge_attr, "Ae")  # (W^T q) . e / sqrt(C)
+            saved = (qh, kh)
         else:
-            s = additive_scores(st, q.reshape(N_t, H * C), k.reshape(k.size(0), H * C), att,
-                                negative_slope, edge_attr, w_edge)
+            qs, ks = q.reshape(N_t, H * C), k.reshape(k.size(0), H * C)
+            s = additive_scores(st, qs, ks, att, negative_slope, edge_attr, w_edge)
+            saved = (qs, ks)
         if bias is not None:
             s = s + bias
         alpha = segment_softmax(s, st)  # (H, E)
         w = alpha * noise if noise is not None else alpha
-        out = spmm(st, w, vh)  # (H, N_t, C)
+        out = spmm(st, w, vh, node_major=True)  # (N_t, H, C)
         u = None
         if edge_attr is not None:  # W sum_j w_ij e_ij per head
             u = spmm(st, w, edge_attr, "Ae")  # (H, N_t, D)
-            out.baddbmm_(u, w_h.transpose(1, 2))
-        ctx.save_for_backward(q, k, vh, edge_attr, w_edge, att, alpha, noise, u)
+            out.transpose(0, 1).baddbmm_(u, w_h.transpose(1, 2))
+        ctx.save_for_backward(*saved, vh, edge_attr, w_edge, att, alpha, noise, u, out)
         ctx.st, ctx.negative_slope = st, negative_slope
         ctx.needs_bias = bias is not None
         ctx.mark_non_differentiable(alpha)
-        return out.transpose(0, 1), alpha
+        return out, alpha
 
     @staticmethod
     def backward(ctx, g_out, _g_alpha):
-        q, k, vh, edge_attr, w_edge, att, alpha, noise, u = ctx.saved_tensors
+        q, k, vh, edge_attr, w_edge, att, alpha, noise, u, out = ctx.saved_tensors
         st = ctx.st
-        N_t, H, C = q.shape
+        H, C = vh.size(0), vh.size(2)
         scale = C ** -0.5
         go = g_out.transpose(0, 1).contiguous()  # (H, N_t, C)
         w = alpha * noise if noise is not None else alpha
@@ -319,36 +323,36 @@ class SparseAttention(torch.autograd.Function):
 
         # values: out_h = A(w_h) (v_h + W_h e)  ->  grads of w, v, e, W
         gw = sddmm(st, go, vh)  # (H, E)
-        gv = spmm(st, st.to_source_order(w), go, "At")  # (H, N_s, C)
+        gv = spmm(st, st.to_source_order(w), go, "At", node_major=True)  # (N_s, H, C)
         if edge_attr is not None:
             ge = torch.bmm(go, w_h)  # (H, N_t, D)
             g_w = torch.bmm(go.transpose(1, 2), u)  # (H, C, D)
             gw += sddmm(st, ge, edge_attr, "Ae")
             g_attr = spmm(st, w, ge, "Aet").sum(0)  # (E, D)
         g_alpha = gw * noise if noise is not None else gw
-        gs = alpha * (g_alpha - segment_sum(alpha * g_alpha, st))  # softmax backward
+        # softmax backward: sum_j alpha_ij g_ij = g_out_i . out_i (no segment sum needed)
+        dot = (g_out * out).sum(-1).t()  # (H, N_t)
+        gs = alpha * (g_alpha - dot.index_select(1, st.dst_long))
 
         # scores
         g_att = None
         if att is None:
-            qh = q.transpose(0, 1).mul(scale)
-            gq = spmm(st, gs, k.transpose(0, 1).contiguous()).mul_(scale)  # (H, N_t, C)
-            gk = spmm(st, st.to_source_order(gs), qh, "At")  # (H, N_s, C)
+            qh, kh = q, k  # saved head-major, qh already scaled
+            gq = spmm(st, gs, kh, node_major=True).mul_(scale)  # (N_t, H, C)
+            gk = spmm(st, st.to_source_order(gs), qh, "At", node_major=True)  # (N_s, H, C)
             if edge_attr is not None:
                 r = spmm(st, gs, edge_attr, "Ae")  # (H, N_t, D)
-                gq.baddbmm_(r, w_h.transpose(1, 2), alpha=scale)
+                gq.transpose(0, 1).baddbmm_(r, w_h.transpose(1, 2), alpha=scale)
                 g_w.baddbmm_(qh.transpose(1, 2), r)
                 g_attr += spmm(st, gs, torch.bmm(qh, w_h), "Aet").sum(0)
-            gq, gk = gq.transpose(0, 1), gk.transpose(0, 1)
         else:
             gq, gk, g_att, ga, gwe = additive_backward(
-                st, q.reshape(N_t, H * C), k.reshape(k.size(0), H * C), att,
-                ctx.negative_slope, gs, edge_attr, w_edge)
-            gq, gk = gq.view_as(q), gk.view_as(k)
+                st, q, k, att, ctx.negative_slope, gs, edge_attr, w_edge)
+            gq, gk = gq.view(-1, H, C), gk.view(-1, H, C)
             if edge_attr is not None:
                 g_attr += ga
                 g_w += gwe.view_as(g_w)
         g_bias = gs if ctx.needs_bias else None
         if g_w is not None:
             g_w = g_w.reshape_as(w_edge)
-        return gq, gk, gv.transpose(0, 1), g_attr, g_w, g_att, g_bias, None, None, None
+        return gq, gk, gv, g_attr, g_w, g_att, g_bias, None, None, None

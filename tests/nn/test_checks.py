@@ -68,3 +68,19 @@ def test_constructor_errors(kwargs, words):
 def test_bipartite_full_is_refused():
     with pytest.raises(ValueError, match="bipartite"):
         GraphSelfAttention((3, 4), 2, mask="full")
+
+
+def test_all_finite_is_exact_even_when_the_sum_overflows():
+    from graphattn.nn._checks import all_finite
+
+    assert all_finite(torch.full((4, 3), 3e38))  # the sum overflows to inf; entries are finite
+    assert all_finite(torch.zeros(0, 3))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.randn(5, 3)
+        x[3, 1] = bad
+        assert not all_finite(x)
+    x = torch.randn(5, 3)
+    x[0, 0], x[1, 0] = float("inf"), -float("inf")  # sum is NaN, not inf
+    assert not all_finite(x)
+    with pytest.raises(ValueError, match="first at node 2"):
+        GraphSelfAttention(3, 2)(torch.tensor([[0.0] * 3, [1e38] * 3, [float("inf")] * 3]), EI)
