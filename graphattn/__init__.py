@@ -1,7 +1,18 @@
 """graphattn: graph self-attention for PyTorch Geometric."""
 
-from graphattn.nn import GraphSelfAttention
+from graphattn.nn import (
+    GraphSelfAttention,
+    GraphTransformer,
+    GraphTransformerLayer,
+    LinearGlobalAttention,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["GraphSelfAttention", "__version__"]
+__all__ = [
+    "GraphSelfAttention",
+    "GraphTransformer",
+    "GraphTransformerLayer",
+    "LinearGlobalAttention",
+    "__version__",
+]

@@ -28,3 +28,18 @@ def test_pyg_integration_example(capsys):
     acc = load("pyg_integration").main(seed=0)
     assert acc >= 0.6
     assert "AttentionExplainer" in capsys.readouterr().out
+
+
+def test_node_classification_example():
+    assert load("node_classification").main(seed=0) >= 0.5
+
+
+@pytest.mark.slow
+def test_graph_regression_example():
+    mae, base = load("graph_regression").main(seed=0)
+    assert mae < 0.5 * base
+
+
+def test_vector_set_example():
+    acc, base = load("vector_set").main(seed=0)
+    assert acc >= 0.95 and base < 0.7
