@@ -14,7 +14,7 @@ from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
 from graphattn.nn import functional as GF
 from graphattn.nn._checks import check_inputs
 from graphattn.nn.dense_kernel import Buckets, full_attention
-from graphattn.nn.sparse_kernel import EdgeStructure, SparseAttention
+from graphattn.nn.sparse_kernel import STRUCTURES, EdgeStructure, SparseAttention
 
 MASKS = ("adjacency", "full")
 SCORES = ("dot", "additive")
@@ -259,34 +259,48 @@ class GraphSelfAttention(MessagePassing):
 
     def _adjacency_fused(self, q, k, v, x_src, x_dst, edge_index, edge_attr, attn_bias,
                          want_alpha):
-        """:meth:`_adjacency` by the CSR kernel of :mod:`graphattn.nn.sparse_kernel`."""
-        n_dst = x_dst.size(0)
+        """:meth:`_adjacency` by the CSR kernel of :mod:`graphattn.nn.sparse_kernel`.
+
+        The edges with self loops handled and their sorted structure are cached per
+        ``edge_index`` tensor (:data:`~.sparse_kernel.STRUCTURES`)."""
+        n_src, n_dst = x_src.size(0), x_dst.size(0)
+        loops = self.add_self_loops and x_src is x_dst
+
+        def make():
+            ei, keep = edge_index, None
+            if loops:  # given edges minus loops, then one loop per node: the reference order
+                mask = ei[0] != ei[1]
+                if not bool(mask.all()):
+                    keep = mask.nonzero().flatten()
+                    ei = ei.index_select(1, keep)
+                ei = torch.cat([ei, torch.arange(n_dst, device=ei.device).repeat(2, 1)], 1)
+            return ei, keep, EdgeStructure(ei, n_src, n_dst)
+
+        edge_index, keep, st = STRUCTURES.get(edge_index, (n_src, n_dst, loops), make)
         if attn_bias is not None and attn_bias.dim() == 1:
             attn_bias = attn_bias.unsqueeze(-1)
         use_attr = self.lin_edge is not None and edge_attr is not None
-        if self.add_self_loops and x_src is x_dst:  # same order as the reference
-            keep = edge_index[0] != edge_index[1]
-            edge_index = edge_index[:, keep]
-            loops = torch.arange(n_dst, device=q.device)
-            if use_attr:
-                edge_attr = edge_attr[keep]
-                total = edge_attr.new_zeros(n_dst, edge_attr.size(1))
-                total.index_add_(0, edge_index[1], edge_attr)
-                count = torch.bincount(edge_index[1], minlength=n_dst).clamp_(min=1)
+        if loops:
+            if keep is not None:
+                edge_attr = edge_attr.index_select(0, keep) if use_attr else edge_attr
+                attn_bias = attn_bias.index_select(0, keep) if attn_bias is not None else None
+            if use_attr:  # loop features: mean of the node's incoming edge features
+                dst = edge_index[1, :edge_attr.size(0)]
+                total = edge_attr.new_zeros(n_dst, edge_attr.size(1)).index_add_(0, dst,
+                                                                                edge_attr)
+                count = torch.bincount(dst, minlength=n_dst).clamp_(min=1)
                 edge_attr = torch.cat([edge_attr, total / count.unsqueeze(-1)])
             if attn_bias is not None:
-                attn_bias = torch.cat([attn_bias[keep], attn_bias.new_zeros(n_dst,
-                                                                            attn_bias.size(1))])
-            edge_index = torch.cat([edge_index, loops.repeat(2, 1)], 1)
+                attn_bias = torch.cat([attn_bias, attn_bias.new_zeros(n_dst, attn_bias.size(1))])
         out = self._sparse_fused(q, k, v, edge_index, edge_attr if use_attr else None,
-                                 attn_bias, want_alpha)
+                                 attn_bias, want_alpha, st)
         return out, edge_index
 
-    def _sparse_fused(self, q, k, v, edge_index, edge_attr, bias, want_alpha):
+    def _sparse_fused(self, q, k, v, edge_index, edge_attr, bias, want_alpha, st=None):
         """Run :class:`~.sparse_kernel.SparseAttention` on the given edges (in the order
         the reference would see them); sets ``self._alpha`` when ``want_alpha``."""
         H, E = self.heads, edge_index.size(1)
-        st = EdgeStructure(edge_index, k.size(0), q.size(0))
+        st = st if st is not None else EdgeStructure(edge_index, k.size(0), q.size(0))
         perm = st.perm
         if bias is not None:
             bias = bias.index_select(0, perm).t().expand(H, -1)  # (H, E) sorted

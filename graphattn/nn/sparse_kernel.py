@@ -30,6 +30,8 @@ Shapes: ``N_t`` targets, ``N_s`` sources, ``E`` edges, ``H`` heads, ``C`` channe
 from __future__ import annotations
 
 import warnings
+import weakref
+from collections import OrderedDict
 
 import torch
 from torch import Tensor
@@ -121,6 +123,37 @@ class EdgeStructure:
             return torch.sparse_csr_tensor(crow, col, values,
                                            (*values.shape[:-1], *self.shape(kind)),
                                            check_invariants=False)
+
+
+class StructureCache:
+    """The structures of the last few graphs, keyed by the ``edge_index`` tensor they were
+    built from: every layer of a model, and every epoch of full-batch training, sorts the
+    edges once. An entry is used only while that very tensor is alive and unmodified (same
+    object, same in-place version counter); it is dropped when the tensor is freed."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._entries: OrderedDict = OrderedDict()
+
+    def get(self, edge_index: Tensor, key: tuple, make):
+        k = (id(edge_index), *key)
+        entry = self._entries.get(k)
+        if entry is not None and entry[0]() is edge_index and entry[1] == edge_index._version:
+            self._entries.move_to_end(k)
+            return entry[2]
+        value = make()
+        entries = self._entries
+        ref = weakref.ref(edge_index, lambda _, k=k: entries.pop(k, None))
+        entries[k] = (ref, edge_index._version, value)
+        while len(entries) > self.size:
+            entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+STRUCTURES = StructureCache()
 
 
 def _pointers(sorted_index: Tensor, n: int, itype: torch.dtype) -> Tensor:

@@ -59,6 +59,7 @@ def test_full_attention_memory_guard_names_the_graph_size():
     (dict(score="cosine"), "score must be one of"),
     (dict(dropout=1.5), "dropout"),
     (dict(heads=0), "heads and out_channels"),
+    (dict(impl="fast"), "impl must be one of"),
 ])
 def test_constructor_errors(kwargs, words):
     with pytest.raises(ValueError, match=words):

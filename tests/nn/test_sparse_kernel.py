@@ -175,3 +175,34 @@ def test_segment_softmax_and_spmm_match_dense():
     out = spmm(st_, alpha, v)  # v shared by the heads
     torch.testing.assert_close(out, probs @ v)
     assert st_.crow.tolist() == [0, 0, 4, 5, 5]
+
+
+def test_structure_cache_reuses_and_never_goes_stale():
+    from graphattn.nn import sparse_kernel
+
+    ref, fused = pair(edge_dim=2)
+    x, ei = random_graph(12, 40, seed=5)
+    ea = torch.randn(40, 2)
+    sparse_kernel.STRUCTURES.clear()
+    built = []
+    original = sparse_kernel.EdgeStructure.__init__
+
+    def counting(self, *args):
+        built.append(1)
+        original(self, *args)
+
+    sparse_kernel.EdgeStructure.__init__ = counting
+    try:
+        first = fused(x, ei, ea)
+        torch.testing.assert_close(fused(x, ei, ea), first)  # the same tensor: no new sort
+        assert len(built) == 1
+        ei[:, :10] = ei[:, 10:20].flip(0)  # in place: the version counter changes
+        torch.testing.assert_close(fused(x, ei, ea), ref(x, ei, ea), **TOL)
+        assert len(built) == 2
+        torch.testing.assert_close(fused(x, ei.clone(), ea), ref(x, ei, ea), **TOL)
+        assert len(built) == 3  # another tensor with the same values: built again
+    finally:
+        sparse_kernel.EdgeStructure.__init__ = original
+    n = len(sparse_kernel.STRUCTURES._entries)
+    del ei
+    assert len(sparse_kernel.STRUCTURES._entries) == n - 1  # freed with its tensor
