@@ -27,6 +27,14 @@ def all_finite(x: Tensor) -> bool:
     return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 
+def check_layer_sizes(heads: int, out_channels: int, dropout: float) -> None:
+    """Constructor arguments every attention layer shares."""
+    if heads < 1 or out_channels < 1:
+        raise ValueError(f"heads and out_channels must be >= 1, got {heads}, {out_channels}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
 def check_features(name: str, x: Tensor, expected: int) -> None:
     """``x`` must be a finite floating ``[N, F]`` matrix with ``F == expected`` (unless -1)."""
     _tensor(name, x)

@@ -12,7 +12,7 @@ from torch_geometric.nn.inits import glorot, zeros
 from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
 
 from graphattn.nn import functional as GF
-from graphattn.nn._checks import check_inputs
+from graphattn.nn._checks import check_inputs, check_layer_sizes
 from graphattn.nn.dense_kernel import Buckets, full_attention
 from graphattn.nn.sparse_kernel import STRUCTURES, EdgeStructure, SparseAttention
 
@@ -142,10 +142,7 @@ class GraphSelfAttention(MessagePassing):
                              "in_channels (source, target) need mask='adjacency'")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-        if heads < 1 or out_channels < 1:
-            raise ValueError(f"heads and out_channels must be >= 1, got {heads}, {out_channels}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_layer_sizes(heads, out_channels, dropout)
 
         self.in_channels = in_channels
         self.out_channels = out_channels

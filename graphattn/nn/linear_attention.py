@@ -11,7 +11,7 @@ from torch_geometric.nn.inits import zeros
 from torch_geometric.utils import to_dense_batch
 
 from graphattn.nn import functional as GF
-from graphattn.nn._checks import check_features
+from graphattn.nn._checks import check_features, check_layer_sizes
 
 
 def feature_map(x: Tensor) -> Tensor:
@@ -72,10 +72,7 @@ class LinearGlobalAttention(torch.nn.Module):
                  concat: bool = True, dropout: float = 0.0, bias: bool = True,
                  root_weight: bool = True, max_weight_pairs: int = 2**24) -> None:
         super().__init__()
-        if heads < 1 or out_channels < 1:
-            raise ValueError(f"heads and out_channels must be >= 1, got {heads}, {out_channels}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_layer_sizes(heads, out_channels, dropout)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.heads = heads
