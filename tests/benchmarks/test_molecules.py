@@ -1,0 +1,84 @@
+"""benchmarks/molecules.py: a tiny run has the promised structure and writes its files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "molecules.py"
+SMALL = {"graphattn-hybrid": {"hidden": 16, "layers": 1},
+         "attentivefp": {"hidden": 16, "layers": 1, "timesteps": 1}}
+
+
+@pytest.fixture(scope="module")
+def mb():
+    spec = importlib.util.spec_from_file_location("molecules_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny(mb, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("molecules")
+    res = mb.run(tasks=["freesolv_random"], models=list(SMALL), seeds=[0], epochs=2,
+                 out_dir=tmp / "out", limit=40, root=str(tmp / "data"), configs=SMALL)
+    return res, tmp
+
+
+def test_tiny_run_result_structure(tiny):
+    res, _ = tiny
+    models = res["results"]["freesolv_random"]
+    assert list(models) == list(SMALL)
+    for entry in models.values():
+        (run,) = entry["runs"]
+        assert run["seed"] == 0 and run["epochs"] == 2 and 1 <= run["epoch"] <= 2
+        for key in ("test_rmse", "test_mae", "val_rmse", "seconds"):
+            assert math.isfinite(run[key]) and run[key] >= 0
+            assert entry["summary"][key]["mean"] == pytest.approx(run[key])
+            assert entry["summary"][key]["std"] == 0.0
+        assert entry["params"] > 0 and entry["config"]["hidden"] == 16
+    assert res["meta"]["sizes"]["freesolv_random"] == {"train": 32, "val": 4, "test": 4}
+
+
+def test_tiny_run_writes_json_and_markdown(tiny):
+    res, tmp = tiny
+    doc = json.loads((tmp / "out" / "molecules.json").read_text())
+    assert doc["results"]["freesolv_random"]["attentivefp"]["runs"][0]["test_rmse"] == \
+        pytest.approx(res["results"]["freesolv_random"]["attentivefp"]["runs"][0]["test_rmse"])
+    ratio = doc["vs_attentivefp"]["freesolv_random"]["graphattn-hybrid"]["rmse_ratio"]
+    s = doc["results"]["freesolv_random"]
+    assert ratio == pytest.approx(s["graphattn-hybrid"]["summary"]["test_rmse"]["mean"]
+                                  / s["attentivefp"]["summary"]["test_rmse"]["mean"])
+    md = (tmp / "out" / "molecules.md").read_text()
+    assert "| graphattn-hybrid | 1 |" in md and "Attentive FP paper" in md
+
+
+def test_best_epoch_is_the_lowest_validation_rmse(mb):
+    from graphattn.chem import from_smiles
+
+    smiles = ["C", "CC", "CCC", "CCO", "CCN", "c1ccccc1", "CC(=O)O", "CCCl", "OCCO", "CN"]
+    data = [from_smiles(s, [float(i)]) for i, s in enumerate(smiles)]
+    split = {"train": torch.arange(6), "val": torch.arange(6, 8), "test": torch.arange(8, 10)}
+    torch.manual_seed(0)
+    model = mb.build_model("gin", dict(mb.CONFIGS["gin"], hidden=8, layers=1), 49, 16)
+    res = mb.train_model(model, data, split, epochs=4, batch_size=4, lr=1e-2,
+                         weight_decay=0.0, warmup=1)
+    vals = [h["val_rmse"] for h in res["history"]]
+    assert res["epoch"] == 1 + vals.index(min(vals)) and res["val_rmse"] == min(vals)
+
+
+def test_cli_writes_to_out_folder(mb, tmp_path, capsys):
+    mb.main(["--tasks", "freesolv_scaffold", "--models", "gin", "--epochs", "1", "--limit",
+             "40", "--seeds", "0", "--out", str(tmp_path), "--root", str(tmp_path / "data"),
+             "--config", '{"gin": {"hidden": 8}}'])
+    assert "freesolv_scaffold" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "molecules.json").read_text())
+    assert doc["meta"]["configs"]["gin"]["hidden"] == 8
+    sizes = doc["meta"]["sizes"]["freesolv_scaffold"]
+    assert sum(sizes.values()) == 40
