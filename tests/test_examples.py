@@ -43,3 +43,19 @@ def test_graph_regression_example():
 def test_vector_set_example():
     acc, base = load("vector_set").main(seed=0)
     assert acc >= 0.95 and base < 0.7
+
+
+def test_karate_club_example(tmp_path, capsys):
+    picture = tmp_path / "karate.png"
+    acc = load("karate_club").main(seed=0, labels="community", out=str(picture))
+    assert acc >= 0.75  # 4 communities, 4 labels: chance is 0.25; seeds 0-9 average 0.85
+    assert picture.stat().st_size > 10_000
+    assert "test accuracy" in capsys.readouterr().out
+    assert load("karate_club").main(seed=0, labels="faction") >= 0.9
+
+
+def test_social_sbm_example(capsys):
+    result = load("social_sbm").main(num_nodes=3000, epochs=30, seed=0)
+    assert result["accuracy"] >= 0.8  # 4 blocks, noisy features: chance 0.25, features ~0.6
+    assert result["seconds_per_epoch"] > 0 and result["peak_mib"] > 0
+    assert "s/epoch" in capsys.readouterr().out
