@@ -12,8 +12,10 @@ from torch_geometric.nn.inits import glorot, zeros
 from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
 
 from graphattn.nn import functional as GF
+from graphattn.nn import native
 from graphattn.nn._checks import check_inputs, check_layer_sizes
 from graphattn.nn.dense_kernel import Buckets, full_attention
+from graphattn.nn.native import NativeAttention
 from graphattn.nn.sparse_kernel import STRUCTURES, EdgeStructure, SparseAttention
 
 MASKS = ("adjacency", "full")
@@ -299,6 +301,19 @@ class GraphSelfAttention(MessagePassing):
         H, E = self.heads, edge_index.size(1)
         st = st if st is not None else EdgeStructure(edge_index, k.size(0), q.size(0))
         perm = st.perm
+        if edge_attr is None and native.available(q.dtype):  # edge-major [E, H] inputs
+            if bias is not None:
+                bias = bias.index_select(0, perm).expand(-1, H)
+            noise = None
+            if self.training and self.dropout > 0:
+                noise = q.new_empty(E, H).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
+                noise = noise.index_select(0, perm)
+            att = self.att.view(H, -1) if self.att is not None else None
+            out, alpha = NativeAttention.apply(q, k, v, att, bias, noise, st,
+                                               self.negative_slope)
+            if want_alpha:
+                self._alpha = alpha.new_empty(E, H).index_copy_(0, perm, alpha)
+            return out
         if bias is not None:
             bias = bias.index_select(0, perm).t().expand(H, -1)  # (H, E) sorted
         noise = None

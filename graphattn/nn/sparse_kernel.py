@@ -50,7 +50,8 @@ class EdgeStructure:
 
     Built on first use: ``src_long``, ``dst_long`` (int64: ``index_add_`` is 4x slower on
     int32), ``offsets`` (``crow`` as int64), ``transpose`` (``perm_t [E]`` sorted-edge position
-    of each edge in source order, ``crow_t [N_s + 1]``, ``dst_t [E]``), ``eye`` (``0..E``).
+    of each edge in source order, ``crow_t [N_s + 1]``, ``dst_t [E]``) and
+    ``transpose_long``, ``eye`` (``0..E``).
     Inference never builds the transpose.
     """
 
@@ -95,6 +96,11 @@ class EdgeStructure:
             return perm_t, _pointers(src_t, self.num_src, self.itype), \
                 self.dst.index_select(0, perm_t)
         return self._lazy("transpose", make)
+
+    @property
+    def transpose_long(self) -> tuple[Tensor, Tensor, Tensor]:
+        """:attr:`transpose` as int64 (for the native kernel)."""
+        return self._lazy("transpose_long", lambda: tuple(t.long() for t in self.transpose))
 
     def shape(self, kind: str) -> tuple[int, int]:
         return {"A": (self.num_dst, self.num_src), "At": (self.num_src, self.num_dst),

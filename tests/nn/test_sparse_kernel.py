@@ -1,4 +1,7 @@
-"""The fused adjacency kernel equals the reference path: outputs and gradients, float32."""
+"""The fused adjacency kernels equal the reference path: outputs and gradients, float32.
+
+Every test runs twice: with the native C kernel (:mod:`graphattn.nn.native`, used where it
+compiled and no edge features are given) and with the MKL sparse kernel alone."""
 
 from __future__ import annotations
 
@@ -9,11 +12,20 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphattn.nn import GraphSelfAttention
+from graphattn.nn import GraphSelfAttention, native
 from graphattn.nn.sparse_kernel import EdgeStructure, segment_softmax, spmm
 from tests.strategies import graphs
 
 TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(autouse=True, params=["native", "mkl"])
+def kernel(request, monkeypatch):
+    if request.param == "native" and not native.available():
+        pytest.skip("the native kernel did not build here")
+    if request.param == "mkl":
+        monkeypatch.setattr(native, "available", lambda dtype=None: False)
+    return request.param
 
 
 def close(actual, expected):

@@ -1,0 +1,163 @@
+"""The native CPU kernel of adjacency attention (``csrc/csr_attention.c``), compiled on first use.
+
+One pass over the in-edges of each target computes the scores (dot or additive), the
+segment softmax and the weighted sum; the backward is one pass per target (score gradients,
+``gq``, the additive ``att`` gradient) and one per source over the transposed structure
+(``gk``, ``gv``). Each output row is written by one OpenMP thread, and only ``[E, H]``
+scalars are stored. Compared with :class:`~.sparse_kernel.SparseAttention` (MKL sparse
+products plus segment ops), it reads every node row once per edge instead of once per head
+and product, and computes the additive score without materialising ``q_i + k_j``.
+
+The C source is compiled with the system C compiler (``$CC``, else ``cc``/``gcc``) into a
+shared library cached under ``$GRAPHATTN_CACHE`` (default ``~/.cache/graphattn``) and loaded
+with :mod:`ctypes`: no torch headers, about a second to build. Where no compiler works, or
+with ``GRAPHATTN_NATIVE=0``, :func:`available` is ``False`` (with one warning saying why) and
+the layer uses the MKL kernel instead.
+
+Shapes: ``N_t`` targets, ``N_s`` sources, ``E`` edges (sorted by target, see
+:class:`~.sparse_kernel.EdgeStructure`), ``H`` heads, ``C`` channels per head.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("csrc") / "csr_attention.c"
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_lib: ctypes.CDLL | None = None
+_error: str | None = None  # why the kernel is unavailable, once tried
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def _cpu_key() -> str:
+    """What ``-march=native`` depends on: the machine and its CPU flags."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        pass
+    return platform.machine() + platform.processor() + flags
+
+
+def library_path(cc: str) -> Path:
+    """Where the library for this source, compiler, flags and CPU is cached."""
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *FLAGS, _cpu_key()]).encode())
+    cache = Path(os.environ.get("GRAPHATTN_CACHE", Path.home() / ".cache" / "graphattn"))
+    return cache / f"csr_attention-{key.hexdigest()[:16]}.so"
+
+
+def _build(cc: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)  # atomic: build, then rename
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cc} failed:\n{proc.stderr.strip()[-2000:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib, _error
+    if _lib is not None or _error is not None:
+        return _lib
+    if os.environ.get("GRAPHATTN_NATIVE", "1") == "0":
+        _error = "disabled by GRAPHATTN_NATIVE=0"
+        return None
+    try:
+        cc = _compiler()
+        if cc is None or not sys.platform.startswith(("linux", "darwin")):
+            raise RuntimeError("no C compiler found (set $CC)")
+        path = library_path(cc)
+        if not path.exists():
+            _build(cc, path)
+        _lib = ctypes.CDLL(str(path))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        _error = str(err)
+        warnings.warn(f"graphattn: native attention kernel unavailable ({_error}); using the "
+                      "slower MKL sparse kernel", RuntimeWarning, stacklevel=3)
+    return _lib
+
+
+def available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the native kernel can run on CPU tensors of ``dtype`` (builds it once)."""
+    return dtype in _SUFFIX and _load() is not None
+
+
+def _ptr(t: Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr() if t is not None else None)
+
+
+def _call(name: str, dtype: torch.dtype, *args) -> None:
+    fn = getattr(_lib, f"csr_attention_{name}_{_SUFFIX[dtype]}")
+    conv = [ctypes.c_int64(a) if isinstance(a, int) else ctypes.c_double(a)
+            if isinstance(a, float) else _ptr(a) for a in args]
+    fn(*conv, ctypes.c_int(torch.get_num_threads()))
+
+
+class NativeAttention(torch.autograd.Function):
+    r"""Attention of each target over its in-edges by the native kernel.
+
+    Inputs (edges in sorted order): q ``[N_t, H, C]``, k, v ``[N_s, H, C]``; att ``[H, C]``
+    (additive score) or ``None`` (dot score); bias ``[E, H]`` or ``None``; noise ``[E, H]``
+    (dropout keep-mask divided by ``1 - p``) or ``None``; ``st`` the
+    :class:`~.sparse_kernel.EdgeStructure`.
+
+    Returns:
+        out ``[N_t, H, C]`` and alpha ``[E, H]`` (before dropout; not differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, att, bias, noise, st, negative_slope):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        att = att.contiguous() if att is not None else None
+        bias = bias.contiguous() if bias is not None else None
+        N_t, H, C = q.shape
+        scale, slope = C ** -0.5, float(negative_slope)
+        out = q.new_empty(N_t, H, C)
+        alpha = q.new_empty(st.num_edges, H)
+        _call("forward", q.dtype, N_t, H, C, st.offsets, st.src_long, q, k, v, att, bias,
+              noise, scale, slope, out, alpha)
+        ctx.save_for_backward(q, k, v, att, alpha, noise, out)
+        ctx.st, ctx.scale, ctx.slope = st, scale, slope
+        ctx.needs_bias = bias is not None
+        ctx.mark_non_differentiable(alpha)
+        return out, alpha
+
+    @staticmethod
+    def backward(ctx, g_out, _g_alpha):
+        q, k, v, att, alpha, noise, out = ctx.saved_tensors
+        st, scale, slope = ctx.st, ctx.scale, ctx.slope
+        g_out = g_out.contiguous()
+        (N_t, H, C), N_s = q.shape, k.size(0)
+        gs, gq = alpha.new_empty(alpha.shape), torch.empty_like(q)
+        g_att = q.new_zeros(torch.get_num_threads(), H, C) if att is not None else None
+        _call("backward_dst", q.dtype, N_t, H, C, st.offsets, st.src_long, q, k, v, att,
+              noise, alpha, out, g_out, scale, slope, gs, gq, g_att)
+        gk, gv = torch.empty_like(k), torch.empty_like(v)
+        perm_t, crow_t, dst_t = st.transpose_long
+        _call("backward_src", q.dtype, N_s, H, C, crow_t, perm_t, dst_t, q, k, att, noise,
+              alpha, gs, g_out, scale, slope, gk, gv)
+        g_att = g_att.sum(0) if g_att is not None else None
+        return gq, gk, gv, g_att, gs if ctx.needs_bias else None, None, None, None
