@@ -92,8 +92,10 @@ class GraphSelfAttention(MessagePassing):
         impl (str): ``"reference"``: gather -> segment softmax -> scatter through
             :meth:`propagate` (slow, obviously correct, per-edge messages visible to hooks).
             ``"fused"``: the fast kernels, proved equal to the reference by the tests:
-            CSR sparse products with a hand-written backward in adjacency mode
-            (:mod:`graphattn.nn.sparse_kernel`), size-bucketed dense attention in full mode
+            in adjacency mode the native C kernel (:mod:`graphattn.nn.native`, compiled on
+            first use; without edge features) or else CSR sparse products with a
+            hand-written backward (:mod:`graphattn.nn.sparse_kernel`); in full mode
+            size-bucketed dense attention
             (:mod:`graphattn.nn.dense_kernel`). ``"auto"``: ``"fused"`` on CPU for float32
             and float64 inputs. Either way the reference runs when PyG's explain mode is on,
             when message-passing hooks are registered (e.g. by
