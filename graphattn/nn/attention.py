@@ -93,7 +93,7 @@ class GraphSelfAttention(MessagePassing):
             :meth:`propagate` (slow, obviously correct, per-edge messages visible to hooks).
             ``"fused"``: the fast kernels, proved equal to the reference by the tests:
             in adjacency mode the native C kernel (:mod:`graphattn.nn.native`, compiled on
-            first use; without edge features) or else CSR sparse products with a
+            first use) or, without a C compiler, CSR sparse products with a
             hand-written backward (:mod:`graphattn.nn.sparse_kernel`); in full mode
             size-bucketed dense attention
             (:mod:`graphattn.nn.dense_kernel`). ``"auto"``: ``"fused"`` on CPU for float32
@@ -303,7 +303,10 @@ class GraphSelfAttention(MessagePassing):
         H, E = self.heads, edge_index.size(1)
         st = st if st is not None else EdgeStructure(edge_index, k.size(0), q.size(0))
         perm = st.perm
-        if edge_attr is None and native.available(q.dtype):  # edge-major [E, H] inputs
+        if native.available(q.dtype):  # edge-major [E, H] inputs
+            emb = None
+            if edge_attr is not None:  # one [E, H, C] tensor: W e, in sorted order
+                emb = self.lin_edge(edge_attr.index_select(0, perm)).view(E, H, q.size(-1))
             if bias is not None:
                 bias = bias.index_select(0, perm).expand(-1, H)
             noise = None
@@ -311,7 +314,7 @@ class GraphSelfAttention(MessagePassing):
                 noise = q.new_empty(E, H).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
                 noise = noise.index_select(0, perm)
             att = self.att.view(H, -1) if self.att is not None else None
-            out, alpha = NativeAttention.apply(q, k, v, att, bias, noise, st,
+            out, alpha = NativeAttention.apply(q, k, v, emb, att, bias, noise, st,
                                                self.negative_slope)
             if want_alpha:
                 self._alpha = alpha.new_empty(E, H).index_copy_(0, perm, alpha)

@@ -119,7 +119,8 @@ def _call(name: str, dtype: torch.dtype, *args) -> None:
 class NativeAttention(torch.autograd.Function):
     r"""Attention of each target over its in-edges by the native kernel.
 
-    Inputs (edges in sorted order): q ``[N_t, H, C]``, k, v ``[N_s, H, C]``; att ``[H, C]``
+    Inputs (edges in sorted order): q ``[N_t, H, C]``, k, v ``[N_s, H, C]``; emb
+    ``[E, H, C]`` (the edge embedding added to keys and values) or ``None``; att ``[H, C]``
     (additive score) or ``None`` (dot score); bias ``[E, H]`` or ``None``; noise ``[E, H]``
     (dropout keep-mask divided by ``1 - p``) or ``None``; ``st`` the
     :class:`~.sparse_kernel.EdgeStructure`.
@@ -129,17 +130,18 @@ class NativeAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, att, bias, noise, st, negative_slope):
+    def forward(ctx, q, k, v, emb, att, bias, noise, st, negative_slope):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        emb = emb.contiguous() if emb is not None else None
         att = att.contiguous() if att is not None else None
         bias = bias.contiguous() if bias is not None else None
         N_t, H, C = q.shape
         scale, slope = C ** -0.5, float(negative_slope)
         out = q.new_empty(N_t, H, C)
         alpha = q.new_empty(st.num_edges, H)
-        _call("forward", q.dtype, N_t, H, C, st.offsets, st.src_long, q, k, v, att, bias,
-              noise, scale, slope, out, alpha)
-        ctx.save_for_backward(q, k, v, att, alpha, noise, out)
+        _call("forward", q.dtype, N_t, H, C, st.offsets, st.src_long, q, k, v, emb, att,
+              bias, noise, scale, slope, out, alpha)
+        ctx.save_for_backward(q, k, v, emb, att, alpha, noise, out)
         ctx.st, ctx.scale, ctx.slope = st, scale, slope
         ctx.needs_bias = bias is not None
         ctx.mark_non_differentiable(alpha)
@@ -147,17 +149,18 @@ class NativeAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, _g_alpha):
-        q, k, v, att, alpha, noise, out = ctx.saved_tensors
+        q, k, v, emb, att, alpha, noise, out = ctx.saved_tensors
         st, scale, slope = ctx.st, ctx.scale, ctx.slope
         g_out = g_out.contiguous()
         (N_t, H, C), N_s = q.shape, k.size(0)
         gs, gq = alpha.new_empty(alpha.shape), torch.empty_like(q)
+        g_emb = torch.empty_like(emb) if emb is not None else None
         g_att = q.new_zeros(torch.get_num_threads(), H, C) if att is not None else None
-        _call("backward_dst", q.dtype, N_t, H, C, st.offsets, st.src_long, q, k, v, att,
-              noise, alpha, out, g_out, scale, slope, gs, gq, g_att)
+        _call("backward_dst", q.dtype, N_t, H, C, st.offsets, st.src_long, q, k, v, emb,
+              att, noise, alpha, out, g_out, scale, slope, gs, gq, g_emb, g_att)
         gk, gv = torch.empty_like(k), torch.empty_like(v)
         perm_t, crow_t, dst_t = st.transpose_long
-        _call("backward_src", q.dtype, N_s, H, C, crow_t, perm_t, dst_t, q, k, att, noise,
-              alpha, gs, g_out, scale, slope, gk, gv)
+        _call("backward_src", q.dtype, N_s, H, C, crow_t, perm_t, dst_t, q, k, emb, att,
+              noise, alpha, gs, g_out, scale, slope, gk, gv)
         g_att = g_att.sum(0) if g_att is not None else None
-        return gq, gk, gv, g_att, gs if ctx.needs_bias else None, None, None, None
+        return gq, gk, gv, g_emb, g_att, gs if ctx.needs_bias else None, None, None, None

@@ -26,20 +26,23 @@ def inputs(n=7, e=20, H=2, C=3, seed=0, dtype=torch.float64):
     att = torch.randn(H, C, generator=g, dtype=dtype, requires_grad=True)
     bias = torch.randn(e, H, generator=g, dtype=dtype, requires_grad=True)
     noise = (torch.rand(e, H, generator=g, dtype=dtype) > 0.3).to(dtype) / 0.7
-    return EdgeStructure(ei, n, n), q, k, v, att, bias, noise
+    emb = torch.randn(e, H, C, generator=g, dtype=dtype, requires_grad=True)
+    return EdgeStructure(ei, n, n), q, k, v, emb, att, bias, noise
 
 
 @pytest.mark.parametrize("score", ["dot", "additive"])
 @pytest.mark.parametrize("with_noise", [False, True])
-def test_gradcheck_float64(score, with_noise):
-    st, q, k, v, att, bias, noise = inputs()
+@pytest.mark.parametrize("with_emb", [False, True])
+def test_gradcheck_float64(score, with_noise, with_emb):
+    st, q, k, v, emb, att, bias, noise = inputs()
     att = att if score == "additive" else None
     noise = noise if with_noise else None
+    emb = emb if with_emb else None
 
-    def f(q, k, v, att, bias):
-        return NativeAttention.apply(q, k, v, att, bias, noise, st, 0.2)[0]
+    def f(q, k, v, emb, att, bias):
+        return NativeAttention.apply(q, k, v, emb, att, bias, noise, st, 0.2)[0]
 
-    args = (q, k, v, att, bias)
+    args = (q, k, v, emb, att, bias)
     assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7)
 
 
@@ -62,22 +65,22 @@ def test_hub_with_10k_neighbours_and_isolated_nodes_equal_reference(score):
 def test_result_does_not_depend_on_thread_count(score):
     """Each output row is written by one thread: outputs and node gradients are bitwise
     equal for 1 and 2 threads (the att gradient is summed per thread, so only close)."""
-    st, q, k, v, att, bias, noise = inputs(n=300, e=3000, H=4, C=8, dtype=torch.float32)
+    st, q, k, v, emb, att, bias, noise = inputs(n=300, e=3000, H=4, C=8, dtype=torch.float32)
     att = att if score == "additive" else None
     results = []
     threads = torch.get_num_threads()
     try:
         for t in (1, 2):
             torch.set_num_threads(t)
-            out, alpha = NativeAttention.apply(q, k, v, att, bias, noise, st, 0.2)
-            grads = torch.autograd.grad(out.pow(2).sum(), [q, k, v, bias]
+            out, alpha = NativeAttention.apply(q, k, v, emb, att, bias, noise, st, 0.2)
+            grads = torch.autograd.grad(out.pow(2).sum(), [q, k, v, emb, bias]
                                         + ([att] if att is not None else []))
             results.append((out, alpha, *grads))
     finally:
         torch.set_num_threads(threads)
-    for a, b in zip(results[0][:6], results[1][:6]):
+    for a, b in zip(results[0][:7], results[1][:7]):
         assert torch.equal(a, b)
-    for a, b in zip(results[0][6:], results[1][6:]):
+    for a, b in zip(results[0][7:], results[1][7:]):
         torch.testing.assert_close(a, b)
 
 

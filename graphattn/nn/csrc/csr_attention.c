@@ -34,14 +34,28 @@ static int omp_get_thread_num(void) { return 0; }
         for (int64_t x_ = 0; x_ < (int64_t)(bytes); x_ += 64) __builtin_prefetch(p_ + x_);    \
     } while (0)
 
+/* k_j (or v_j) plus the edge embedding of edge e when there is one, in buf */
+#define with_emb(row, emb, e, HC, buf)                                                        \
+    ((emb) ? add_rows((row), (emb) + (e) * (HC), (HC), (buf)) : (row))
+
 #define LEAKY(z, slope) (((z) > 0 ? (z) : 0) + (slope) * ((z) < 0 ? (z) : 0))
 #define LEAKY_GRAD(z, slope) ((slope) + (1 - (slope)) * ((z) > 0))
+
+static inline const float *add_rows_f(const float *a, const float *b, int64_t n, float *out) {
+    for (int64_t x = 0; x < n; x++) out[x] = a[x] + b[x];
+    return out;
+}
+static inline const double *add_rows_d(const double *a, const double *b, int64_t n, double *out) {
+    for (int64_t x = 0; x < n; x++) out[x] = a[x] + b[x];
+    return out;
+}
+#define add_rows(a, b, n, out) _Generic((out), float *: add_rows_f, double *: add_rows_d)(a, b, n, out)
 
 #define DEFINE_KERNELS(T, SUF, EXP)                                                             \
 void csr_attention_forward_##SUF(                                                            \
     int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col,             \
-    const T *q, const T *k, const T *v, const T *att, const T *bias, const T *noise,         \
-    double scale, double slope, T *out, T *alpha, int nthreads) {                            \
+    const T *q, const T *k, const T *v, const T *emb, const T *att, const T *bias,           \
+    const T *noise, double scale, double slope, T *out, T *alpha, int nthreads) {            \
     const int64_t HC = H * C, n_e = crow[n_t];                                               \
     _Pragma("omp parallel for schedule(dynamic, 16) num_threads(nthreads)")                  \
     for (int64_t i = 0; i < n_t; i++) {                                                      \
@@ -50,11 +64,11 @@ void csr_attention_forward_##SUF(                                               
         memset(o, 0, sizeof(T) * HC);                                                        \
         if (a == b) continue;                                                                \
         const T *qi = q + i * HC;                                                            \
-        T mx[H], sm[H];                                                                      \
+        T mx[H], sm[H], kbuf[HC], vbuf[HC];                                                  \
         for (int64_t h = 0; h < H; h++) { mx[h] = -INFINITY; sm[h] = 0; }                   \
         for (int64_t e = a; e < b; e++) {                                                    \
             if (e + AHEAD < n_e) PREFETCH(k + col[e + AHEAD] * HC, sizeof(T) * HC);          \
-            const T *kj = k + col[e] * HC;                                                   \
+            const T *kj = with_emb(k + col[e] * HC, emb, e, HC, kbuf);                       \
             for (int64_t h = 0; h < H; h++) {                                                \
                 const T *qh = qi + h * C, *kh = kj + h * C;                                  \
                 T s = 0;                                                                     \
@@ -84,7 +98,7 @@ void csr_attention_forward_##SUF(                                               
         for (int64_t h = 0; h < H; h++) sm[h] = 1 / (sm[h] + (T)1e-16);                      \
         for (int64_t e = a; e < b; e++) {                                                    \
             if (e + AHEAD < n_e) PREFETCH(v + col[e + AHEAD] * HC, sizeof(T) * HC);          \
-            const T *vj = v + col[e] * HC;                                                   \
+            const T *vj = with_emb(v + col[e] * HC, emb, e, HC, vbuf);                       \
             for (int64_t h = 0; h < H; h++) {                                                \
                 T p = alpha[e * H + h] * sm[h];                                              \
                 alpha[e * H + h] = p;                                                        \
@@ -101,9 +115,9 @@ void csr_attention_forward_##SUF(                                               
  * sums of the gradient of att, gatt [nthreads, H, C] (zeroed by the caller). */           \
 void csr_attention_backward_dst_##SUF(                                                       \
     int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col,             \
-    const T *q, const T *k, const T *v, const T *att, const T *noise, const T *alpha,        \
-    const T *out, const T *gout, double scale, double slope, T *gs, T *gq, T *gatt,          \
-    int nthreads) {                                                                          \
+    const T *q, const T *k, const T *v, const T *emb, const T *att, const T *noise,          \
+    const T *alpha, const T *out, const T *gout, double scale, double slope, T *gs,          \
+    T *gq, T *gemb, T *gatt, int nthreads) {                                                 \
     const int64_t HC = H * C, n_e = crow[n_t];                                               \
     _Pragma("omp parallel for schedule(dynamic, 16) num_threads(nthreads)")                  \
     for (int64_t i = 0; i < n_t; i++) {                                                      \
@@ -113,7 +127,7 @@ void csr_attention_backward_dst_##SUF(                                          
         if (a == b) continue;                                                                \
         const T *qi = q + i * HC, *goi = gout + i * HC, *oi = out + i * HC;                  \
         T *ga = att ? gatt + (int64_t)omp_get_thread_num() * HC : NULL;                      \
-        T dot[H];                                                                            \
+        T dot[H], kbuf[HC], vbuf[HC];                                                        \
         for (int64_t h = 0; h < H; h++) {                                                    \
             T d = 0;                                                                         \
             _Pragma("omp simd reduction(+:d)")                                               \
@@ -125,7 +139,8 @@ void csr_attention_backward_dst_##SUF(                                          
                 PREFETCH(k + col[e + AHEAD] * HC, sizeof(T) * HC);                           \
                 PREFETCH(v + col[e + AHEAD] * HC, sizeof(T) * HC);                           \
             }                                                                                \
-            const T *kj = k + col[e] * HC, *vj = v + col[e] * HC;                            \
+            const T *kj = with_emb(k + col[e] * HC, emb, e, HC, kbuf);                       \
+            const T *vj = with_emb(v + col[e] * HC, emb, e, HC, vbuf);                       \
             for (int64_t h = 0; h < H; h++) {                                                \
                 const T *go = goi + h * C, *vh = vj + h * C, *kh = kj + h * C;               \
                 T gw = 0;                                                                    \
@@ -135,17 +150,25 @@ void csr_attention_backward_dst_##SUF(                                          
                 const T g = alpha[e * H + h] * (gw - dot[h]);                                \
                 gs[e * H + h] = g;                                                           \
                 T *gqh = gqi + h * C;                                                        \
+                /* the edge embedding's gradient: as a key (the score) + as a value */       \
+                T *geh = gemb ? gemb + e * HC + h * C : NULL;                                \
+                T w = alpha[e * H + h];                                                      \
+                if (noise) w *= noise[e * H + h];                                            \
+                if (geh) for (int64_t c = 0; c < C; c++) geh[c] = w * go[c];                 \
                 if (att) {                                                                   \
                     const T *ah = att + h * C, *qh = qi + h * C;                             \
                     T *gah = ga + h * C;                                                     \
                     for (int64_t c = 0; c < C; c++) {                                        \
                         T z = qh[c] + kh[c];                                                 \
-                        gqh[c] += g * ah[c] * LEAKY_GRAD(z, (T)slope);                       \
+                        const T gz = g * ah[c] * LEAKY_GRAD(z, (T)slope);                    \
+                        gqh[c] += gz;                                                        \
+                        if (geh) geh[c] += gz;                                               \
                         gah[c] += g * LEAKY(z, (T)slope);                                    \
                     }                                                                        \
                 } else {                                                                     \
                     const T gsc = g * (T)scale;                                              \
                     for (int64_t c = 0; c < C; c++) gqh[c] += gsc * kh[c];                   \
+                    if (geh) for (int64_t c = 0; c < C; c++) geh[c] += gsc * qi[h * C + c];          \
                 }                                                                            \
             }                                                                                \
         }                                                                                    \
@@ -155,8 +178,9 @@ void csr_attention_backward_dst_##SUF(                                          
 /* Pass 2, per source (transposed structure): gk and gv. */                                 \
 void csr_attention_backward_src_##SUF(                                                       \
     int64_t n_s, int64_t H, int64_t C, const int64_t *crow_t, const int64_t *perm_t,        \
-    const int64_t *dst_t, const T *q, const T *k, const T *att, const T *noise,              \
-    const T *alpha, const T *gs, const T *gout, double scale, double slope, T *gk, T *gv,    \
+    const int64_t *dst_t, const T *q, const T *k, const T *emb, const T *att,                \
+    const T *noise, const T *alpha, const T *gs, const T *gout, double scale, double slope,  \
+    T *gk, T *gv,                                                                            \
     int nthreads) {                                                                          \
     const int64_t HC = H * C, n_e = crow_t[n_s];                                             \
     _Pragma("omp parallel for schedule(dynamic, 16) num_threads(nthreads)")                  \
@@ -186,7 +210,7 @@ void csr_attention_backward_src_##SUF(                                          
                 if (att) {                                                                   \
                     const T *ah = att + h * C, *kh = kj + h * C;                             \
                     for (int64_t c = 0; c < C; c++) {                                        \
-                        T z = qh[c] + kh[c];                                                 \
+                        T z = qh[c] + kh[c] + (emb ? emb[e * HC + h * C + c] : 0);           \
                         gkh[c] += g * ah[c] * LEAKY_GRAD(z, (T)slope);                       \
                     }                                                                        \
                 } else {                                                                     \
