@@ -81,7 +81,7 @@ def test_result_does_not_depend_on_thread_count(score):
     for a, b in zip(results[0][:7], results[1][:7]):
         assert torch.equal(a, b)
     for a, b in zip(results[0][7:], results[1][7:]):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
 
 
 def test_no_compiler_falls_back_with_one_clear_warning(tmp_path):
