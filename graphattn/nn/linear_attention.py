@@ -14,9 +14,26 @@ from graphattn.nn import functional as GF
 from graphattn.nn._checks import check_features, check_layer_sizes
 
 
+class _EluPlusOne(torch.autograd.Function):
+    """``elu(x) + 1`` whose backward reads only the output: ``phi' = min(phi, 1)`` (``1``
+    where ``x > 0``, ``exp(x) = phi`` elsewhere): one multiply instead of torch's
+    ``elu_backward``, which recomputes the exponential (4x slower here on 3M numbers)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = F.elu(x).add_(1.0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * y.clamp(max=1.0)
+
+
 def feature_map(x: Tensor) -> Tensor:
     r"""The positive kernel feature map :math:`\phi(x) = \mathrm{elu}(x) + 1`."""
-    return F.elu(x) + 1.0
+    return _EluPlusOne.apply(x)
 
 
 class LinearGlobalAttention(torch.nn.Module):
@@ -119,13 +136,17 @@ class LinearGlobalAttention(torch.nn.Module):
                 else out
         q, k, v = self.lin_qkv(x).view(N, 3, H, C).unbind(1)  # 3 x (N, H, C)
         q, k = feature_map(q), feature_map(k)
-        # padded per-graph layout, so no (N, H, C, C) tensor is ever formed
-        qkv, mask = to_dense_batch(torch.cat([q, k, v], -1).view(N, -1), batch)  # (B, L, 3HC)
-        qd, kd, vd = qkv.view(*mask.shape, H, 3 * C).split(C, dim=-1)  # (B, L, H, C) each
-        kv = torch.einsum("blhc,blhd->bhcd", kd, vd)  # (B, H, C, C): sum_j phi(k_j) v_j^T
-        k_sum = kd.sum(1)  # (B, H, C); padded rows are 0 (to_dense_batch fills with 0)
-        num = torch.einsum("blhc,bhcd->blhd", qd, kv)[mask]  # (N, H, C)
-        den = torch.einsum("blhc,bhc->blh", qd, k_sum)[mask].unsqueeze(-1)  # > 0 as phi > 0
+        if bool(batch[0] == batch[-1]):  # one graph (the large-graph case): no padding
+            kv = torch.einsum("nhc,nhd->hcd", k, v)  # (H, C, C): sum_j phi(k_j) v_j^T
+            num = torch.einsum("nhc,hcd->nhd", q, kv)  # (N, H, C)
+            den = torch.einsum("nhc,hc->nh", q, k.sum(0)).unsqueeze(-1)  # > 0 as phi > 0
+        else:  # padded per-graph layout, so no (N, H, C, C) tensor is ever formed
+            qkv, mask = to_dense_batch(torch.cat([q, k, v], -1).view(N, -1), batch)
+            qd, kd, vd = qkv.view(*mask.shape, H, 3 * C).split(C, dim=-1)  # (B, L, H, C)
+            kv = torch.einsum("blhc,blhd->bhcd", kd, vd)  # (B, H, C, C)
+            k_sum = kd.sum(1)  # (B, H, C); padded rows are 0 (to_dense_batch fills with 0)
+            num = torch.einsum("blhc,bhcd->blhd", qd, kv)[mask]  # (N, H, C)
+            den = torch.einsum("blhc,bhc->blh", qd, k_sum)[mask].unsqueeze(-1)
         out = num / den
         out = F.dropout(out, p=self.dropout, training=self.training)
 

@@ -32,10 +32,13 @@ def explicit(m, x, batch):
 
 
 @pytest.mark.parametrize("concat", [True, False])
-def test_equals_explicit_quadratic_formula(concat):
-    x, _, batch, _ = random_batch([5, 1, 8, 3], seed=1)
+@pytest.mark.parametrize("sizes", [[5, 1, 8, 3], [9]])  # padded path; one-graph path
+def test_equals_explicit_quadratic_formula(concat, sizes):
+    x, _, batch, _ = random_batch(sizes, seed=1)
     m = layer(concat=concat)
     torch.testing.assert_close(m(x, batch=batch), explicit(m, x, batch))
+    if len(sizes) == 1:
+        torch.testing.assert_close(m(x), explicit(m, x, batch))
 
 
 def test_attention_weights_match_formula_and_sum_to_one():
@@ -77,8 +80,9 @@ def test_no_leakage_across_graphs(data):
     torch.testing.assert_close(m(x2, batch=batch)[others], out[others])
 
 
-def test_gradcheck_float64():
-    x, _, batch, _ = random_batch([3, 2], channels=4, seed=3)
+@pytest.mark.parametrize("sizes", [[3, 2], [5]])
+def test_gradcheck_float64(sizes):
+    x, _, batch, _ = random_batch(sizes, channels=4, seed=3)
     m = layer()
     x.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: m(x, batch=batch), (x,))
