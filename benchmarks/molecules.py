@@ -20,7 +20,7 @@ Tasks:
 * ``solubility``: Huuskonen solubility, fixed 257-molecule test set; 10 % of the 1,025
   training molecules (a new random slice per seed) is the validation set.
 * ``qm9_gap``: QM9 HOMO-LUMO gap in eV (qm9pack stores Hartree; graphattn converts), a fixed
-  random subset of 20,000 / 2,000 / 2,000 molecules (drawn once with seed 0); seeds change
+  random subset of 10,000 / 1,000 / 1,000 molecules (drawn once with seed 0); seeds change
   the initialisation.
 
 Protocol, identical for every model of a task: the same splits, targets standardised with the
@@ -51,28 +51,64 @@ TASKS = ("freesolv_random", "freesolv_scaffold", "solubility", "qm9_gap")
 MODELS = ("graphattn-adjacency", "graphattn-full", "graphattn-hybrid", "attentivefp", "gin")
 UNITS = {"freesolv_random": "kcal/mol", "freesolv_scaffold": "kcal/mol",
          "solubility": "log(mol/L)", "qm9_gap": "eV"}
-QM9_SIZES = (20_000, 2_000, 2_000)
+QM9_SIZES = (10_000, 1_000, 1_000)
 
 # Training budget per task, the same for every model: epochs, batch size, warm-up epochs.
 BUDGET = {
-    "freesolv_random": dict(epochs=150, batch_size=32, warmup=5),
-    "freesolv_scaffold": dict(epochs=150, batch_size=32, warmup=5),
-    "solubility": dict(epochs=100, batch_size=32, warmup=5),
-    "qm9_gap": dict(epochs=30, batch_size=64, warmup=2),
+    "freesolv_random": dict(epochs=60, batch_size=32, warmup=5),
+    "freesolv_scaffold": dict(epochs=60, batch_size=32, warmup=5),
+    "solubility": dict(epochs=40, batch_size=32, warmup=3),
+    "qm9_gap": dict(epochs=12, batch_size=64, warmup=1),
 }
 
 # Per-model hyper-parameters (chosen on validation RMSE, see the results markdown).
-_GT = dict(hidden=128, layers=4, heads=4, dropout=0.1, lr=5e-4, weight_decay=1e-4,
+_GT = dict(hidden=64, layers=4, heads=4, dropout=0.1, lr=5e-4, weight_decay=1e-4,
            pool="sum", encodings=("degree", "rwse"), walk_length=16, local="attention")
 CONFIGS = {
-    "graphattn-adjacency": dict(_GT, mask="adjacency"),
+    "graphattn-adjacency": dict(_GT, mask="adjacency", lr=2e-3),
     "graphattn-full": dict(_GT, mask="full", encodings=("degree", "rwse", "spd")),
-    "graphattn-hybrid": dict(_GT, mask="hybrid"),
+    "graphattn-hybrid": dict(_GT, mask="hybrid", local="gine", pool="mean"),
     # PyG's examples/attentive_fp.py settings (lr 10**-2.5, weight decay 10**-5)
     "attentivefp": dict(hidden=200, layers=2, timesteps=2, dropout=0.2, lr=10**-2.5,
                         weight_decay=1e-5),
     "gin": dict(hidden=128, layers=4, dropout=0.1, lr=1e-3, weight_decay=1e-5),
 }
+# Per-task changes to CONFIGS: on QM9 the width is a budget knob, the same for every model.
+TASK_CONFIGS = {
+    "qm9_gap": {m: dict(hidden=64) for m in MODELS},
+}
+
+NOTES = [
+    "Budget: a 2-core machine shared with another benchmark; one process, 1 thread. Seconds "
+    "per epoch of every model were measured first; the epochs (FreeSolv 60, Solubility 40, "
+    "QM9 12), the QM9 subset (10k/1k/1k instead of 20k/2k/2k) and the width on QM9 (64 for "
+    "every model) were then set so the whole run fits in about an hour. The literature trains "
+    "far longer (PyG's AttentiveFP example: 200 epochs; Attentive FP paper: early stopping "
+    "over hundreds of epochs) and QM9 models use the full ~110k training molecules.",
+    "Tuning: the graphattn settings were chosen by mean validation RMSE over seeds 0-2 of "
+    "freesolv_random at 60 epochs (test numbers not looked at; sweep in SWEEP) and reused "
+    "unchanged for the other tasks. AttentiveFP uses PyG's example settings, GIN common ones.",
+]
+SWEEP = [  # freesolv_random, 60 epochs, mean validation RMSE over seeds 0-2 (kcal/mol)
+    # changes from: hidden 128, 4 layers, 4 heads, dropout 0.1, lr 5e-4, weight decay 1e-4,
+    # sum pooling, degree + RWSE encodings (full: + SPD bias), hybrid local = attention
+    ("attentivefp", "PyG example settings", 0.992),
+    ("gin", "hidden 128, 4 layers", 1.236),
+    ("graphattn-adjacency", "hidden 64", 1.188),
+    ("graphattn-adjacency", "hidden 64, lr 2e-3 (chosen)", 1.106),
+    ("graphattn-adjacency", "hidden 64, pool mean", 1.106),
+    ("graphattn-adjacency", "hidden 64, lr 2e-3, pool mean", 1.181),
+    ("graphattn-adjacency", "hidden 64, dropout 0", 1.155),
+    ("graphattn-adjacency", "hidden 64, weight decay 1e-2", 1.185),
+    ("graphattn-adjacency", "hidden 64, no encodings", 1.292),
+    ("graphattn-adjacency", "hidden 64, 3 layers, dropout 0.2", 1.278),
+    ("graphattn-full", "hidden 64 (chosen)", 1.180),
+    ("graphattn-full", "hidden 64, lr 2e-3, pool mean", 1.226),
+    ("graphattn-hybrid", "hidden 64", 1.172),
+    ("graphattn-hybrid", "hidden 64, local gine", 1.111),
+    ("graphattn-hybrid", "hidden 64, local gine, lr 2e-3", 1.204),
+    ("graphattn-hybrid", "hidden 64, local gine, pool mean (chosen)", 1.094),
+]
 
 ANCHORS = {  # literature / earlier measurements shown beside our numbers (RMSE unless noted)
     "freesolv_random": [
@@ -368,8 +404,16 @@ def markdown(meta: dict, results: dict) -> str:
     lines += ["## Configurations", "", "| model | hyper-parameters |", "|---|---|"]
     for name, cfg in meta["configs"].items():
         lines.append(f"| {name} | {', '.join(f'{k}={v}' for k, v in cfg.items())} |")
+    for task, changes in meta["task_configs"].items():
+        for name, change in changes.items():
+            lines.append(f"| {name} on {task} | {', '.join(f'{k}={v}' for k, v in change.items())}"
+                         " |")
     if meta.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in meta["notes"]]
+    if meta.get("sweep"):
+        lines += ["", "## Tuning sweep (freesolv_random validation RMSE, seeds 0-2, 60 epochs)",
+                  "", "| model | change from the base settings | val RMSE |", "|---|---|---:|"]
+        lines += [f"| {m} | {c} | {v:.3f} |" for m, c, v in meta["sweep"]]
     return "\n".join(lines) + "\n"
 
 
@@ -393,6 +437,8 @@ def run(tasks=TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None = None,
     import torch_geometric
 
     configs = {m: dict(CONFIGS[m], **(configs or {}).get(m, {})) for m in models}
+    task_configs = {t: {m: c for m, c in TASK_CONFIGS.get(t, {}).items() if m in models}
+                    for t in tasks if t in TASK_CONFIGS}
     budget = {t: dict(BUDGET[t], **(budget or {}).get(t, {})) for t in tasks}
     if epochs is not None:
         for t in tasks:
@@ -402,8 +448,9 @@ def run(tasks=TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None = None,
                 torch=torch.__version__, pyg=torch_geometric.__version__,
                 threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine(),
                 loadavg=" ".join(f"{v:.2f}" for v in os.getloadavg()), command=command,
-                seeds=list(seeds), limit=limit, budget=budget, configs=configs, sizes={},
-                notes=notes or [])
+                seeds=list(seeds), limit=limit, budget=budget, configs=configs,
+                task_configs=task_configs, sizes={},
+                notes=NOTES if notes is None else notes, sweep=SWEEP)
     results: dict = {}
     walk = max([c.get("walk_length", 16) for m, c in configs.items() if "rwse" in
                 c.get("encodings", ())] or [0])
@@ -419,9 +466,10 @@ def run(tasks=TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None = None,
             meta["sizes"][task] = {k: int(loaded[k].numel()) for k in ("train", "val", "test")}
             for name in models:
                 t0 = time.perf_counter()
-                r = run_one(task, name, seed, budget[task], configs[name], loaded, verbose)
+                cfg = dict(configs[name], **task_configs.get(task, {}).get(name, {}))
+                r = run_one(task, name, seed, budget[task], cfg, loaded, verbose)
                 r.pop("history") if not verbose else None
-                entry = results[task].setdefault(name, dict(runs=[], config=configs[name]))
+                entry = results[task].setdefault(name, dict(runs=[], config=cfg))
                 entry["runs"].append(r)
                 entry["params"] = r["params"]
                 entry["summary"] = summarise(entry["runs"])
