@@ -7,7 +7,10 @@
 Sparse cases (``mask="adjacency"``): random graphs of 10k / 100k nodes with average
 in-degree 10 / 50, 64 input channels -> 4 heads x 16. graphattn ``score="dot"`` is compared
 with ``TransformerConv`` (same formula: no self loops, skip connection) and
-``score="additive"`` with ``GATConv`` and ``GATv2Conv`` (all with self loops).
+``score="additive"`` with ``GATConv`` and ``GATv2Conv`` (all with self loops). graphattn runs
+its native C kernel (:mod:`graphattn.nn.native`); ``(MKL kernel)`` is the same layer with it
+turned off (:func:`graphattn.nn.native.disabled`): the pure-torch kernel that runs where no C
+compiler is found.
 
 Full cases (``mask="full"``): batches of 256 / 1024 molecule-like graphs of 10-40 nodes
 (a chain plus ring bonds, both directions), compared with ``to_dense_batch`` +
@@ -46,14 +49,17 @@ import torch
 IN, HEADS, C = 64, 4, 16
 RESULTS = Path(__file__).resolve().parent / "results"
 
-SPARSE_METHODS = ["graphattn dot", "graphattn additive", "graphattn dot (reference)",
+SPARSE_METHODS = ["graphattn dot", "graphattn additive", "graphattn dot (MKL kernel)",
+                  "graphattn additive (MKL kernel)", "graphattn dot (reference)",
                   "TransformerConv", "GATConv", "GATv2Conv"]
 FULL_METHODS = ["graphattn full dot", "graphattn full dot + edge bias",
                 "graphattn full dot (reference)", "to_dense_batch + MultiheadAttention"]
 PAIRS = [  # (graphattn method, peer), the ratios reported
     ("graphattn dot", "TransformerConv"),
     ("graphattn dot", "graphattn dot (reference)"),
+    ("graphattn dot", "graphattn dot (MKL kernel)"),
     ("graphattn additive", "GATConv"),
+    ("graphattn additive", "graphattn additive (MKL kernel)"),
     ("graphattn additive", "GATv2Conv"),
     ("graphattn full dot", "to_dense_batch + MultiheadAttention"),
     ("graphattn full dot + edge bias", "to_dense_batch + MultiheadAttention"),
@@ -110,7 +116,7 @@ def make_method(name: str):
     from torch_geometric.nn import GATConv, GATv2Conv, TransformerConv
     from torch_geometric.utils import to_dense_batch
 
-    from graphattn.nn import GraphSelfAttention
+    from graphattn.nn import GraphSelfAttention, native
 
     torch.manual_seed(0)
 
@@ -124,6 +130,14 @@ def make_method(name: str):
                 sparse_call)
     if name == "graphattn additive":
         return GraphSelfAttention(IN, C, heads=HEADS, score="additive"), sparse_call
+    if name.endswith("(MKL kernel)"):  # the pure-torch kernel the native one replaces
+        score = "additive" if "additive" in name else "dot"
+
+        def mkl_call(m, d):
+            with native.disabled():
+                return m(d["x"], d["edge_index"])
+        return GraphSelfAttention(IN, C, heads=HEADS, score=score,
+                                  add_self_loops=score == "additive"), mkl_call
     if name == "TransformerConv":
         return TransformerConv(IN, C, heads=HEADS), sparse_call
     if name == "GATConv":

@@ -20,6 +20,7 @@ Shapes: ``N_t`` targets, ``N_s`` sources, ``E`` edges (sorted by target, see
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -39,6 +40,7 @@ FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _lib: ctypes.CDLL | None = None
 _error: str | None = None  # why the kernel is unavailable, once tried
+_disabled = 0  # depth of :func:`disabled` blocks
 
 
 def _compiler() -> str | None:
@@ -102,7 +104,18 @@ def _load() -> ctypes.CDLL | None:
 
 def available(dtype: torch.dtype = torch.float32) -> bool:
     """Whether the native kernel can run on CPU tensors of ``dtype`` (builds it once)."""
-    return dtype in _SUFFIX and _load() is not None
+    return not _disabled and dtype in _SUFFIX and _load() is not None
+
+
+@contextlib.contextmanager
+def disabled():
+    """Layers called inside this block use the MKL sparse kernel instead (to compare)."""
+    global _disabled
+    _disabled += 1
+    try:
+        yield
+    finally:
+        _disabled -= 1
 
 
 def _ptr(t: Tensor | None) -> ctypes.c_void_p:
