@@ -109,3 +109,14 @@ def test_library_is_cached_per_source_and_compiler(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHATTN_CACHE", str(tmp_path))
     a, b = native.library_path("cc"), native.library_path("clang")
     assert a.parent == tmp_path and a != b and a == native.library_path("cc")
+
+
+def test_disabled_block_uses_the_mkl_kernel_with_the_same_result():
+    torch.manual_seed(0)
+    m = GraphSelfAttention(5, 3, heads=2, score="additive")
+    x, ei = torch.randn(9, 5), torch.randint(0, 9, (2, 30))
+    with native.disabled():
+        assert not native.available()
+        out_mkl = m(x, ei)
+    assert native.available()
+    torch.testing.assert_close(m(x, ei), out_mkl, rtol=1e-5, atol=1e-5)
