@@ -24,10 +24,15 @@ def mb():
 
 
 @pytest.fixture(scope="module")
-def tiny(mb, tmp_path_factory):
+def data_root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("data"))  # FreeSolv processed once for every test
+
+
+@pytest.fixture(scope="module")
+def tiny(mb, tmp_path_factory, data_root):
     tmp = tmp_path_factory.mktemp("molecules")
     res = mb.run(tasks=["freesolv_random"], models=list(SMALL), seeds=[0], epochs=2,
-                 out_dir=tmp / "out", limit=40, root=str(tmp / "data"), configs=SMALL)
+                 out_dir=tmp / "out", limit=40, root=data_root, configs=SMALL)
     return res, tmp
 
 
@@ -73,12 +78,25 @@ def test_best_epoch_is_the_lowest_validation_rmse(mb):
     assert res["epoch"] == 1 + vals.index(min(vals)) and res["val_rmse"] == min(vals)
 
 
-def test_cli_writes_to_out_folder(mb, tmp_path, capsys):
+def test_cli_writes_to_out_folder(mb, tmp_path, capsys, data_root):
     mb.main(["--tasks", "freesolv_scaffold", "--models", "gin", "--epochs", "1", "--limit",
-             "40", "--seeds", "0", "--out", str(tmp_path), "--root", str(tmp_path / "data"),
+             "40", "--seeds", "0", "--out", str(tmp_path), "--root", data_root,
              "--config", '{"gin": {"hidden": 8}}'])
     assert "freesolv_scaffold" in capsys.readouterr().out
     doc = json.loads((tmp_path / "molecules.json").read_text())
     assert doc["meta"]["configs"]["gin"]["hidden"] == 8
     sizes = doc["meta"]["sizes"]["freesolv_scaffold"]
     assert sum(sizes.values()) == 40
+
+
+def test_append_keeps_the_other_tasks(mb, tmp_path, data_root):
+    common = dict(models=["gin"], seeds=[0], epochs=1, out_dir=tmp_path, limit=40,
+                  root=data_root, configs={"gin": {"hidden": 8}})
+    mb.run(tasks=["freesolv_random"], command="first", **common)
+    mb.run(tasks=["freesolv_scaffold"], command="second", append=True, **common)
+    doc = json.loads((tmp_path / "molecules.json").read_text())
+    assert list(doc["results"]) == ["freesolv_random", "freesolv_scaffold"]
+    assert set(doc["meta"]["budget"]) == set(doc["meta"]["sizes"]) == set(doc["results"])
+    assert doc["meta"]["command"] == "first; then second"
+    md = (tmp_path / "molecules.md").read_text()
+    assert "## freesolv_random" in md and "## freesolv_scaffold" in md
