@@ -1,0 +1,69 @@
+"""benchmarks/social.py: a tiny run has the promised structure and writes its files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "social.py"
+
+
+@pytest.fixture(scope="module")
+def sb():
+    spec = importlib.util.spec_from_file_location("social_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny(sb, tmp_path_factory):
+    out = tmp_path_factory.mktemp("social")
+    code = sb.main(["--quick", "--datasets", "karate", "--models", "graphattn,GCNConv",
+                    "--seeds", "2", "--epochs", "5", "--threads", "1", "--out", str(out)])
+    return code, out
+
+
+def test_tiny_run_writes_json_and_markdown(tiny):
+    code, out = tiny
+    assert code == 0
+    res = json.loads((out / "social.json").read_text())
+    assert res["meta"]["quick"] is True and res["meta"]["lr"] == 0.01
+    rows = res["results"]
+    assert [(r["dataset"], r["model"]) for r in rows] == [("karate", "graphattn"),
+                                                           ("karate", "GCNConv")]
+    for r in rows:
+        assert r["status"] == "ok" and r["seeds"] == [0, 1] and r["threads"] == 1
+        assert r["num_nodes"] == 34 and r["num_edges"] == 156
+        assert len(r["accs"]) == 2 and all(0.0 <= a <= 1.0 for a in r["accs"])
+        assert r["acc_mean"] == pytest.approx(sum(r["accs"]) / 2)
+        assert r["s_per_epoch"] > 0 and r["peak_mib"] > 0  # measured in a subprocess
+        assert [run["epochs_run"] for run in r["runs"]] == [5, 5]
+    md = (out / "social.md").read_text()
+    assert "| karate (4 communities) | 156 | graphattn |" in md
+    assert "GCNConv" in md and "test accuracy" in md
+
+
+def test_same_seed_same_numbers(sb):
+    data = sb.load_data("sbm", 300, seed=1)
+    again = sb.load_data("sbm", 300, seed=1)
+    assert bool((data.edge_index == again.edge_index).all())
+    a = sb.train_run("GCNConv", data, epochs=3, seed=1)
+    b = sb.train_run("GCNConv", again, epochs=3, seed=1)
+    assert a["test_acc"] == b["test_acc"] and a["epochs_run"] == 3
+
+
+def test_every_model_builds_and_runs(sb):
+    data = sb.load_data("karate")
+    for name in sb.MODELS:
+        r = sb.train_run(name, data, epochs=2)
+        assert 0.0 <= r["test_acc"] <= 1.0 and r["val_acc"] is None
+
+
+def test_over_memory_budget_is_recorded(sb):
+    case = dict(dataset="karate", num_nodes=34, seeds=[0], epochs=2)
+    row = sb.run_case(case, "GCNConv", 1, 0.01, 5e-4, max_rss_gb=0.01)
+    assert row["status"].startswith("out of memory") and "acc_mean" not in row
