@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.nn import Linear
+from torch.utils.checkpoint import checkpoint
 from torch_geometric.data import Data
 
 from graphattn.nn.encodings import (
@@ -79,6 +80,10 @@ class GraphTransformer(torch.nn.Module):
         lap_k (int): LapPE eigenvectors. (default: ``8``)
         max_degree (int): Degree clip. (default: ``64``)
         max_distance (int): Shortest-path clip. (default: ``8``)
+        checkpoint (bool): In training, recompute each layer's activations in the backward
+            pass instead of storing them (:func:`torch.utils.checkpoint.checkpoint`): memory
+            of one layer's activations instead of all, for about one more forward pass of
+            time. For full-batch training on graphs of a million nodes. (default: ``False``)
 
     Shapes:
         - **input:** a :class:`~torch_geometric.data.Data` / ``Batch``, or node features
@@ -113,6 +118,7 @@ class GraphTransformer(torch.nn.Module):
         lap_k: int = 8,
         max_degree: int = 64,
         max_distance: int = 8,
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
         encodings = (encodings,) if isinstance(encodings, str) else tuple(encodings)
@@ -123,7 +129,7 @@ class GraphTransformer(torch.nn.Module):
             dropout=dropout, attn_dropout=attn_dropout, norm=norm, pre_norm=pre_norm,
             global_attention=global_attention, local=local, ffn_ratio=ffn_ratio,
             head_layers=head_layers, walk_length=walk_length, lap_k=lap_k,
-            max_degree=max_degree, max_distance=max_distance)
+            max_degree=max_degree, max_distance=max_distance, checkpoint=checkpoint)
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         unknown = [e for e in encodings if e not in ENCODINGS]
@@ -142,6 +148,7 @@ class GraphTransformer(torch.nn.Module):
         self.in_channels, self.hidden_channels, self.out_channels = (
             in_channels, hidden_channels, out_channels)
         self.task, self.encodings, self.edge_dim = task, encodings, edge_dim
+        self.checkpoint = checkpoint
 
         self.lin_in = Linear(in_channels, hidden_channels)
         self.lin_edge = Linear(edge_dim, hidden_channels) if edge_dim else None
@@ -208,7 +215,10 @@ class GraphTransformer(torch.nn.Module):
                 b = module(edge_index, batch, N).to(h.dtype)
                 bias = b if bias is None else bias + b
         for layer in self.layers:
-            h = layer(h, edge_index, e, batch, attn_bias=bias)
+            if self.checkpoint and self.training and torch.is_grad_enabled():
+                h = checkpoint(layer, h, edge_index, e, batch, bias, use_reentrant=False)
+            else:
+                h = layer(h, edge_index, e, batch, attn_bias=bias)
         h = self.norm_out(h)
         if self.task == "node":
             return self.head(h)

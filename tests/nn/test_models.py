@@ -218,3 +218,25 @@ def test_integer_features_are_accepted_and_a_string_encoding_is_one_name():
     ei = torch.tensor([[0, 1, 2], [1, 2, 3]])
     out = m(x, ei, torch.randint(0, 2, (3, 3)))
     assert out.shape == (4, 2) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("mask", ["adjacency", "hybrid"])
+def test_checkpointed_layers_give_the_same_outputs_and_gradients(mask):
+    """Recomputed activations (dropout included: the RNG state is replayed) equal stored
+    ones; evaluation never checkpoints."""
+    g = torch.Generator().manual_seed(0)
+    x, ei = torch.randn(30, 5, generator=g), torch.randint(0, 30, (2, 90), generator=g)
+    results = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = GraphTransformer(5, 8, 3, num_layers=2, heads=2, mask=mask, dropout=0.3,
+                                 global_attention="linear", checkpoint=ckpt)
+        torch.manual_seed(1)
+        out = model(x, ei)
+        grads = torch.autograd.grad(out.pow(2).sum(), list(model.parameters()))
+        results.append((out, grads))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for a, b in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(a, b)
+    assert model.config["checkpoint"] is True
+    assert GraphTransformer.from_config(model.config).checkpoint
