@@ -388,7 +388,10 @@ def targets(rows: list[dict]) -> list[str]:
                 r = by.get((ds, n, peer))
                 if r is None:
                     continue
-                if r.get("s_per_epoch"):
+                if r.get("s_per_epoch") and r.get("threads") != r0.get("threads"):
+                    out.append(f"  - vs {peer}: not compared ({r['threads']} vs "
+                               f"{r0['threads']} threads: not the same run)")
+                elif r.get("s_per_epoch"):
                     ratio = r["s_per_epoch"] / t
                     out.append(f"  - vs {peer}: {ratio:.2f}x its speed (>= {factor:g}x: "
                                f"{'met' if ratio >= factor else 'not met'})")
