@@ -120,3 +120,14 @@ def test_disabled_block_uses_the_mkl_kernel_with_the_same_result():
         out_mkl = m(x, ei)
     assert native.available()
     torch.testing.assert_close(m(x, ei), out_mkl, rtol=1e-5, atol=1e-5)
+
+
+def test_builds_from_source_into_an_empty_cache(tmp_path):
+    code = ("from graphattn.nn import native\n"
+            "assert native.available(), native._error\n"
+            "print(native.library_path(native._compiler()))\n")
+    env = dict(os.environ, GRAPHATTN_CACHE=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    built = list(tmp_path.glob("csr_attention-*.so"))
+    assert [str(p) for p in built] == [proc.stdout.strip()]
