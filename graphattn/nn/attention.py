@@ -298,40 +298,32 @@ class GraphSelfAttention(MessagePassing):
         return out, edge_index
 
     def _sparse_fused(self, q, k, v, edge_index, edge_attr, bias, want_alpha, st=None):
-        """Run :class:`~.sparse_kernel.SparseAttention` on the given edges (in the order
-        the reference would see them); sets ``self._alpha`` when ``want_alpha``."""
+        """Run the native kernel (:class:`~.native.NativeAttention`), or without it
+        :class:`~.sparse_kernel.SparseAttention`, on the given edges (in the order the
+        reference would see them); sets ``self._alpha`` when ``want_alpha``."""
         H, E = self.heads, edge_index.size(1)
         st = st if st is not None else EdgeStructure(edge_index, k.size(0), q.size(0))
-        perm = st.perm
-        if native.available(q.dtype):  # edge-major [E, H] inputs
-            emb = None
-            if edge_attr is not None:  # one [E, H, C] tensor: W e, in sorted order
-                emb = self.lin_edge(edge_attr.index_select(0, perm)).view(E, H, q.size(-1))
-            if bias is not None:
-                bias = bias.index_select(0, perm).expand(-1, H)
-            noise = None
-            if self.training and self.dropout > 0:
-                noise = q.new_empty(E, H).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
-                noise = noise.index_select(0, perm)
-            att = self.att.view(H, -1) if self.att is not None else None
-            out, alpha = NativeAttention.apply(q, k, v, emb, att, bias, noise, st,
-                                               self.negative_slope)
-            if want_alpha:
-                self._alpha = alpha.new_empty(E, H).index_copy_(0, perm, alpha)
-            return out
+        perm = st.perm  # edge inputs in sorted order, [E, ...]
+        attr = edge_attr.index_select(0, perm) if edge_attr is not None else None
         if bias is not None:
-            bias = bias.index_select(0, perm).t().expand(H, -1)  # (H, E) sorted
+            bias = bias.index_select(0, perm).expand(-1, H)
         noise = None
         if self.training and self.dropout > 0:  # drawn in edge order, as F.dropout would
             noise = q.new_empty(E, H).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
-            noise = noise.index_select(0, perm).t()
+            noise = noise.index_select(0, perm)
         att = self.att.view(H, -1) if self.att is not None else None
-        out, alpha = SparseAttention.apply(
-            q, k, v, edge_attr.index_select(0, perm) if edge_attr is not None else None,
-            self.lin_edge.weight if edge_attr is not None else None, att, bias, noise, st,
-            self.negative_slope)
+        if native.available(q.dtype):  # edge-major: [E, H] in, alpha [E, H] out
+            emb = self.lin_edge(attr).view(E, H, q.size(-1)) if attr is not None else None
+            out, alpha = NativeAttention.apply(q, k, v, emb, att, bias, noise, st,
+                                               self.negative_slope)
+        else:  # head-major: [H, E] in and out
+            out, alpha = SparseAttention.apply(
+                q, k, v, attr, self.lin_edge.weight if attr is not None else None, att,
+                bias.t() if bias is not None else None,
+                noise.t() if noise is not None else None, st, self.negative_slope)
+            alpha = alpha.t()
         if want_alpha:  # back to edge order
-            self._alpha = alpha.new_empty(E, H).index_copy_(0, perm, alpha.t())
+            self._alpha = alpha.new_empty(E, H).index_copy_(0, perm, alpha)
         return out
 
     def _full(self, q, k, v, edge_index, edge_attr, batch, attn_bias, want_alpha=True):
