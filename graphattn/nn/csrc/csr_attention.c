@@ -34,26 +34,20 @@ static int omp_get_thread_num(void) { return 0; }
         for (int64_t x_ = 0; x_ < (int64_t)(bytes); x_ += 64) __builtin_prefetch(p_ + x_);    \
     } while (0)
 
-/* k_j (or v_j) plus the edge embedding of edge e when there is one, in buf */
-#define with_emb(row, emb, e, HC, buf)                                                        \
-    ((emb) ? add_rows((row), (emb) + (e) * (HC), (HC), (buf)) : (row))
-
 #define LEAKY(z, slope) (((z) > 0 ? (z) : 0) + (slope) * ((z) < 0 ? (z) : 0))
 #define LEAKY_GRAD(z, slope) ((slope) + (1 - (slope)) * ((z) > 0))
 
-static inline const float *add_rows_f(const float *a, const float *b, int64_t n, float *out) {
-    for (int64_t x = 0; x < n; x++) out[x] = a[x] + b[x];
-    return out;
-}
-static inline const double *add_rows_d(const double *a, const double *b, int64_t n, double *out) {
-    for (int64_t x = 0; x < n; x++) out[x] = a[x] + b[x];
-    return out;
-}
-#define add_rows(a, b, n, out) _Generic((out), float *: add_rows_f, double *: add_rows_d)(a, b, n, out)
-
-#define DEFINE_KERNELS(T, SUF, EXP)                                                             \
+#define DEFINE_KERNELS(T, SUF, EXP)                                                          \
+/* row + the edge embedding of edge e when there is one (into buf), else row itself */       \
+static inline const T *with_emb_##SUF(const T *row, const T *emb, int64_t e, int64_t HC,     \
+                                      T *buf) {                                              \
+    if (!emb) return row;                                                                    \
+    for (int64_t x = 0; x < HC; x++) buf[x] = row[x] + emb[e * HC + x];                      \
+    return buf;                                                                              \
+}                                                                                            \
+                                                                                             \
 void csr_attention_forward_##SUF(                                                            \
-    int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col,             \
+    int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col,              \
     const T *q, const T *k, const T *v, const T *emb, const T *att, const T *bias,           \
     const T *noise, double scale, double slope, T *out, T *alpha, int nthreads) {            \
     const int64_t HC = H * C, n_e = crow[n_t];                                               \
@@ -65,10 +59,10 @@ void csr_attention_forward_##SUF(                                               
         if (a == b) continue;                                                                \
         const T *qi = q + i * HC;                                                            \
         T mx[H], sm[H], kbuf[HC], vbuf[HC];                                                  \
-        for (int64_t h = 0; h < H; h++) { mx[h] = -INFINITY; sm[h] = 0; }                   \
+        for (int64_t h = 0; h < H; h++) { mx[h] = -INFINITY; sm[h] = 0; }                    \
         for (int64_t e = a; e < b; e++) {                                                    \
             if (e + AHEAD < n_e) PREFETCH(k + col[e + AHEAD] * HC, sizeof(T) * HC);          \
-            const T *kj = with_emb(k + col[e] * HC, emb, e, HC, kbuf);                       \
+            const T *kj = with_emb_##SUF(k + col[e] * HC, emb, e, HC, kbuf);                 \
             for (int64_t h = 0; h < H; h++) {                                                \
                 const T *qh = qi + h * C, *kh = kj + h * C;                                  \
                 T s = 0;                                                                     \
@@ -98,7 +92,7 @@ void csr_attention_forward_##SUF(                                               
         for (int64_t h = 0; h < H; h++) sm[h] = 1 / (sm[h] + (T)1e-16);                      \
         for (int64_t e = a; e < b; e++) {                                                    \
             if (e + AHEAD < n_e) PREFETCH(v + col[e + AHEAD] * HC, sizeof(T) * HC);          \
-            const T *vj = with_emb(v + col[e] * HC, emb, e, HC, vbuf);                       \
+            const T *vj = with_emb_##SUF(v + col[e] * HC, emb, e, HC, vbuf);                 \
             for (int64_t h = 0; h < H; h++) {                                                \
                 T p = alpha[e * H + h] * sm[h];                                              \
                 alpha[e * H + h] = p;                                                        \
@@ -111,10 +105,10 @@ void csr_attention_forward_##SUF(                                               
     }                                                                                        \
 }                                                                                            \
                                                                                              \
-/* Pass 1, per target: score gradients gs [E, H], gq, and (additive) per-thread partial     \
- * sums of the gradient of att, gatt [nthreads, H, C] (zeroed by the caller). */           \
+/* Pass 1, per target: score gradients gs [E, H], gq, and (additive) per-thread partial      \
+ * sums of the gradient of att, gatt [nthreads, H, C] (zeroed by the caller). */             \
 void csr_attention_backward_dst_##SUF(                                                       \
-    int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col,             \
+    int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col,              \
     const T *q, const T *k, const T *v, const T *emb, const T *att, const T *noise,          \
     const T *alpha, const T *out, const T *gout, double scale, double slope, T *gs,          \
     T *gq, T *gemb, T *gatt, int nthreads) {                                                 \
@@ -139,8 +133,8 @@ void csr_attention_backward_dst_##SUF(                                          
                 PREFETCH(k + col[e + AHEAD] * HC, sizeof(T) * HC);                           \
                 PREFETCH(v + col[e + AHEAD] * HC, sizeof(T) * HC);                           \
             }                                                                                \
-            const T *kj = with_emb(k + col[e] * HC, emb, e, HC, kbuf);                       \
-            const T *vj = with_emb(v + col[e] * HC, emb, e, HC, vbuf);                       \
+            const T *kj = with_emb_##SUF(k + col[e] * HC, emb, e, HC, kbuf);                 \
+            const T *vj = with_emb_##SUF(v + col[e] * HC, emb, e, HC, vbuf);                 \
             for (int64_t h = 0; h < H; h++) {                                                \
                 const T *go = goi + h * C, *vh = vj + h * C, *kh = kj + h * C;               \
                 T gw = 0;                                                                    \
@@ -168,20 +162,20 @@ void csr_attention_backward_dst_##SUF(                                          
                 } else {                                                                     \
                     const T gsc = g * (T)scale;                                              \
                     for (int64_t c = 0; c < C; c++) gqh[c] += gsc * kh[c];                   \
-                    if (geh) for (int64_t c = 0; c < C; c++) geh[c] += gsc * qi[h * C + c];          \
+                    if (geh)                                                                 \
+                        for (int64_t c = 0; c < C; c++) geh[c] += gsc * qi[h * C + c];       \
                 }                                                                            \
             }                                                                                \
         }                                                                                    \
     }                                                                                        \
 }                                                                                            \
                                                                                              \
-/* Pass 2, per source (transposed structure): gk and gv. */                                 \
+/* Pass 2, per source (transposed structure): gk and gv. */                                  \
 void csr_attention_backward_src_##SUF(                                                       \
-    int64_t n_s, int64_t H, int64_t C, const int64_t *crow_t, const int64_t *perm_t,        \
+    int64_t n_s, int64_t H, int64_t C, const int64_t *crow_t, const int64_t *perm_t,         \
     const int64_t *dst_t, const T *q, const T *k, const T *emb, const T *att,                \
     const T *noise, const T *alpha, const T *gs, const T *gout, double scale, double slope,  \
-    T *gk, T *gv,                                                                            \
-    int nthreads) {                                                                          \
+    T *gk, T *gv, int nthreads) {                                                            \
     const int64_t HC = H * C, n_e = crow_t[n_s];                                             \
     _Pragma("omp parallel for schedule(dynamic, 16) num_threads(nthreads)")                  \
     for (int64_t j = 0; j < n_s; j++) {                                                      \
