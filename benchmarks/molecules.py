@@ -166,7 +166,9 @@ def load_task(task: str, seed: int, root: str | None = None, limit: int | None =
         full = QM9(sub("qm9"), targets=("gap",))
         sizes = qm9_sizes if not limit else (limit * 8 // 10, limit // 10, limit // 10)
         pick = _perm(len(full), 0)[:sum(sizes)]  # the fixed subset: seed 0, whatever `seed`
-        data = [full[int(i)] for i in pick]
+        # clones: an item of an InMemoryDataset is a view of the storage of all 131k molecules
+        data = [full[int(i)].clone() for i in pick]
+        del full
         train = torch.arange(sizes[0])
         val = torch.arange(sizes[0], sizes[0] + sizes[1])
         test = torch.arange(sizes[0] + sizes[1], sum(sizes))
