@@ -30,13 +30,18 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("csrc") / "csr_attention.c"
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=gnu11"]
+# one object per dtype from the same source: the element type, the suffix of its entry
+# points, its exp; float also gets copies specialised for common channels per head
+DTYPES = {"f32": ["-DT=float", "-DSUF=f32", "-DEXP=expf", "-DSPECIALISE"],
+          "f64": ["-DT=double", "-DSUF=f64", "-DEXP=exp"]}
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _lib: ctypes.CDLL | None = None
 _error: str | None = None  # why the kernel is unavailable, once tried
@@ -60,24 +65,29 @@ def _cpu_key() -> str:
 
 def library_path(cc: str) -> Path:
     """Where the library for this source, compiler, flags and CPU is cached."""
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *FLAGS, _cpu_key()]).encode())
+    flags = [cc, *FLAGS, *(f for defs in DTYPES.values() for f in defs), _cpu_key()]
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode())
     cache = Path(os.environ.get("GRAPHATTN_CACHE", Path.home() / ".cache" / "graphattn"))
     return cache / f"csr_attention-{key.hexdigest()[:16]}.so"
 
 
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed:\n{proc.stderr.strip()[-2000:]}")
+
+
 def _build(cc: str, target: Path) -> None:
+    """Compile the source once per dtype (in parallel) and link the objects."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)  # atomic: build, then rename
-    os.close(fd)
-    try:
-        proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cc} failed:\n{proc.stderr.strip()[-2000:]}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        objs = [str(Path(tmp) / f"{suffix}.o") for suffix in DTYPES]
+        with ThreadPoolExecutor(len(DTYPES)) as pool:
+            list(pool.map(_run, [[cc, *FLAGS, *defs, "-c", str(SOURCE), "-o", obj]
+                                 for defs, obj in zip(DTYPES.values(), objs)]))
+        lib = str(Path(tmp) / "lib.so")
+        _run([cc, "-shared", "-fopenmp", "-o", lib, *objs, "-lm"])
+        os.replace(lib, target)  # atomic: a reader sees no library or the whole one
 
 
 def _load() -> ctypes.CDLL | None:

@@ -1,14 +1,14 @@
 /* Fused CSR graph attention on the CPU: score -> segment softmax -> weighted sum in one pass
- * over the in-edges of each target, and a backward in two passes (one per target, one per
- * source over the transposed structure), so every output row is written by one thread and
- * no atomics are needed. Only [E, H] scalars are stored (alpha, score gradients): never an
- * [E, H, C] tensor.
+ * over the in-edges of each target (an online softmax), and a backward in two passes (one per
+ * target, one per source over the transposed structure), so every output row is written by one
+ * thread and no atomics are needed. Only [E, H] scalars are stored (alpha, score gradients):
+ * never an [E, H, C] tensor.
  *
  * Layouts (all contiguous, row-major): q [N_t, H, C], k and v [N_s, H, C], out [N_t, H, C],
  * att [H, C] (additive score) or NULL (dot score), bias, noise, alpha, gs [E, H] with the
  * edges sorted by target: crow [N_t + 1] and col [E] (source of each edge). The transpose:
  * crow_t [N_s + 1], perm_t [E] (sorted-edge position of each edge in source order) and
- * dst_t [E] (its target).
+ * dst_t [E] (its target). emb [E, H, C] (edge embedding added to keys and values) or NULL.
  *
  * Scores: dot  s = scale * q_i . k_j            (per head)
  *         add. s = sum_c att_c LeakyReLU(q_ic + k_jc)
@@ -16,7 +16,10 @@
  * torch_geometric.utils.softmax. out_i = sum_e alpha_e noise_e v_j (noise: dropout keep
  * mask / (1 - p), or NULL).
  *
- * Compiled on first use by graphattn/nn/native.py (cc -O3 -fopenmp); one copy per dtype.
+ * One source for both dtypes: graphattn/nn/native.py compiles it twice (-DT=float -DSUF=f32
+ * -DEXP=expf, and double) and links both. The per-row bodies take C, the channels per head,
+ * as an argument and are always inlined: the entry points call them with C = 8, 16, 32 or 64
+ * as a constant (the compiler unrolls and vectorises the channel loops) or with any other C.
  */
 #include <math.h>
 #include <stdint.h>
@@ -27,194 +30,279 @@
 static int omp_get_thread_num(void) { return 0; }
 #endif
 
+#if !defined(T) || !defined(SUF) || !defined(EXP)
+#error "compile with -DT=float -DSUF=f32 -DEXP=expf (or double, f64, exp)"
+#endif
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define NAME(name) CAT(name, SUF) /* csr_attention_forward -> csr_attention_forward_f32 */
+#define INLINE static inline __attribute__((always_inline))
+#define VEC _Pragma("omp simd") /* channel loops: independent lanes, whatever aliases */
+
 #define AHEAD 8 /* edges: rows are prefetched this far ahead (the gathers are latency bound) */
-#define PREFETCH(ptr, bytes)                                                                  \
-    do {                                                                                      \
-        const char *p_ = (const char *)(ptr);                                                 \
-        for (int64_t x_ = 0; x_ < (int64_t)(bytes); x_ += 64) __builtin_prefetch(p_ + x_);    \
-    } while (0)
 
-#define LEAKY(z, slope) (((z) > 0 ? (z) : 0) + (slope) * ((z) < 0 ? (z) : 0))
-#define LEAKY_GRAD(z, slope) ((slope) + (1 - (slope)) * ((z) > 0))
-
-#define DEFINE_KERNELS(T, SUF, EXP)                                                          \
-/* row + the edge embedding of edge e when there is one (into buf), else row itself */       \
-static inline const T *with_emb_##SUF(const T *row, const T *emb, int64_t e, int64_t HC,     \
-                                      T *buf) {                                              \
-    if (!emb) return row;                                                                    \
-    for (int64_t x = 0; x < HC; x++) buf[x] = row[x] + emb[e * HC + x];                      \
-    return buf;                                                                              \
-}                                                                                            \
-                                                                                             \
-void csr_attention_forward_##SUF(                                                            \
-    int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col,              \
-    const T *q, const T *k, const T *v, const T *emb, const T *att, const T *bias,           \
-    const T *noise, double scale, double slope, T *out, T *alpha, int nthreads) {            \
-    const int64_t HC = H * C, n_e = crow[n_t];                                               \
-    _Pragma("omp parallel for schedule(dynamic, 16) num_threads(nthreads)")                  \
-    for (int64_t i = 0; i < n_t; i++) {                                                      \
-        const int64_t a = crow[i], b = crow[i + 1];                                          \
-        T *o = out + i * HC;                                                                 \
-        memset(o, 0, sizeof(T) * HC);                                                        \
-        if (a == b) continue;                                                                \
-        const T *qi = q + i * HC;                                                            \
-        T mx[H], sm[H], kbuf[HC], vbuf[HC];                                                  \
-        for (int64_t h = 0; h < H; h++) { mx[h] = -INFINITY; sm[h] = 0; }                    \
-        for (int64_t e = a; e < b; e++) {                                                    \
-            if (e + AHEAD < n_e) PREFETCH(k + col[e + AHEAD] * HC, sizeof(T) * HC);          \
-            const T *kj = with_emb_##SUF(k + col[e] * HC, emb, e, HC, kbuf);                 \
-            for (int64_t h = 0; h < H; h++) {                                                \
-                const T *qh = qi + h * C, *kh = kj + h * C;                                  \
-                T s = 0;                                                                     \
-                if (att) {                                                                   \
-                    const T *ah = att + h * C;                                               \
-                    _Pragma("omp simd reduction(+:s)")                                       \
-                    for (int64_t c = 0; c < C; c++) {                                        \
-                        T z = qh[c] + kh[c];                                                 \
-                        s += ah[c] * LEAKY(z, (T)slope);                                     \
-                    }                                                                        \
-                } else {                                                                     \
-                    _Pragma("omp simd reduction(+:s)")                                       \
-                    for (int64_t c = 0; c < C; c++) s += qh[c] * kh[c];                      \
-                    s *= (T)scale;                                                           \
-                }                                                                            \
-                if (bias) s += bias[e * H + h];                                              \
-                alpha[e * H + h] = s;                                                        \
-                if (s > mx[h]) mx[h] = s;                                                    \
-            }                                                                                \
-        }                                                                                    \
-        for (int64_t e = a; e < b; e++)                                                      \
-            for (int64_t h = 0; h < H; h++) {                                                \
-                T p = EXP(alpha[e * H + h] - mx[h]);                                         \
-                alpha[e * H + h] = p;                                                        \
-                sm[h] += p;                                                                  \
-            }                                                                                \
-        for (int64_t h = 0; h < H; h++) sm[h] = 1 / (sm[h] + (T)1e-16);                      \
-        for (int64_t e = a; e < b; e++) {                                                    \
-            if (e + AHEAD < n_e) PREFETCH(v + col[e + AHEAD] * HC, sizeof(T) * HC);          \
-            const T *vj = with_emb_##SUF(v + col[e] * HC, emb, e, HC, vbuf);                 \
-            for (int64_t h = 0; h < H; h++) {                                                \
-                T p = alpha[e * H + h] * sm[h];                                              \
-                alpha[e * H + h] = p;                                                        \
-                if (noise) p *= noise[e * H + h];                                            \
-                T *oh = o + h * C;                                                           \
-                const T *vh = vj + h * C;                                                    \
-                for (int64_t c = 0; c < C; c++) oh[c] += p * vh[c];                          \
-            }                                                                                \
-        }                                                                                    \
-    }                                                                                        \
-}                                                                                            \
-                                                                                             \
-/* Pass 1, per target: score gradients gs [E, H], gq, and (additive) per-thread partial      \
- * sums of the gradient of att, gatt [nthreads, H, C] (zeroed by the caller). */             \
-void csr_attention_backward_dst_##SUF(                                                       \
-    int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col,              \
-    const T *q, const T *k, const T *v, const T *emb, const T *att, const T *noise,          \
-    const T *alpha, const T *out, const T *gout, double scale, double slope, T *gs,          \
-    T *gq, T *gemb, T *gatt, int nthreads) {                                                 \
-    const int64_t HC = H * C, n_e = crow[n_t];                                               \
-    _Pragma("omp parallel for schedule(dynamic, 16) num_threads(nthreads)")                  \
-    for (int64_t i = 0; i < n_t; i++) {                                                      \
-        const int64_t a = crow[i], b = crow[i + 1];                                          \
-        T *gqi = gq + i * HC;                                                                \
-        memset(gqi, 0, sizeof(T) * HC);                                                      \
-        if (a == b) continue;                                                                \
-        const T *qi = q + i * HC, *goi = gout + i * HC, *oi = out + i * HC;                  \
-        T *ga = att ? gatt + (int64_t)omp_get_thread_num() * HC : NULL;                      \
-        T dot[H], kbuf[HC], vbuf[HC];                                                        \
-        for (int64_t h = 0; h < H; h++) {                                                    \
-            T d = 0;                                                                         \
-            _Pragma("omp simd reduction(+:d)")                                               \
-            for (int64_t c = 0; c < C; c++) d += goi[h * C + c] * oi[h * C + c];             \
-            dot[h] = d;                                                                      \
-        }                                                                                    \
-        for (int64_t e = a; e < b; e++) {                                                    \
-            if (e + AHEAD < n_e) {                                                           \
-                PREFETCH(k + col[e + AHEAD] * HC, sizeof(T) * HC);                           \
-                PREFETCH(v + col[e + AHEAD] * HC, sizeof(T) * HC);                           \
-            }                                                                                \
-            const T *kj = with_emb_##SUF(k + col[e] * HC, emb, e, HC, kbuf);                 \
-            const T *vj = with_emb_##SUF(v + col[e] * HC, emb, e, HC, vbuf);                 \
-            for (int64_t h = 0; h < H; h++) {                                                \
-                const T *go = goi + h * C, *vh = vj + h * C, *kh = kj + h * C;               \
-                T gw = 0;                                                                    \
-                _Pragma("omp simd reduction(+:gw)")                                          \
-                for (int64_t c = 0; c < C; c++) gw += go[c] * vh[c];                         \
-                if (noise) gw *= noise[e * H + h];                                           \
-                const T g = alpha[e * H + h] * (gw - dot[h]);                                \
-                gs[e * H + h] = g;                                                           \
-                T *gqh = gqi + h * C;                                                        \
-                /* the edge embedding's gradient: as a key (the score) + as a value */       \
-                T *geh = gemb ? gemb + e * HC + h * C : NULL;                                \
-                T w = alpha[e * H + h];                                                      \
-                if (noise) w *= noise[e * H + h];                                            \
-                if (geh) for (int64_t c = 0; c < C; c++) geh[c] = w * go[c];                 \
-                if (att) {                                                                   \
-                    const T *ah = att + h * C, *qh = qi + h * C;                             \
-                    T *gah = ga + h * C;                                                     \
-                    for (int64_t c = 0; c < C; c++) {                                        \
-                        T z = qh[c] + kh[c];                                                 \
-                        const T gz = g * ah[c] * LEAKY_GRAD(z, (T)slope);                    \
-                        gqh[c] += gz;                                                        \
-                        if (geh) geh[c] += gz;                                               \
-                        gah[c] += g * LEAKY(z, (T)slope);                                    \
-                    }                                                                        \
-                } else {                                                                     \
-                    const T gsc = g * (T)scale;                                              \
-                    for (int64_t c = 0; c < C; c++) gqh[c] += gsc * kh[c];                   \
-                    if (geh)                                                                 \
-                        for (int64_t c = 0; c < C; c++) geh[c] += gsc * qi[h * C + c];       \
-                }                                                                            \
-            }                                                                                \
-        }                                                                                    \
-    }                                                                                        \
-}                                                                                            \
-                                                                                             \
-/* Pass 2, per source (transposed structure): gk and gv. */                                  \
-void csr_attention_backward_src_##SUF(                                                       \
-    int64_t n_s, int64_t H, int64_t C, const int64_t *crow_t, const int64_t *perm_t,         \
-    const int64_t *dst_t, const T *q, const T *k, const T *emb, const T *att,                \
-    const T *noise, const T *alpha, const T *gs, const T *gout, double scale, double slope,  \
-    T *gk, T *gv, int nthreads) {                                                            \
-    const int64_t HC = H * C, n_e = crow_t[n_s];                                             \
-    _Pragma("omp parallel for schedule(dynamic, 16) num_threads(nthreads)")                  \
-    for (int64_t j = 0; j < n_s; j++) {                                                      \
-        T *gkj = gk + j * HC, *gvj = gv + j * HC;                                            \
-        memset(gkj, 0, sizeof(T) * HC);                                                      \
-        memset(gvj, 0, sizeof(T) * HC);                                                      \
-        const T *kj = k + j * HC;                                                            \
-        for (int64_t p = crow_t[j]; p < crow_t[j + 1]; p++) {                                \
-            if (p + AHEAD < n_e) {                                                           \
-                const int64_t ea = perm_t[p + AHEAD], ia = dst_t[p + AHEAD];                 \
-                PREFETCH(q + ia * HC, sizeof(T) * HC);                                       \
-                PREFETCH(gout + ia * HC, sizeof(T) * HC);                                    \
-                __builtin_prefetch(alpha + ea * H);                                          \
-                __builtin_prefetch(gs + ea * H);                                             \
-                if (noise) __builtin_prefetch(noise + ea * H);                               \
-            }                                                                                \
-            const int64_t e = perm_t[p], i = dst_t[p];                                       \
-            const T *qi = q + i * HC, *goi = gout + i * HC;                                  \
-            for (int64_t h = 0; h < H; h++) {                                                \
-                T w = alpha[e * H + h];                                                      \
-                if (noise) w *= noise[e * H + h];                                            \
-                const T g = gs[e * H + h];                                                   \
-                const T *go = goi + h * C, *qh = qi + h * C;                                 \
-                T *gvh = gvj + h * C, *gkh = gkj + h * C;                                    \
-                for (int64_t c = 0; c < C; c++) gvh[c] += w * go[c];                         \
-                if (att) {                                                                   \
-                    const T *ah = att + h * C, *kh = kj + h * C;                             \
-                    for (int64_t c = 0; c < C; c++) {                                        \
-                        T z = qh[c] + kh[c] + (emb ? emb[e * HC + h * C + c] : 0);           \
-                        gkh[c] += g * ah[c] * LEAKY_GRAD(z, (T)slope);                       \
-                    }                                                                        \
-                } else {                                                                     \
-                    const T gsc = g * (T)scale;                                              \
-                    for (int64_t c = 0; c < C; c++) gkh[c] += gsc * qh[c];                   \
-                }                                                                            \
-            }                                                                                \
-        }                                                                                    \
-    }                                                                                        \
+INLINE void prefetch_row(const T *row, int64_t n) {
+    const char *p = (const char *)row;
+    for (int64_t x = 0; x < n * (int64_t)sizeof(T); x += 64) __builtin_prefetch(p + x);
 }
 
-DEFINE_KERNELS(float, f32, expf)
-DEFINE_KERNELS(double, f64, exp)
+INLINE T leaky(T z, T slope) { return z > 0 ? z : slope * z; }
+INLINE T leaky_grad(T z, T slope) { return z > 0 ? (T)1 : slope; }
+
+/* exp(x) for x <= 0 (softmax arguments). In float, plain arithmetic so that loops over it
+ * vectorise: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its degree-6 Taylor polynomial
+ * (relative error below 1.3e-7, float's rounding), 2^n by the exponent bits; 0 below the
+ * smallest normal float, NaN stays NaN. In double (gradient checks), libm's exp. */
+INLINE T vexp(T x) {
+    if (sizeof(T) != sizeof(float)) return EXP(x);
+    const int under = x < (T)-87.3;
+    x = under ? (T)-87.3 : x;
+    const T n = __builtin_rintf((float)(x * (T)1.4426950408889634));
+    const T r = (x - n * (T)0.693145751953125) - n * (T)1.428606820309417e-06;
+    T p = (T)(1.0 / 720);
+    p = p * r + (T)(1.0 / 120);
+    p = p * r + (T)(1.0 / 24);
+    p = p * r + (T)(1.0 / 6);
+    p = p * r + (T)0.5;
+    p = p * r + (T)1;
+    p = p * r + (T)1;
+    union { float f; int32_t i; } u = {.i = ((int32_t)n + 127) << 23};
+    return under ? (T)0 : p * (T)u.f;
+}
+
+/* the C-channel score of one head: scale * q.k, or att . LeakyReLU(q + k) */
+INLINE T score(const T *qh, const T *kh, const T *ah, T scale, T slope, const int64_t C) {
+    T s = 0;
+    if (ah) { /* additive */
+        _Pragma("omp simd reduction(+:s)")
+        for (int64_t c = 0; c < C; c++) s += ah[c] * leaky(qh[c] + kh[c], slope);
+        return s;
+    }
+    _Pragma("omp simd reduction(+:s)")
+    for (int64_t c = 0; c < C; c++) s += qh[c] * kh[c];
+    return s * scale;
+}
+
+/* row + the edge embedding of edge e when there is one (into buf), else row itself */
+INLINE const T *with_emb(const T *row, const T *emb, int64_t e, int64_t HC, T *buf) {
+    if (!emb) return row;
+    VEC for (int64_t x = 0; x < HC; x++) buf[x] = row[x] + emb[e * HC + x];
+    return buf;
+}
+
+INLINE void forward_row(int64_t i, int64_t H, const int64_t C, const int ADD,
+                        const int64_t *crow, const int64_t *col, const T *q, const T *k,
+                        const T *v, const T *emb, const T *att, const T *bias, const T *noise,
+                        T scale, T slope, T *out, T *alpha, int64_t n_e) {
+    const int64_t HC = H * C, a = crow[i], b = crow[i + 1];
+    T *o = out + i * HC;
+    memset(o, 0, sizeof(T) * HC);
+    if (a == b) return;
+    const T *qi = q + i * HC;
+    T mx[H], sm[H], kbuf[emb ? HC : 1], vbuf[emb ? HC : 1];
+    for (int64_t h = 0; h < H; h++) { mx[h] = -INFINITY; sm[h] = 0; }
+    for (int64_t e = a; e < b; e++) { /* scores and their maximum */
+        if (e + AHEAD < n_e) prefetch_row(k + col[e + AHEAD] * HC, HC);
+        const T *kj = with_emb(k + col[e] * HC, emb, e, HC, kbuf);
+        for (int64_t h = 0; h < H; h++) {
+            T s = score(qi + h * C, kj + h * C, ADD ? att + h * C : NULL, scale, slope, C);
+            if (bias) s += bias[e * H + h];
+            alpha[e * H + h] = s;
+            mx[h] = s > mx[h] ? s : mx[h];
+        }
+    }
+    for (int64_t e = a; e < b; e++) { /* exp and sum, all heads of an edge at once */
+        T *al = alpha + e * H;
+        VEC for (int64_t h = 0; h < H; h++) {
+            al[h] = vexp(al[h] - mx[h]);
+            sm[h] += al[h];
+        }
+    }
+    for (int64_t h = 0; h < H; h++) sm[h] = 1 / (sm[h] + (T)1e-16);
+    if (b - a > 1 && b < n_e) prefetch_row(v + col[a] * HC, HC);
+    for (int64_t e = a; e < b; e++) { /* normalise, weighted sum of the values */
+        if (e + AHEAD < n_e) prefetch_row(v + col[e + AHEAD] * HC, HC);
+        const T *vj = with_emb(v + col[e] * HC, emb, e, HC, vbuf);
+        for (int64_t h = 0; h < H; h++) {
+            T p = alpha[e * H + h] * sm[h];
+            alpha[e * H + h] = p;
+            if (noise) p *= noise[e * H + h];
+            T *oh = o + h * C;
+            const T *vh = vj + h * C;
+            VEC for (int64_t c = 0; c < C; c++) oh[c] += p * vh[c];
+        }
+    }
+}
+
+/* Pass 1 of the backward, per target: score gradients gs [E, H], gq, the edge embedding's
+ * gradient, and (additive) this thread's partial sum of the gradient of att. */
+INLINE void backward_dst_row(int64_t i, int64_t H, const int64_t C, const int ADD, const int64_t *crow,
+                             const int64_t *col, const T *q, const T *k, const T *v,
+                             const T *emb, const T *att, const T *noise, const T *alpha,
+                             const T *out, const T *gout, T scale, T slope, T *gs, T *gq,
+                             T *gemb, T *ga, int64_t n_e) {
+    const int64_t HC = H * C, a = crow[i], b = crow[i + 1];
+    T *gqi = gq + i * HC;
+    memset(gqi, 0, sizeof(T) * HC);
+    if (a == b) return;
+    const T *qi = q + i * HC, *goi = gout + i * HC, *oi = out + i * HC;
+    T dot[H], kbuf[emb ? HC : 1], vbuf[emb ? HC : 1];
+    for (int64_t h = 0; h < H; h++) {
+        T d = 0;
+        _Pragma("omp simd reduction(+:d)")
+        for (int64_t c = 0; c < C; c++) d += goi[h * C + c] * oi[h * C + c];
+        dot[h] = d;
+    }
+    for (int64_t e = a; e < b; e++) {
+        if (e + AHEAD < n_e) {
+            prefetch_row(k + col[e + AHEAD] * HC, HC);
+            prefetch_row(v + col[e + AHEAD] * HC, HC);
+        }
+        const T *kj = with_emb(k + col[e] * HC, emb, e, HC, kbuf);
+        const T *vj = with_emb(v + col[e] * HC, emb, e, HC, vbuf);
+        for (int64_t h = 0; h < H; h++) {
+            const T *go = goi + h * C, *vh = vj + h * C, *kh = kj + h * C, *qh = qi + h * C;
+            T gw = 0;
+            _Pragma("omp simd reduction(+:gw)")
+            for (int64_t c = 0; c < C; c++) gw += go[c] * vh[c];
+            const T nz = noise ? noise[e * H + h] : (T)1;
+            const T g = alpha[e * H + h] * (gw * nz - dot[h]);
+            gs[e * H + h] = g;
+            T *gqh = gqi + h * C;
+            /* the edge embedding's gradient: as a value, then as a key (below) */
+            T *geh = gemb ? gemb + e * HC + h * C : NULL;
+            if (geh) {
+                const T w = alpha[e * H + h] * nz;
+                VEC
+                for (int64_t c = 0; c < C; c++) geh[c] = w * go[c];
+            }
+            if (ADD) {
+                const T *ah = att + h * C;
+                T *gah = ga + h * C;
+                VEC
+                for (int64_t c = 0; c < C; c++) {
+                    const T z = qh[c] + kh[c];
+                    const T gz = g * ah[c] * leaky_grad(z, slope);
+                    gqh[c] += gz;
+                    if (geh) geh[c] += gz;
+                    gah[c] += g * leaky(z, slope);
+                }
+            } else {
+                const T gsc = g * scale;
+                VEC
+                for (int64_t c = 0; c < C; c++) gqh[c] += gsc * kh[c];
+                if (geh)
+                    VEC
+                    for (int64_t c = 0; c < C; c++) geh[c] += gsc * qh[c];
+            }
+        }
+    }
+}
+
+/* Pass 2 of the backward, per source (transposed structure): gk and gv. */
+INLINE void backward_src_row(int64_t j, int64_t H, const int64_t C, const int ADD, const int64_t *crow_t,
+                             const int64_t *perm_t, const int64_t *dst_t, const T *q,
+                             const T *k, const T *emb, const T *att, const T *noise,
+                             const T *alpha, const T *gs, const T *gout, T scale, T slope,
+                             T *gk, T *gv, int64_t n_e) {
+    const int64_t HC = H * C;
+    T *gkj = gk + j * HC, *gvj = gv + j * HC;
+    memset(gkj, 0, sizeof(T) * HC);
+    memset(gvj, 0, sizeof(T) * HC);
+    const T *kj = k + j * HC;
+    for (int64_t p = crow_t[j]; p < crow_t[j + 1]; p++) {
+        if (p + AHEAD < n_e) {
+            const int64_t ea = perm_t[p + AHEAD], ia = dst_t[p + AHEAD];
+            prefetch_row(q + ia * HC, HC);
+            prefetch_row(gout + ia * HC, HC);
+            __builtin_prefetch(alpha + ea * H);
+            __builtin_prefetch(gs + ea * H);
+            if (noise) __builtin_prefetch(noise + ea * H);
+        }
+        const int64_t e = perm_t[p], i = dst_t[p];
+        const T *qi = q + i * HC, *goi = gout + i * HC;
+        for (int64_t h = 0; h < H; h++) {
+            const T w = alpha[e * H + h] * (noise ? noise[e * H + h] : (T)1);
+            const T g = gs[e * H + h];
+            const T *go = goi + h * C, *qh = qi + h * C;
+            T *gvh = gvj + h * C, *gkh = gkj + h * C;
+            VEC
+            for (int64_t c = 0; c < C; c++) gvh[c] += w * go[c];
+            if (ADD) {
+                const T *ah = att + h * C, *kh = kj + h * C;
+                const T *eh = emb ? emb + e * HC + h * C : NULL;
+                VEC
+                for (int64_t c = 0; c < C; c++) {
+                    const T z = qh[c] + kh[c] + (eh ? eh[c] : 0);
+                    gkh[c] += g * ah[c] * leaky_grad(z, slope);
+                }
+            } else {
+                const T gsc = g * scale;
+                VEC
+                for (int64_t c = 0; c < C; c++) gkh[c] += gsc * qh[c];
+            }
+        }
+    }
+}
+
+/* Each entry point runs its row body over all rows, with C a constant where it is a common
+ * size (one specialised copy each), and as a variable otherwise. */
+#define FOR_ROWS(n_rows, BODY)                                                               \
+    do {                                                                                     \
+        _Pragma("omp parallel for schedule(dynamic, 16) num_threads(nthreads)")              \
+        for (int64_t r = 0; r < (n_rows); r++) BODY;                                         \
+    } while (0)
+#ifdef SPECIALISE /* float: C = 8, 16, 32, 64 as constants, other C as a variable */
+#define DISPATCH_C(C, A, n_rows, BODY_OF)                                                    \
+    switch (C) {                                                                             \
+    case 8: FOR_ROWS(n_rows, BODY_OF(8, A)); break;                                          \
+    case 16: FOR_ROWS(n_rows, BODY_OF(16, A)); break;                                        \
+    case 32: FOR_ROWS(n_rows, BODY_OF(32, A)); break;                                        \
+    case 64: FOR_ROWS(n_rows, BODY_OF(64, A)); break;                                        \
+    default: FOR_ROWS(n_rows, BODY_OF(C, A)); break;                                         \
+    }
+#else /* double (gradient checks): one copy */
+#define DISPATCH_C(C, A, n_rows, BODY_OF) { FOR_ROWS(n_rows, BODY_OF(C, A)); }
+#endif
+#define DISPATCH(C, additive, n_rows, BODY_OF)                                               \
+    do {                                                                                     \
+        if (additive) DISPATCH_C(C, 1, n_rows, BODY_OF)                                      \
+        else DISPATCH_C(C, 0, n_rows, BODY_OF)                                               \
+    } while (0)
+
+void NAME(csr_attention_forward)(
+    int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col, const T *q,
+    const T *k, const T *v, const T *emb, const T *att, const T *bias, const T *noise,
+    double scale, double slope, T *out, T *alpha, int nthreads) {
+    const int64_t n_e = crow[n_t];
+#define BODY(CC, A) forward_row(r, H, CC, A, crow, col, q, k, v, emb, att, bias, noise, (T)scale, \
+                             (T)slope, out, alpha, n_e)
+    DISPATCH(C, att != NULL, n_t, BODY);
+#undef BODY
+}
+
+void NAME(csr_attention_backward_dst)(
+    int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col, const T *q,
+    const T *k, const T *v, const T *emb, const T *att, const T *noise, const T *alpha,
+    const T *out, const T *gout, double scale, double slope, T *gs, T *gq, T *gemb, T *gatt,
+    int nthreads) {
+    const int64_t n_e = crow[n_t];
+#define BODY(CC, A) backward_dst_row(r, H, CC, A, crow, col, q, k, v, emb, att, noise, alpha, out, \
+                                  gout, (T)scale, (T)slope, gs, gq, gemb,                    \
+                                  att ? gatt + (int64_t)omp_get_thread_num() * H * C : NULL, \
+                                  n_e)
+    DISPATCH(C, att != NULL, n_t, BODY);
+#undef BODY
+}
+
+void NAME(csr_attention_backward_src)(
+    int64_t n_s, int64_t H, int64_t C, const int64_t *crow_t, const int64_t *perm_t,
+    const int64_t *dst_t, const T *q, const T *k, const T *emb, const T *att, const T *noise,
+    const T *alpha, const T *gs, const T *gout, double scale, double slope, T *gk, T *gv,
+    int nthreads) {
+    const int64_t n_e = crow_t[n_s];
+#define BODY(CC, A) backward_src_row(r, H, CC, A, crow_t, perm_t, dst_t, q, k, emb, att, noise,   \
+                                  alpha, gs, gout, (T)scale, (T)slope, gk, gv, n_e)
+    DISPATCH(C, att != NULL, n_s, BODY);
+#undef BODY
+}
