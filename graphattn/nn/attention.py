@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
+from torch.nn.parameter import is_lazy
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import glorot, zeros
@@ -207,16 +208,16 @@ class GraphSelfAttention(MessagePassing):
                                                            batch, attn_bias)
         H, C = self.heads, self.out_channels
         q = self.lin_query(x_dst).view(-1, H, C)  # (N_t, H, C)
-        k = self.lin_key(x_src).view(-1, H, C)  # (N_s, H, C)
-        v = self.lin_value(x_src).view(-1, H, C)  # (N_s, H, C)
+        kv = self._key_value(x_src)  # (N_s, 2, H, C)
 
         if self.mask == "adjacency" and self._fused(q):
-            out, index = self._adjacency_fused(q, k, v, x_src, x_dst, edge_index, edge_attr,
+            out, index = self._adjacency_fused(q, kv, x_src, x_dst, edge_index, edge_attr,
                                                attn_bias, bool(return_attention_weights))
         elif self.mask == "adjacency":
-            out, index = self._adjacency(q, k, v, x_src, x_dst, edge_index, edge_attr, attn_bias)
+            out, index = self._adjacency(q, *kv.unbind(1), x_src, x_dst, edge_index, edge_attr,
+                                         attn_bias)
         else:
-            out, index = self._full(q, k, v, edge_index, edge_attr, batch, attn_bias,
+            out, index = self._full(q, kv, edge_index, edge_attr, batch, attn_bias,
                                     bool(return_attention_weights))
         alpha, self._alpha = self._alpha, None
 
@@ -228,6 +229,18 @@ class GraphSelfAttention(MessagePassing):
         if return_attention_weights:
             return out, (index, alpha)
         return out
+
+    def _key_value(self, x: Tensor) -> Tensor:
+        """Keys and values of the source nodes from one matrix product, ``[N_s, 2, H, C]``:
+        the key and the value of a node side by side, so the fused kernel gathers one row
+        per edge. (While the projections are still lazy, they run one by one.)"""
+        lk, lv = self.lin_key, self.lin_value
+        if is_lazy(lk.weight) or is_lazy(lv.weight):
+            kv = torch.stack([lk(x), lv(x)], 1)
+        else:
+            bias = torch.cat([lk.bias, lv.bias]) if lk.bias is not None else None
+            kv = F.linear(x, torch.cat([lk.weight, lv.weight]), bias)
+        return kv.view(-1, 2, self.heads, self.out_channels)
 
     def _adjacency(self, q, k, v, x_src, x_dst, edge_index, edge_attr, attn_bias):
         """Attention over in-neighbours (plus self loops): ``[N_t, H, C]`` and the pairs."""
@@ -258,7 +271,7 @@ class GraphSelfAttention(MessagePassing):
             return q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
         return True
 
-    def _adjacency_fused(self, q, k, v, x_src, x_dst, edge_index, edge_attr, attn_bias,
+    def _adjacency_fused(self, q, kv, x_src, x_dst, edge_index, edge_attr, attn_bias,
                          want_alpha):
         """:meth:`_adjacency` by the CSR kernel of :mod:`graphattn.nn.sparse_kernel`.
 
@@ -293,16 +306,16 @@ class GraphSelfAttention(MessagePassing):
                 edge_attr = torch.cat([edge_attr, total / count.unsqueeze(-1)])
             if attn_bias is not None:
                 attn_bias = torch.cat([attn_bias, attn_bias.new_zeros(n_dst, attn_bias.size(1))])
-        out = self._sparse_fused(q, k, v, edge_index, edge_attr if use_attr else None,
+        out = self._sparse_fused(q, kv, edge_index, edge_attr if use_attr else None,
                                  attn_bias, want_alpha, st)
         return out, edge_index
 
-    def _sparse_fused(self, q, k, v, edge_index, edge_attr, bias, want_alpha, st=None):
+    def _sparse_fused(self, q, kv, edge_index, edge_attr, bias, want_alpha, st=None):
         """Run the native kernel (:class:`~.native.NativeAttention`), or without it
         :class:`~.sparse_kernel.SparseAttention`, on the given edges (in the order the
         reference would see them); sets ``self._alpha`` when ``want_alpha``."""
         H, E = self.heads, edge_index.size(1)
-        st = st if st is not None else EdgeStructure(edge_index, k.size(0), q.size(0))
+        st = st if st is not None else EdgeStructure(edge_index, kv.size(0), q.size(0))
         perm = st.perm  # edge inputs in sorted order, [E, ...]
         attr = edge_attr.index_select(0, perm) if edge_attr is not None else None
         if bias is not None:
@@ -314,9 +327,10 @@ class GraphSelfAttention(MessagePassing):
         att = self.att.view(H, -1) if self.att is not None else None
         if native.available(q.dtype):  # edge-major: [E, H] in, alpha [E, H] out
             emb = self.lin_edge(attr).view(E, H, q.size(-1)) if attr is not None else None
-            out, alpha = NativeAttention.apply(q, k, v, emb, att, bias, noise, st,
+            out, alpha = NativeAttention.apply(q, kv, emb, att, bias, noise, st,
                                                self.negative_slope)
         else:  # head-major: [H, E] in and out
+            k, v = kv.unbind(1)
             out, alpha = SparseAttention.apply(
                 q, k, v, attr, self.lin_edge.weight if attr is not None else None, att,
                 bias.t() if bias is not None else None,
@@ -326,7 +340,7 @@ class GraphSelfAttention(MessagePassing):
             self._alpha = alpha.new_empty(E, H).index_copy_(0, perm, alpha)
         return out
 
-    def _full(self, q, k, v, edge_index, edge_attr, batch, attn_bias, want_alpha=True):
+    def _full(self, q, kv, edge_index, edge_attr, batch, attn_bias, want_alpha=True):
         """Attention over every node of the same graph: ``[N, H, C]`` and the pairs (``None``
         on the fused dot path when the weights are not wanted)."""
         n = q.size(0)
@@ -346,7 +360,7 @@ class GraphSelfAttention(MessagePassing):
                 edge_bias = edge_bias + self.lin_edge(edge_attr)  # (E, H)
         fused = self._fused(q)
         if fused and self.score == "dot":
-            return self._full_dense(q, k, v, edge_index, edge_bias, batch, attn_bias, sizes,
+            return self._full_dense(q, kv, edge_index, edge_bias, batch, attn_bias, sizes,
                                     want_alpha)
         pair_index, pair_graph = GF.full_pair_index(sizes)
         bias = None
@@ -357,12 +371,13 @@ class GraphSelfAttention(MessagePassing):
             dense = GF.gather_dense_bias(attn_bias, pair_index, pair_graph, sizes, self.heads)
             bias = dense if bias is None else bias + dense
         if fused:  # additive: the sparse kernel over all pairs (already sorted by target)
-            return self._sparse_fused(q, k, v, pair_index, None, bias, want_alpha), pair_index
+            return self._sparse_fused(q, kv, pair_index, None, bias, want_alpha), pair_index
+        k, v = kv.unbind(1)
         out = self.propagate(pair_index, q=q, k=k, v=v, edge_emb=None, score_bias=bias,
                              size=(n, n))
         return out, pair_index
 
-    def _full_dense(self, q, k, v, edge_index, edge_bias, batch, attn_bias, sizes,
+    def _full_dense(self, q, kv, edge_index, edge_bias, batch, attn_bias, sizes,
                     want_alpha):
         """Full dot attention by size-bucketed dense kernels (:mod:`~.dense_kernel`)."""
         H = self.heads
@@ -378,7 +393,7 @@ class GraphSelfAttention(MessagePassing):
             keep = q.new_empty(pair_index.size(1), H).bernoulli_(1 - self.dropout)
             noise = buckets.scatter_scores(keep.div_(1 - self.dropout), pair_index[0],
                                            pair_index[1], batch)
-        out, probs = full_attention(q, k, v, buckets, bias, attn_bias, noise, want_alpha)
+        out, probs = full_attention(q, kv, buckets, bias, attn_bias, noise, want_alpha)
         if want_alpha:
             pos, stride = buckets.score_position(pair_index[0], pair_index[1], batch)
             heads = torch.arange(H, device=q.device)

@@ -135,14 +135,14 @@ class Buckets:
         return flat[start:start + b * self.heads * n * n].view(b, self.heads, n, n)
 
 
-def full_attention(q: Tensor, k: Tensor, v: Tensor, buckets: Buckets,
+def full_attention(q: Tensor, kv: Tensor, buckets: Buckets,
                    bias: Tensor | None = None, attn_bias: Tensor | None = None,
                    noise: Tensor | None = None, want_probs: bool = False
                    ) -> tuple[Tensor, Tensor | None]:
     r"""Dot-product attention within each graph, bucket by bucket.
 
     Args:
-        q, k, v: ``[N, H, C]``.
+        q: ``[N, H, C]``; kv: ``[N, 2, H, C]`` keys and values (as the layer computes them).
         buckets: from :meth:`Buckets.build`.
         bias: ``[T]`` flat score bias (from :meth:`Buckets.scatter_scores`) or ``None``.
         attn_bias: ``[B, N_max, N_max]`` or ``[B, H, N_max, N_max]`` padded dense bias or
@@ -157,7 +157,7 @@ def full_attention(q: Tensor, k: Tensor, v: Tensor, buckets: Buckets,
     if N == 0 or not buckets.n:
         return q.new_zeros(N, H, C), (q.new_zeros(buckets.num_scores) if want_probs else None)
     S = buckets.num_slots
-    qkv = torch.cat([q, k, v], 1).view(N, 3 * H * C)
+    qkv = torch.cat([q.unsqueeze(1), kv], 1).view(N, 3 * H * C)  # (N, [q | k | v])
     slots = q.new_zeros(S, 3 * H * C).index_copy_(0, buckets.slot, qkv)
     # split/unbind (not slicing): their backward is one cat/stack, not a zero-filled
     # buffer per view

@@ -142,7 +142,8 @@ def _call(name: str, dtype: torch.dtype, *args) -> None:
 class NativeAttention(torch.autograd.Function):
     r"""Attention of each target over its in-edges by the native kernel.
 
-    Inputs (edges in sorted order): q ``[N_t, H, C]``, k, v ``[N_s, H, C]``; emb
+    Inputs (edges in sorted order): q ``[N_t, H, C]``; kv ``[N_s, 2, H, C]`` the keys and
+    the values (``kv[:, 0]``, ``kv[:, 1]``; side by side, so an edge gathers one row); emb
     ``[E, H, C]`` (the edge embedding added to keys and values) or ``None``; att ``[H, C]``
     (additive score) or ``None`` (dot score); bias ``[E, H]`` or ``None``; noise ``[E, H]``
     (dropout keep-mask divided by ``1 - p``) or ``None``; ``st`` the
@@ -153,18 +154,19 @@ class NativeAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, emb, att, bias, noise, st, negative_slope):
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    def forward(ctx, q, kv, emb, att, bias, noise, st, negative_slope):
+        q, kv = q.contiguous(), kv.contiguous()
         emb = emb.contiguous() if emb is not None else None
         att = att.contiguous() if att is not None else None
         bias = bias.contiguous() if bias is not None else None
+        noise = noise.contiguous() if noise is not None else None
         N_t, H, C = q.shape
         scale, slope = C ** -0.5, float(negative_slope)
         out = q.new_empty(N_t, H, C)
         alpha = q.new_empty(st.num_edges, H)
-        _call("forward", q.dtype, N_t, H, C, st.offsets, st.src_long, q, k, v, emb, att,
+        _call("forward", q.dtype, N_t, H, C, st.offsets, st.src_long, q, kv, emb, att,
               bias, noise, scale, slope, out, alpha)
-        ctx.save_for_backward(q, k, v, emb, att, alpha, noise, out)
+        ctx.save_for_backward(q, kv, emb, att, alpha, noise, out)
         ctx.st, ctx.scale, ctx.slope = st, scale, slope
         ctx.needs_bias = bias is not None
         ctx.mark_non_differentiable(alpha)
@@ -172,18 +174,19 @@ class NativeAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, _g_alpha):
-        q, k, v, emb, att, alpha, noise, out = ctx.saved_tensors
+        q, kv, emb, att, alpha, noise, out = ctx.saved_tensors
         st, scale, slope = ctx.st, ctx.scale, ctx.slope
         g_out = g_out.contiguous()
-        (N_t, H, C), N_s = q.shape, k.size(0)
-        gs, gq = alpha.new_empty(alpha.shape), torch.empty_like(q)
+        N_t, H, C = q.shape
+        wg, gq = alpha.new_empty(alpha.size(0), 2, H), torch.empty_like(q)  # wg: weight, score grad
         g_emb = torch.empty_like(emb) if emb is not None else None
         g_att = q.new_zeros(torch.get_num_threads(), H, C) if att is not None else None
-        _call("backward_dst", q.dtype, N_t, H, C, st.offsets, st.src_long, q, k, v, emb,
-              att, noise, alpha, out, g_out, scale, slope, gs, gq, g_emb, g_att)
-        gk, gv = torch.empty_like(k), torch.empty_like(v)
+        _call("backward_dst", q.dtype, N_t, H, C, st.offsets, st.src_long, q, kv, emb,
+              att, noise, alpha, out, g_out, scale, slope, wg, gq, g_emb, g_att)
+        g_kv = torch.empty_like(kv)
         perm_t, crow_t, dst_t = st.transpose_long
-        _call("backward_src", q.dtype, N_s, H, C, crow_t, perm_t, dst_t, q, k, emb, att,
-              noise, alpha, gs, g_out, scale, slope, gk, gv)
+        _call("backward_src", q.dtype, kv.size(0), H, C, crow_t, perm_t, dst_t, q, kv, emb,
+              att, wg, g_out, scale, slope, g_kv)
         g_att = g_att.sum(0) if g_att is not None else None
-        return gq, gk, gv, g_emb, g_att, gs if ctx.needs_bias else None, None, None, None
+        g_bias = wg[:, 1] if ctx.needs_bias else None
+        return gq, g_kv, g_emb, g_att, g_bias, None, None, None

@@ -4,11 +4,14 @@
  * thread and no atomics are needed. Only [E, H] scalars are stored (alpha, score gradients):
  * never an [E, H, C] tensor.
  *
- * Layouts (all contiguous, row-major): q [N_t, H, C], k and v [N_s, H, C], out [N_t, H, C],
- * att [H, C] (additive score) or NULL (dot score), bias, noise, alpha, gs [E, H] with the
- * edges sorted by target: crow [N_t + 1] and col [E] (source of each edge). The transpose:
- * crow_t [N_s + 1], perm_t [E] (sorted-edge position of each edge in source order) and
- * dst_t [E] (its target). emb [E, H, C] (edge embedding added to keys and values) or NULL.
+ * Layouts (all contiguous, row-major): q [N_t, H, C], kv [N_s, 2, H, C] (the key and the
+ * value of a node side by side: an edge gathers one 2HC row, not two rows far apart),
+ * out [N_t, H, C], att [H, C] (additive score) or NULL (dot score), bias, noise, alpha [E, H]
+ * with the edges sorted by target: crow [N_t + 1] and col [E] (source of each edge). The
+ * transpose: crow_t [N_s + 1], perm_t [E] (sorted-edge position of each edge in source
+ * order) and dst_t [E] (its target). emb [E, H, C] (edge embedding added to keys and values)
+ * or NULL. The backward's per-edge scalars wg [E, 2, H]: the weight alpha * noise, then the
+ * score gradient, of each head, so the source pass reads one line per edge.
  *
  * Scores: dot  s = scale * q_i . k_j            (per head)
  *         add. s = sum_c att_c LeakyReLU(q_ic + k_jc)
@@ -91,19 +94,19 @@ INLINE const T *with_emb(const T *row, const T *emb, int64_t e, int64_t HC, T *b
 }
 
 INLINE void forward_row(int64_t i, int64_t H, const int64_t C, const int ADD,
-                        const int64_t *crow, const int64_t *col, const T *q, const T *k,
-                        const T *v, const T *emb, const T *att, const T *bias, const T *noise,
-                        T scale, T slope, T *out, T *alpha, int64_t n_e) {
+                        const int64_t *crow, const int64_t *col, const T *q, const T *kv,
+                        const T *emb, const T *att, const T *bias, const T *noise, T scale,
+                        T slope, T *out, T *alpha, int64_t n_e) {
     const int64_t HC = H * C, a = crow[i], b = crow[i + 1];
     T *o = out + i * HC;
     memset(o, 0, sizeof(T) * HC);
     if (a == b) return;
     const T *qi = q + i * HC;
-    T mx[H], sm[H], kbuf[emb ? HC : 1], vbuf[emb ? HC : 1];
+    T mx[H], sm[H], buf[emb ? HC : 1];
     for (int64_t h = 0; h < H; h++) { mx[h] = -INFINITY; sm[h] = 0; }
     for (int64_t e = a; e < b; e++) { /* scores and their maximum */
-        if (e + AHEAD < n_e) prefetch_row(k + col[e + AHEAD] * HC, HC);
-        const T *kj = with_emb(k + col[e] * HC, emb, e, HC, kbuf);
+        if (e + AHEAD < n_e) prefetch_row(kv + col[e + AHEAD] * 2 * HC, 2 * HC);
+        const T *kj = with_emb(kv + col[e] * 2 * HC, emb, e, HC, buf);
         for (int64_t h = 0; h < H; h++) {
             T s = score(qi + h * C, kj + h * C, ADD ? att + h * C : NULL, scale, slope, C);
             if (bias) s += bias[e * H + h];
@@ -119,10 +122,10 @@ INLINE void forward_row(int64_t i, int64_t H, const int64_t C, const int ADD,
         }
     }
     for (int64_t h = 0; h < H; h++) sm[h] = 1 / (sm[h] + (T)1e-16);
-    if (b - a > 1 && b < n_e) prefetch_row(v + col[a] * HC, HC);
+    const int hub = b - a > 256; /* its rows may have left the cache since the first pass */
     for (int64_t e = a; e < b; e++) { /* normalise, weighted sum of the values */
-        if (e + AHEAD < n_e) prefetch_row(v + col[e + AHEAD] * HC, HC);
-        const T *vj = with_emb(v + col[e] * HC, emb, e, HC, vbuf);
+        if (hub && e + AHEAD < b) prefetch_row(kv + col[e + AHEAD] * 2 * HC + HC, HC);
+        const T *vj = with_emb(kv + col[e] * 2 * HC + HC, emb, e, HC, buf);
         for (int64_t h = 0; h < H; h++) {
             T p = alpha[e * H + h] * sm[h];
             alpha[e * H + h] = p;
@@ -134,12 +137,12 @@ INLINE void forward_row(int64_t i, int64_t H, const int64_t C, const int ADD,
     }
 }
 
-/* Pass 1 of the backward, per target: score gradients gs [E, H], gq, the edge embedding's
- * gradient, and (additive) this thread's partial sum of the gradient of att. */
-INLINE void backward_dst_row(int64_t i, int64_t H, const int64_t C, const int ADD, const int64_t *crow,
-                             const int64_t *col, const T *q, const T *k, const T *v,
+/* Pass 1 of the backward, per target: the per-edge weights and score gradients wg, gq, the
+ * edge embedding's gradient, and (additive) this thread's partial sum of att's gradient. */
+INLINE void backward_dst_row(int64_t i, int64_t H, const int64_t C, const int ADD,
+                             const int64_t *crow, const int64_t *col, const T *q, const T *kv,
                              const T *emb, const T *att, const T *noise, const T *alpha,
-                             const T *out, const T *gout, T scale, T slope, T *gs, T *gq,
+                             const T *out, const T *gout, T scale, T slope, T *wg, T *gq,
                              T *gemb, T *ga, int64_t n_e) {
     const int64_t HC = H * C, a = crow[i], b = crow[i + 1];
     T *gqi = gq + i * HC;
@@ -154,33 +157,28 @@ INLINE void backward_dst_row(int64_t i, int64_t H, const int64_t C, const int AD
         dot[h] = d;
     }
     for (int64_t e = a; e < b; e++) {
-        if (e + AHEAD < n_e) {
-            prefetch_row(k + col[e + AHEAD] * HC, HC);
-            prefetch_row(v + col[e + AHEAD] * HC, HC);
-        }
-        const T *kj = with_emb(k + col[e] * HC, emb, e, HC, kbuf);
-        const T *vj = with_emb(v + col[e] * HC, emb, e, HC, vbuf);
+        if (e + AHEAD < n_e) prefetch_row(kv + col[e + AHEAD] * 2 * HC, 2 * HC);
+        const T *kj = with_emb(kv + col[e] * 2 * HC, emb, e, HC, kbuf);
+        const T *vj = with_emb(kv + col[e] * 2 * HC + HC, emb, e, HC, vbuf);
         for (int64_t h = 0; h < H; h++) {
             const T *go = goi + h * C, *vh = vj + h * C, *kh = kj + h * C, *qh = qi + h * C;
             T gw = 0;
             _Pragma("omp simd reduction(+:gw)")
             for (int64_t c = 0; c < C; c++) gw += go[c] * vh[c];
-            const T nz = noise ? noise[e * H + h] : (T)1;
+            const T nz = noise ? noise[e * H + h] : (T)1, w = alpha[e * H + h] * nz;
             const T g = alpha[e * H + h] * (gw * nz - dot[h]);
-            gs[e * H + h] = g;
+            wg[(2 * e) * H + h] = w;
+            wg[(2 * e + 1) * H + h] = g;
             T *gqh = gqi + h * C;
             /* the edge embedding's gradient: as a value, then as a key (below) */
             T *geh = gemb ? gemb + e * HC + h * C : NULL;
             if (geh) {
-                const T w = alpha[e * H + h] * nz;
-                VEC
-                for (int64_t c = 0; c < C; c++) geh[c] = w * go[c];
+                VEC for (int64_t c = 0; c < C; c++) geh[c] = w * go[c];
             }
             if (ADD) {
                 const T *ah = att + h * C;
                 T *gah = ga + h * C;
-                VEC
-                for (int64_t c = 0; c < C; c++) {
+                VEC for (int64_t c = 0; c < C; c++) {
                     const T z = qh[c] + kh[c];
                     const T gz = g * ah[c] * leaky_grad(z, slope);
                     gqh[c] += gz;
@@ -189,57 +187,48 @@ INLINE void backward_dst_row(int64_t i, int64_t H, const int64_t C, const int AD
                 }
             } else {
                 const T gsc = g * scale;
-                VEC
-                for (int64_t c = 0; c < C; c++) gqh[c] += gsc * kh[c];
-                if (geh)
-                    VEC
-                    for (int64_t c = 0; c < C; c++) geh[c] += gsc * qh[c];
+                VEC for (int64_t c = 0; c < C; c++) gqh[c] += gsc * kh[c];
+                if (geh) {
+                    VEC for (int64_t c = 0; c < C; c++) geh[c] += gsc * qh[c];
+                }
             }
         }
     }
 }
 
-/* Pass 2 of the backward, per source (transposed structure): gk and gv. */
-INLINE void backward_src_row(int64_t j, int64_t H, const int64_t C, const int ADD, const int64_t *crow_t,
-                             const int64_t *perm_t, const int64_t *dst_t, const T *q,
-                             const T *k, const T *emb, const T *att, const T *noise,
-                             const T *alpha, const T *gs, const T *gout, T scale, T slope,
-                             T *gk, T *gv, int64_t n_e) {
+/* Pass 2 of the backward, per source (transposed structure): its row of gkv. */
+INLINE void backward_src_row(int64_t j, int64_t H, const int64_t C, const int ADD,
+                             const int64_t *crow_t, const int64_t *perm_t, const int64_t *dst_t,
+                             const T *q, const T *kv, const T *emb, const T *att, const T *wg,
+                             const T *gout, T scale, T slope, T *gkv, int64_t n_e) {
     const int64_t HC = H * C;
-    T *gkj = gk + j * HC, *gvj = gv + j * HC;
-    memset(gkj, 0, sizeof(T) * HC);
-    memset(gvj, 0, sizeof(T) * HC);
-    const T *kj = k + j * HC;
+    T *gkj = gkv + j * 2 * HC, *gvj = gkj + HC;
+    memset(gkj, 0, sizeof(T) * 2 * HC);
+    const T *kj = kv + j * 2 * HC;
     for (int64_t p = crow_t[j]; p < crow_t[j + 1]; p++) {
         if (p + AHEAD < n_e) {
-            const int64_t ea = perm_t[p + AHEAD], ia = dst_t[p + AHEAD];
+            const int64_t ia = dst_t[p + AHEAD];
             prefetch_row(q + ia * HC, HC);
             prefetch_row(gout + ia * HC, HC);
-            __builtin_prefetch(alpha + ea * H);
-            __builtin_prefetch(gs + ea * H);
-            if (noise) __builtin_prefetch(noise + ea * H);
+            __builtin_prefetch(wg + perm_t[p + AHEAD] * 2 * H);
         }
         const int64_t e = perm_t[p], i = dst_t[p];
         const T *qi = q + i * HC, *goi = gout + i * HC;
         for (int64_t h = 0; h < H; h++) {
-            const T w = alpha[e * H + h] * (noise ? noise[e * H + h] : (T)1);
-            const T g = gs[e * H + h];
+            const T w = wg[(2 * e) * H + h], g = wg[(2 * e + 1) * H + h];
             const T *go = goi + h * C, *qh = qi + h * C;
             T *gvh = gvj + h * C, *gkh = gkj + h * C;
-            VEC
-            for (int64_t c = 0; c < C; c++) gvh[c] += w * go[c];
+            VEC for (int64_t c = 0; c < C; c++) gvh[c] += w * go[c];
             if (ADD) {
                 const T *ah = att + h * C, *kh = kj + h * C;
                 const T *eh = emb ? emb + e * HC + h * C : NULL;
-                VEC
-                for (int64_t c = 0; c < C; c++) {
+                VEC for (int64_t c = 0; c < C; c++) {
                     const T z = qh[c] + kh[c] + (eh ? eh[c] : 0);
                     gkh[c] += g * ah[c] * leaky_grad(z, slope);
                 }
             } else {
                 const T gsc = g * scale;
-                VEC
-                for (int64_t c = 0; c < C; c++) gkh[c] += gsc * qh[c];
+                VEC for (int64_t c = 0; c < C; c++) gkh[c] += gsc * qh[c];
             }
         }
     }
@@ -272,37 +261,35 @@ INLINE void backward_src_row(int64_t j, int64_t H, const int64_t C, const int AD
 
 void NAME(csr_attention_forward)(
     int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col, const T *q,
-    const T *k, const T *v, const T *emb, const T *att, const T *bias, const T *noise,
-    double scale, double slope, T *out, T *alpha, int nthreads) {
+    const T *kv, const T *emb, const T *att, const T *bias, const T *noise, double scale,
+    double slope, T *out, T *alpha, int nthreads) {
     const int64_t n_e = crow[n_t];
-#define BODY(CC, A) forward_row(r, H, CC, A, crow, col, q, k, v, emb, att, bias, noise, (T)scale, \
-                             (T)slope, out, alpha, n_e)
+#define BODY(CC, A) forward_row(r, H, CC, A, crow, col, q, kv, emb, att, bias, noise,         \
+                                (T)scale, (T)slope, out, alpha, n_e)
     DISPATCH(C, att != NULL, n_t, BODY);
 #undef BODY
 }
 
 void NAME(csr_attention_backward_dst)(
     int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col, const T *q,
-    const T *k, const T *v, const T *emb, const T *att, const T *noise, const T *alpha,
-    const T *out, const T *gout, double scale, double slope, T *gs, T *gq, T *gemb, T *gatt,
-    int nthreads) {
+    const T *kv, const T *emb, const T *att, const T *noise, const T *alpha, const T *out,
+    const T *gout, double scale, double slope, T *wg, T *gq, T *gemb, T *gatt, int nthreads) {
     const int64_t n_e = crow[n_t];
-#define BODY(CC, A) backward_dst_row(r, H, CC, A, crow, col, q, k, v, emb, att, noise, alpha, out, \
-                                  gout, (T)scale, (T)slope, gs, gq, gemb,                    \
-                                  att ? gatt + (int64_t)omp_get_thread_num() * H * C : NULL, \
-                                  n_e)
+#define BODY(CC, A) backward_dst_row(r, H, CC, A, crow, col, q, kv, emb, att, noise, alpha,   \
+                                     out, gout, (T)scale, (T)slope, wg, gq, gemb,             \
+                                     A ? gatt + (int64_t)omp_get_thread_num() * H * CC : NULL, \
+                                     n_e)
     DISPATCH(C, att != NULL, n_t, BODY);
 #undef BODY
 }
 
 void NAME(csr_attention_backward_src)(
     int64_t n_s, int64_t H, int64_t C, const int64_t *crow_t, const int64_t *perm_t,
-    const int64_t *dst_t, const T *q, const T *k, const T *emb, const T *att, const T *noise,
-    const T *alpha, const T *gs, const T *gout, double scale, double slope, T *gk, T *gv,
-    int nthreads) {
+    const int64_t *dst_t, const T *q, const T *kv, const T *emb, const T *att, const T *wg,
+    const T *gout, double scale, double slope, T *gkv, int nthreads) {
     const int64_t n_e = crow_t[n_s];
-#define BODY(CC, A) backward_src_row(r, H, CC, A, crow_t, perm_t, dst_t, q, k, emb, att, noise,   \
-                                  alpha, gs, gout, (T)scale, (T)slope, gk, gv, n_e)
+#define BODY(CC, A) backward_src_row(r, H, CC, A, crow_t, perm_t, dst_t, q, kv, emb, att, wg, \
+                                     gout, (T)scale, (T)slope, gkv, n_e)
     DISPATCH(C, att != NULL, n_s, BODY);
 #undef BODY
 }
