@@ -16,12 +16,15 @@ from graphattn.nn import functional as GF
 from graphattn.nn import native
 from graphattn.nn._checks import check_inputs, check_layer_sizes
 from graphattn.nn.dense_kernel import Buckets, full_attention
-from graphattn.nn.native import NativeAttention
+from graphattn.nn.native import DenseAttention, FullGraphs, NativeAttention
 from graphattn.nn.sparse_kernel import STRUCTURES, EdgeStructure, SparseAttention
 
 MASKS = ("adjacency", "full")
 SCORES = ("dot", "additive")
 IMPLS = ("auto", "reference", "fused")
+# full attention of graphs up to this size runs in the native dense kernel (one thread per
+# graph); batches with a larger graph use the bucketed kernels (torch's flash attention)
+NATIVE_FULL_MAX_NODES = 256
 _HOOKS = ("_propagate_forward_pre_hooks", "_propagate_forward_hooks",
           "_message_forward_pre_hooks", "_message_forward_hooks",
           "_aggregate_forward_pre_hooks", "_aggregate_forward_hooks")
@@ -95,9 +98,12 @@ class GraphSelfAttention(MessagePassing):
             ``"fused"``: the fast kernels, proved equal to the reference by the tests:
             in adjacency mode the native C kernel (:mod:`graphattn.nn.native`, compiled on
             first use) or, without a C compiler, CSR sparse products with a
-            hand-written backward (:mod:`graphattn.nn.sparse_kernel`); in full mode
-            size-bucketed dense attention
-            (:mod:`graphattn.nn.dense_kernel`). ``"auto"``: ``"fused"`` on CPU for float32
+            hand-written backward (:mod:`graphattn.nn.sparse_kernel`); in full mode with
+            the dot score the native dense kernel (one thread per graph, graphs of up to
+            ``NATIVE_FULL_MAX_NODES = 256`` nodes) or size-bucketed dense attention
+            (:mod:`graphattn.nn.dense_kernel`; torch's flash attention on large graphs); in
+            full mode with the additive score the adjacency kernel over all pairs.
+            ``"auto"``: ``"fused"`` on CPU for float32
             and float64 inputs. Either way the reference runs when PyG's explain mode is on,
             when message-passing hooks are registered (e.g. by
             :class:`~torch_geometric.explain.algorithm.AttentionExplainer`, which reads the
@@ -359,6 +365,11 @@ class GraphSelfAttention(MessagePassing):
             if self.lin_edge is not None and edge_attr is not None:
                 edge_bias = edge_bias + self.lin_edge(edge_attr)  # (E, H)
         fused = self._fused(q)
+        largest = int(sizes.max()) if sizes.numel() else 0
+        if fused and self.score == "dot" and native.available(q.dtype) \
+                and largest <= NATIVE_FULL_MAX_NODES:
+            return self._full_native(q, kv, edge_index, edge_bias, attn_bias, sizes,
+                                     want_alpha)
         if fused and self.score == "dot":
             return self._full_dense(q, kv, edge_index, edge_bias, batch, attn_bias, sizes,
                                     want_alpha)
@@ -375,6 +386,29 @@ class GraphSelfAttention(MessagePassing):
         k, v = kv.unbind(1)
         out = self.propagate(pair_index, q=q, k=k, v=v, edge_emb=None, score_bias=bias,
                              size=(n, n))
+        return out, pair_index
+
+    def _full_native(self, q, kv, edge_index, edge_bias, attn_bias, sizes, want_alpha):
+        """Full dot attention by the native dense kernel (:class:`~.native.DenseAttention`):
+        one thread per graph, no padding, the scores recomputed in backward."""
+        n, H = q.size(0), self.heads
+        st = eb = None
+        if edge_bias is not None:  # the edges sorted by target, cached per edge_index
+            _, _, st = STRUCTURES.get(edge_index, (n, n, "full"), lambda: (
+                edge_index, None, EdgeStructure(edge_index, n, n)))
+            eb = edge_bias.index_select(0, st.perm)
+        if attn_bias is not None and attn_bias.dim() == 3:  # one bias for every head
+            attn_bias = attn_bias.unsqueeze(1)
+        pair_index = noise = None
+        if want_alpha or (self.training and self.dropout > 0):
+            pair_index, _ = GF.full_pair_index(sizes)
+        if self.training and self.dropout > 0:  # drawn in pair order, as F.dropout would
+            noise = q.new_empty(pair_index.size(1), H).bernoulli_(1 - self.dropout)
+            noise.div_(1 - self.dropout)
+        out, alpha = DenseAttention.apply(q, kv, eb, attn_bias, noise, FullGraphs(sizes, st),
+                                          want_alpha)
+        if want_alpha:
+            self._alpha = alpha
         return out, pair_index
 
     def _full_dense(self, q, kv, edge_index, edge_bias, batch, attn_bias, sizes,

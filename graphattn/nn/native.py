@@ -1,21 +1,27 @@
-"""The native CPU kernel of adjacency attention (``csrc/csr_attention.c``), compiled on first use.
+"""The native CPU kernels of graph attention (``csrc/``), compiled on first use.
 
-One pass over the in-edges of each target computes the scores (dot or additive), the
-segment softmax and the weighted sum; the backward is one pass per target (score gradients,
-``gq``, the additive ``att`` gradient) and one per source over the transposed structure
-(``gk``, ``gv``). Each output row is written by one OpenMP thread, and only ``[E, H]``
-scalars are stored. Compared with :class:`~.sparse_kernel.SparseAttention` (MKL sparse
-products plus segment ops), it reads every node row once per edge instead of once per head
-and product, and computes the additive score without materialising ``q_i + k_j``.
+* ``csr_attention.c`` (``mask="adjacency"``, :class:`NativeAttention`): one sweep over the
+  in-edges of each target computes the scores (dot or additive), the segment softmax and
+  the weighted sum; the backward is one pass per target (score gradients, ``gq``, the
+  additive ``att`` gradient) and one per source over the transposed structure (``gk``,
+  ``gv``). Each output row is written by one OpenMP thread, and only ``[E, H]`` scalars are
+  stored. Compared with :class:`~.sparse_kernel.SparseAttention` (MKL sparse products plus
+  segment ops), it reads every node row once per edge instead of once per head and product,
+  and computes the additive score without materialising ``q_i + k_j``.
+* ``dense_attention.c`` (``mask="full"``, dot score, :class:`DenseAttention`): one thread
+  per graph of a batch attends within it in cache, with no padding; it keeps the row
+  maximum and sum of the softmax, not the ``[P, H]`` weights, and recomputes the scores in
+  the backward.
 
-The C source is compiled with the system C compiler (``$CC``, else ``cc``/``gcc``) into a
+The C sources are compiled with the system C compiler (``$CC``, else ``cc``/``gcc``) into a
 shared library cached under ``$GRAPHATTN_CACHE`` (default ``~/.cache/graphattn``) and loaded
-with :mod:`ctypes`: no torch headers, about a second to build. Where no compiler works, or
+with :mod:`ctypes`: no torch headers, a few seconds to build. Where no compiler works, or
 with ``GRAPHATTN_NATIVE=0``, :func:`available` is ``False`` (with one warning saying why) and
-the layer uses the MKL kernel instead.
+the layer uses its pure-torch kernels instead (:mod:`~.sparse_kernel`, :mod:`~.dense_kernel`).
 
 Shapes: ``N_t`` targets, ``N_s`` sources, ``E`` edges (sorted by target, see
-:class:`~.sparse_kernel.EdgeStructure`), ``H`` heads, ``C`` channels per head.
+:class:`~.sparse_kernel.EdgeStructure`), ``B`` graphs, ``P = sum_b N_b**2`` pairs, ``H``
+heads, ``C`` channels per head.
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-SOURCE = Path(__file__).with_name("csrc") / "csr_attention.c"
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = [CSRC / "csr_attention.c", CSRC / "dense_attention.c"]
+HEADERS = [CSRC / "common.h"]
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=gnu11"]
-# one object per dtype from the same source: the element type, the suffix of its entry
-# points, its exp; float also gets copies specialised for common channels per head
+# one object per source and dtype: the element type, the suffix of its entry points, its
+# exp; float also gets copies specialised for common channels per head
 DTYPES = {"f32": ["-DT=float", "-DSUF=f32", "-DEXP=expf", "-DSPECIALISE"],
           "f64": ["-DT=double", "-DSUF=f64", "-DEXP=exp"]}
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -64,9 +72,10 @@ def _cpu_key() -> str:
 
 
 def library_path(cc: str) -> Path:
-    """Where the library for this source, compiler, flags and CPU is cached."""
+    """Where the library for these sources, compiler, flags and CPU is cached."""
     flags = [cc, *FLAGS, *(f for defs in DTYPES.values() for f in defs), _cpu_key()]
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode())
+    code = b"".join(path.read_bytes() for path in SOURCES + HEADERS)
+    key = hashlib.sha256(code + " ".join(flags).encode())
     cache = Path(os.environ.get("GRAPHATTN_CACHE", Path.home() / ".cache" / "graphattn"))
     return cache / f"csr_attention-{key.hexdigest()[:16]}.so"
 
@@ -78,13 +87,14 @@ def _run(cmd: list[str]) -> None:
 
 
 def _build(cc: str, target: Path) -> None:
-    """Compile the source once per dtype (in parallel) and link the objects."""
+    """Compile every source once per dtype (in parallel) and link the objects."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        objs = [str(Path(tmp) / f"{suffix}.o") for suffix in DTYPES]
-        with ThreadPoolExecutor(len(DTYPES)) as pool:
-            list(pool.map(_run, [[cc, *FLAGS, *defs, "-c", str(SOURCE), "-o", obj]
-                                 for defs, obj in zip(DTYPES.values(), objs)]))
+        jobs = [(src, suffix, defs) for src in SOURCES for suffix, defs in DTYPES.items()]
+        objs = [str(Path(tmp) / f"{src.stem}-{suffix}.o") for src, suffix, _ in jobs]
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            list(pool.map(_run, [[cc, *FLAGS, *defs, "-c", str(src), "-o", obj]
+                                 for (src, _, defs), obj in zip(jobs, objs)]))
         lib = str(Path(tmp) / "lib.so")
         _run([cc, "-shared", "-fopenmp", "-o", lib, *objs, "-lm"])
         os.replace(lib, target)  # atomic: a reader sees no library or the whole one
@@ -119,7 +129,8 @@ def available(dtype: torch.dtype = torch.float32) -> bool:
 
 @contextlib.contextmanager
 def disabled():
-    """Layers called inside this block use the MKL sparse kernel instead (to compare)."""
+    """Layers called inside this block use the pure-torch kernels instead (to compare): the
+    MKL sparse kernel in adjacency mode, the bucketed dense kernel in full mode."""
     global _disabled
     _disabled += 1
     try:
@@ -133,7 +144,10 @@ def _ptr(t: Tensor | None) -> ctypes.c_void_p:
 
 
 def _call(name: str, dtype: torch.dtype, *args) -> None:
-    fn = getattr(_lib, f"csr_attention_{name}_{_SUFFIX[dtype]}")
+    """Call ``csr_attention_<name>`` (or ``dense_attention_<name>`` for ``dense_<name>``)."""
+    kernel, name = ("dense_attention", name[6:]) if name.startswith("dense_") else \
+        ("csr_attention", name)
+    fn = getattr(_lib, f"{kernel}_{name}_{_SUFFIX[dtype]}")
     conv = [ctypes.c_int64(a) if isinstance(a, int) else ctypes.c_double(a)
             if isinstance(a, float) else _ptr(a) for a in args]
     fn(*conv, ctypes.c_int(torch.get_num_threads()))
@@ -190,3 +204,73 @@ class NativeAttention(torch.autograd.Function):
         g_att = g_att.sum(0) if g_att is not None else None
         g_bias = wg[:, 1] if ctx.needs_bias else None
         return gq, g_kv, g_emb, g_att, g_bias, None, None, None
+
+
+class FullGraphs:
+    """What the dense kernel needs to know of a batch: ``ptr [B + 1]`` node offsets,
+    ``pair_ptr [B]`` first pair of each graph, the largest graph ``n_max`` and, for an edge
+    bias, the edges sorted by target (``crow [N + 1]``, ``col [E]``)."""
+
+    def __init__(self, sizes: Tensor, st=None) -> None:
+        sizes = sizes.long()
+        self.num_graphs, self.n_max = sizes.numel(), int(sizes.max()) if sizes.numel() else 0
+        self.ptr = torch.cat([sizes.new_zeros(1), torch.cumsum(sizes, 0)])
+        pairs = sizes * sizes
+        self.pair_ptr = torch.cumsum(pairs, 0) - pairs
+        self.num_pairs = int(pairs.sum())
+        self.crow, self.col = (st.offsets, st.src_long) if st is not None else (None, None)
+
+
+class DenseAttention(torch.autograd.Function):
+    r"""Dot-product attention within each graph of a batch by the native dense kernel.
+
+    Inputs: q ``[N, H, C]``; kv ``[N, 2, H, C]``; edge_bias ``[E, H]`` in the sorted order of
+    ``graphs.crow`` or ``None``; attn_bias ``[B, H | 1, M, M]`` (``M`` at least the largest
+    graph) or ``None``; noise ``[P, H]`` in pair order or ``None``; ``graphs`` a
+    :class:`FullGraphs`; ``want_alpha``.
+
+    Returns:
+        out ``[N, H, C]`` and alpha ``[P, H]`` in pair order (empty unless ``want_alpha``;
+        not differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx, q, kv, edge_bias, attn_bias, noise, graphs, want_alpha):
+        q, kv = q.contiguous(), kv.contiguous()
+        eb = edge_bias.contiguous() if edge_bias is not None else None
+        ab = attn_bias.contiguous() if attn_bias is not None else None
+        noise = noise.contiguous() if noise is not None else None
+        N, H, C = q.shape
+        out, stats = q.new_empty(N, H, C), q.new_empty(N, H, 2)  # stats: row max, 1 / sum
+        alpha = q.new_empty(graphs.num_pairs if want_alpha else 0, H)
+        _call("dense_forward", q.dtype, graphs.num_graphs, graphs.n_max, H, C, graphs.ptr,
+              graphs.pair_ptr, q, kv, graphs.crow if eb is not None else None, graphs.col,
+              eb, ab, *_bias_strides(ab), noise, C ** -0.5, out, stats,
+              alpha if want_alpha else None)
+        ctx.save_for_backward(q, kv, eb, ab, noise, out, stats)
+        ctx.graphs = graphs
+        ctx.mark_non_differentiable(alpha)
+        return out, alpha
+
+    @staticmethod
+    def backward(ctx, g_out, _g_alpha):
+        q, kv, eb, ab, noise, out, stats = ctx.saved_tensors
+        graphs = ctx.graphs
+        N, H, C = q.shape
+        gq, g_kv = torch.empty_like(q), torch.empty_like(kv)
+        g_eb = torch.empty_like(eb) if eb is not None and ctx.needs_input_grad[2] else None
+        g_ab = torch.zeros_like(ab) if ab is not None and ctx.needs_input_grad[3] else None
+        _call("dense_backward", q.dtype, graphs.num_graphs, graphs.n_max, H, C, graphs.ptr,
+              graphs.pair_ptr, q, kv, graphs.crow if eb is not None else None, graphs.col,
+              eb, ab, *_bias_strides(ab), noise, C ** -0.5, out, stats,
+              g_out.contiguous(), gq, g_kv, g_eb, g_ab)
+        return gq, g_kv, g_eb, g_ab, None, None, None
+
+
+def _bias_strides(ab: Tensor | None) -> list[int]:
+    """Element strides (graph, head, target, source) of a contiguous ``[B, H | 1, M, M]``
+    bias; the head stride is 0 when one bias serves every head."""
+    if ab is None:
+        return [0, 0, 0, 0]
+    sb, sh, si, sj = ab.stride()
+    return [sb, sh if ab.size(1) > 1 else 0, si, sj]

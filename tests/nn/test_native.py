@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from graphattn.nn import GraphSelfAttention, native
-from graphattn.nn.native import NativeAttention
+from graphattn.nn import functional as GF
+from graphattn.nn.native import DenseAttention, FullGraphs, NativeAttention
 from graphattn.nn.sparse_kernel import EdgeStructure
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="the native kernel did not build")
@@ -151,3 +152,115 @@ def test_builds_from_source_into_an_empty_cache(tmp_path):
     assert proc.returncode == 0, proc.stderr
     built = list(tmp_path.glob("csr_attention-*.so"))
     assert [str(p) for p in built] == [proc.stdout.strip()]
+
+
+def dense_inputs(sizes=(3, 0, 1, 17, 34, 5), H=2, C=3, dtype=torch.float64, seed=0,
+                 heads_in_bias=None):
+    """A batch of graphs of the given sizes (an empty one, a single node, and graphs across
+    the kernel's 16-source blocks), edges inside each graph, and every kind of bias."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.tensor(sizes)
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+    N = int(ptr[-1])
+    ei = torch.cat([torch.randint(int(ptr[b]), int(ptr[b + 1]), (2, 3 * int(n)), generator=g)
+                    for b, n in enumerate(sizes.tolist()) if n > 0], 1)
+    st = EdgeStructure(ei, N, N)
+    q = torch.randn(N, H, C, generator=g, dtype=dtype, requires_grad=True)
+    kv = torch.randn(N, 2, H, C, generator=g, dtype=dtype, requires_grad=True)
+    eb = torch.randn(ei.size(1), H, generator=g, dtype=dtype, requires_grad=True)
+    M = int(sizes.max()) + 2  # a padded bias, larger than the largest graph
+    ab = torch.randn(sizes.numel(), heads_in_bias or H, M, M, generator=g, dtype=dtype,
+                     requires_grad=True)
+    P = int((sizes * sizes).sum())
+    noise = (torch.rand(P, H, generator=g, dtype=dtype) > 0.3).to(dtype) / 0.7
+    return sizes, st, q, kv, eb, ab, noise
+
+
+def dense_reference(sizes, st, q, kv, eb, ab, noise):
+    """The same attention written out per graph with dense torch ops."""
+    outs, alphas, ptr, pair = [], [], 0, 0
+    H = q.size(1)
+    src, dst = st.src_long, st.dst_long
+    for b, n in enumerate(sizes.tolist()):
+        if n == 0:
+            continue
+        qb, kb, vb = q[ptr:ptr + n], kv[ptr:ptr + n, 0], kv[ptr:ptr + n, 1]
+        s = torch.einsum("ihc,jhc->hij", qb, kb) / q.size(-1) ** 0.5
+        mask = (dst >= ptr) & (dst < ptr + n)
+        bias = s.new_zeros(H, n, n).index_put((torch.arange(H).repeat_interleave(
+            int(mask.sum())), (dst[mask] - ptr).repeat(H), (src[mask] - ptr).repeat(H)),
+            eb[mask].t().reshape(-1), accumulate=True)
+        s = s + bias + ab[b, :, :n, :n]
+        alpha = torch.softmax(s, -1)  # (H, i, j)
+        nz = noise[pair:pair + n * n].view(n, n, H).permute(2, 0, 1)
+        outs.append(torch.einsum("hij,jhc->ihc", alpha * nz, vb))
+        alphas.append(alpha.permute(1, 2, 0).reshape(n * n, H))
+        ptr, pair = ptr + n, pair + n * n
+    return torch.cat(outs), torch.cat(alphas)
+
+
+@pytest.mark.parametrize("heads_in_bias", [1, 2])
+def test_dense_kernel_equals_dense_reference_and_its_gradients_check(heads_in_bias):
+    sizes, st, q, kv, eb, ab, noise = dense_inputs(heads_in_bias=heads_in_bias)
+    graphs = FullGraphs(sizes, st)
+    eb_sorted = eb.index_select(0, st.perm)
+    out, alpha = DenseAttention.apply(q, kv, eb_sorted, ab, noise, graphs, True)
+    ab_ref = ab.expand(-1, q.size(1), -1, -1)
+    ref_out, ref_alpha = dense_reference(sizes, st, q, kv, eb_sorted, ab_ref, noise)
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(alpha, ref_alpha, rtol=1e-10, atol=1e-10)
+
+    def f(q, kv, eb, ab):
+        return DenseAttention.apply(q, kv, eb, ab, noise, graphs, False)[0]
+
+    assert torch.autograd.gradcheck(f, (q, kv, eb_sorted, ab), eps=1e-6, atol=1e-7,
+                                    fast_mode=True)
+
+
+@pytest.mark.parametrize("H,C", [(4, 16), (3, 12)])
+def test_float_dense_kernel_equals_the_float64_one_and_ignores_the_thread_count(H, C):
+    """float32 (specialised for C = 16, generic otherwise, vectorised exp) against float64;
+    one thread per graph, so 1 and 2 threads give bitwise equal results."""
+    sizes, st, q, kv, eb, ab, noise = dense_inputs(sizes=(40, 9, 16, 23), H=H, C=C, seed=2)
+    graphs = FullGraphs(sizes, st)
+    args64 = [q, kv, eb.index_select(0, st.perm), ab]
+    args32 = [t.detach().float().requires_grad_() for t in args64]
+    results = {}
+    threads = torch.get_num_threads()
+    try:
+        for name, args, n, t in (("64", args64, noise, 1), ("32", args32, noise.float(), 1),
+                                 ("32 on 2 threads", args32, noise.float(), 2)):
+            torch.set_num_threads(t)
+            out, alpha = DenseAttention.apply(*args, n, graphs, True)
+            grads = torch.autograd.grad((out * out.detach()).sum(), args)
+            results[name] = [x.detach() for x in (out, alpha, *grads)]
+    finally:
+        torch.set_num_threads(threads)
+    for a, b, c in zip(results["64"], results["32"], results["32 on 2 threads"]):
+        torch.testing.assert_close(b.double(), a, rtol=1e-5, atol=1e-5 * float(a.abs().max()))
+        assert torch.equal(b, c)
+
+
+def test_full_layer_uses_the_native_kernel_up_to_its_size_limit_with_equal_results(
+        monkeypatch):
+    """Batches of small graphs run the native dense kernel, a batch with a graph over
+    NATIVE_FULL_MAX_NODES the bucketed kernels; both equal the reference path."""
+    import graphattn.nn.attention as attention
+
+    calls, apply = [], DenseAttention.apply
+    monkeypatch.setattr(attention.DenseAttention, "apply", lambda *a: calls.append(1) or
+                        apply(*a))
+    torch.manual_seed(0)
+    m = GraphSelfAttention(6, 4, heads=2, mask="full", edge_dim=3)
+    for sizes, native_expected in (([5, 30, 1], True), ([5, 300], False)):
+        batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        ptr = GF.graph_sizes(batch, batch.numel()).cumsum(0) - torch.tensor(sizes)
+        ei = torch.cat([torch.randint(int(p), int(p) + n, (2, 2 * n)) for p, n in
+                        zip(ptr.tolist(), sizes)], 1)
+        x, ea = torch.randn(batch.numel(), 6), torch.randn(ei.size(1), 3)
+        calls.clear()
+        m.impl = "auto"
+        out = m(x, ei, ea, batch=batch)
+        assert bool(calls) == native_expected
+        m.impl = "reference"
+        torch.testing.assert_close(out, m(x, ei, ea, batch=batch), rtol=1e-5, atol=1e-5)

@@ -1,7 +1,7 @@
-/* Fused CSR graph attention on the CPU: score -> segment softmax -> weighted sum in one pass
- * over the in-edges of each target (an online softmax), and a backward in two passes (one per
- * target, one per source over the transposed structure), so every output row is written by one
- * thread and no atomics are needed. Only [E, H] scalars are stored (alpha, score gradients):
+/* Fused CSR graph attention on the CPU (mask="adjacency"): score -> segment softmax ->
+ * weighted sum in one sweep over the in-edges of each target, and a backward in two passes
+ * (one per target, one per source over the transposed structure), so every output row is
+ * written by one thread and no atomics are needed. Only [E, H] scalars are stored (alpha, score gradients):
  * never an [E, H, C] tensor.
  *
  * Layouts (all contiguous, row-major): q [N_t, H, C], kv [N_s, 2, H, C] (the key and the
@@ -19,59 +19,14 @@
  * torch_geometric.utils.softmax. out_i = sum_e alpha_e noise_e v_j (noise: dropout keep
  * mask / (1 - p), or NULL).
  *
- * One source for both dtypes: graphattn/nn/native.py compiles it twice (-DT=float -DSUF=f32
- * -DEXP=expf, and double) and links both. The per-row bodies take C, the channels per head,
- * as an argument and are always inlined: the entry points call them with C = 8, 16, 32 or 64
- * as a constant (the compiler unrolls and vectorises the channel loops) or with any other C.
+ * The per-row bodies take C, the channels per head, as an argument and are always inlined:
+ * the entry points call them with C = 8, 16, 32 or 64 as a constant (the compiler unrolls
+ * and vectorises the channel loops) or with any other C (common.h).
  */
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#else
-static int omp_get_thread_num(void) { return 0; }
-#endif
-
-#if !defined(T) || !defined(SUF) || !defined(EXP)
-#error "compile with -DT=float -DSUF=f32 -DEXP=expf (or double, f64, exp)"
-#endif
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define NAME(name) CAT(name, SUF) /* csr_attention_forward -> csr_attention_forward_f32 */
-#define INLINE static inline __attribute__((always_inline))
-#define VEC _Pragma("omp simd") /* channel loops: independent lanes, whatever aliases */
-
-#define AHEAD 8 /* edges: rows are prefetched this far ahead (the gathers are latency bound) */
-
-INLINE void prefetch_row(const T *row, int64_t n) {
-    const char *p = (const char *)row;
-    for (int64_t x = 0; x < n * (int64_t)sizeof(T); x += 64) __builtin_prefetch(p + x);
-}
+#include "common.h"
 
 INLINE T leaky(T z, T slope) { return z > 0 ? z : slope * z; }
 INLINE T leaky_grad(T z, T slope) { return z > 0 ? (T)1 : slope; }
-
-/* exp(x) for x <= 0 (softmax arguments). In float, plain arithmetic so that loops over it
- * vectorise: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its degree-6 Taylor polynomial
- * (relative error below 1.3e-7, float's rounding), 2^n by the exponent bits; 0 below the
- * smallest normal float, NaN stays NaN. In double (gradient checks), libm's exp. */
-INLINE T vexp(T x) {
-    if (sizeof(T) != sizeof(float)) return EXP(x);
-    const int under = x < (T)-87.3;
-    x = under ? (T)-87.3 : x;
-    const T n = __builtin_rintf((float)(x * (T)1.4426950408889634));
-    const T r = (x - n * (T)0.693145751953125) - n * (T)1.428606820309417e-06;
-    T p = (T)(1.0 / 720);
-    p = p * r + (T)(1.0 / 120);
-    p = p * r + (T)(1.0 / 24);
-    p = p * r + (T)(1.0 / 6);
-    p = p * r + (T)0.5;
-    p = p * r + (T)1;
-    p = p * r + (T)1;
-    union { float f; int32_t i; } u = {.i = ((int32_t)n + 127) << 23};
-    return under ? (T)0 : p * (T)u.f;
-}
 
 /* the C-channel score of one head: scale * q.k, or att . LeakyReLU(q + k) */
 INLINE T score(const T *qh, const T *kh, const T *ah, T scale, T slope, const int64_t C) {
@@ -233,31 +188,6 @@ INLINE void backward_src_row(int64_t j, int64_t H, const int64_t C, const int AD
         }
     }
 }
-
-/* Each entry point runs its row body over all rows, with C a constant where it is a common
- * size (one specialised copy each), and as a variable otherwise. */
-#define FOR_ROWS(n_rows, BODY)                                                               \
-    do {                                                                                     \
-        _Pragma("omp parallel for schedule(dynamic, 16) num_threads(nthreads)")              \
-        for (int64_t r = 0; r < (n_rows); r++) BODY;                                         \
-    } while (0)
-#ifdef SPECIALISE /* float: C = 8, 16, 32, 64 as constants, other C as a variable */
-#define DISPATCH_C(C, A, n_rows, BODY_OF)                                                    \
-    switch (C) {                                                                             \
-    case 8: FOR_ROWS(n_rows, BODY_OF(8, A)); break;                                          \
-    case 16: FOR_ROWS(n_rows, BODY_OF(16, A)); break;                                        \
-    case 32: FOR_ROWS(n_rows, BODY_OF(32, A)); break;                                        \
-    case 64: FOR_ROWS(n_rows, BODY_OF(64, A)); break;                                        \
-    default: FOR_ROWS(n_rows, BODY_OF(C, A)); break;                                         \
-    }
-#else /* double (gradient checks): one copy */
-#define DISPATCH_C(C, A, n_rows, BODY_OF) { FOR_ROWS(n_rows, BODY_OF(C, A)); }
-#endif
-#define DISPATCH(C, additive, n_rows, BODY_OF)                                               \
-    do {                                                                                     \
-        if (additive) DISPATCH_C(C, 1, n_rows, BODY_OF)                                      \
-        else DISPATCH_C(C, 0, n_rows, BODY_OF)                                               \
-    } while (0)
 
 void NAME(csr_attention_forward)(
     int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col, const T *q,
