@@ -15,7 +15,9 @@ compiler is found.
 Full cases (``mask="full"``): batches of 256 / 1024 molecule-like graphs of 10-40 nodes
 (a chain plus ring bonds, both directions), compared with ``to_dense_batch`` +
 ``nn.MultiheadAttention`` (key padding mask; 64 channels, 4 heads). graphattn runs without
-edges (the same computation as the peer) and with edges as a learned score bias.
+edges (the same computation as the peer) and with edges as a learned score bias, with its
+native dense kernel; ``(bucketed kernel)`` is the same layer with it turned off: the
+pure-torch size-bucketed kernel that runs where no C compiler is found.
 
 Time: per case the methods run interleaved (method A, B, C, A, B, C, ...) after warm-up, and
 the median of the repeats is reported: ``forward`` (autograd recording, as in training) and
@@ -53,7 +55,8 @@ SPARSE_METHODS = ["graphattn dot", "graphattn additive", "graphattn dot (MKL ker
                   "graphattn additive (MKL kernel)", "graphattn dot (reference)",
                   "TransformerConv", "GATConv", "GATv2Conv"]
 FULL_METHODS = ["graphattn full dot", "graphattn full dot + edge bias",
-                "graphattn full dot (reference)", "to_dense_batch + MultiheadAttention"]
+                "graphattn full dot (bucketed kernel)", "graphattn full dot (reference)",
+                "to_dense_batch + MultiheadAttention"]
 PAIRS = [  # (graphattn method, peer), the ratios reported
     ("graphattn dot", "TransformerConv"),
     ("graphattn dot", "graphattn dot (reference)"),
@@ -63,6 +66,7 @@ PAIRS = [  # (graphattn method, peer), the ratios reported
     ("graphattn additive", "GATv2Conv"),
     ("graphattn full dot", "to_dense_batch + MultiheadAttention"),
     ("graphattn full dot + edge bias", "to_dense_batch + MultiheadAttention"),
+    ("graphattn full dot", "graphattn full dot (bucketed kernel)"),
     ("graphattn full dot", "graphattn full dot (reference)"),
 ]
 
@@ -149,6 +153,11 @@ def make_method(name: str):
         m = GraphSelfAttention(IN, C, heads=HEADS, mask="full", impl=impl)
         if name.endswith("edge bias"):
             return m, (lambda m, d: m(d["x"], d["edge_index"], batch=d["batch"]))
+        if name.endswith("(bucketed kernel)"):  # the pure-torch kernel the native one replaces
+            def bucketed(m, d):
+                with native.disabled():
+                    return m(d["x"], batch=d["batch"])
+            return m, bucketed
         return m, (lambda m, d: m(d["x"], batch=d["batch"]))
     if name == "to_dense_batch + MultiheadAttention":
         def mha(m, d):
