@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.nn import Parameter
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
@@ -34,6 +35,82 @@ class _EluPlusOne(torch.autograd.Function):
 def feature_map(x: Tensor) -> Tensor:
     r"""The positive kernel feature map :math:`\phi(x) = \mathrm{elu}(x) + 1`."""
     return _EluPlusOne.apply(x)
+
+
+def _phi(x: Tensor) -> Tensor:
+    """``elu(x) + 1`` outside autograd, as a contiguous ``[N, H * C]`` tensor."""
+    return F.elu(x.reshape(x.size(0), -1)).add_(1.0)
+
+
+class _OneGraphAttention(torch.autograd.Function):
+    r"""Linear attention over one graph of all heads, from the packed projection
+    ``qkv`` :math:`(N, 3HC)` (query, key, value of each node side by side) to
+    :math:`(N, HC)`, with a hand-written backward.
+
+    Per head, with :math:`\mathbf{Q} = \phi(\mathbf{q})`, :math:`\mathbf{K} = \phi(\mathbf{k})`,
+    :math:`\mathbf{S} = \mathbf{K}^\top \mathbf{V}` (:math:`C \times C`),
+    :math:`\mathbf{z} = \mathbf{K}^\top \mathbf{1}` and :math:`d = \mathbf{Q}\mathbf{z}`:
+    :math:`\mathbf{o} = \mathbf{Q}\mathbf{S} / d`. Given :math:`\mathbf{g} = \partial L /
+    \partial \mathbf{o}` and :math:`\mathbf{t} = \mathbf{g}\mathbf{S}^\top`, the per-node
+    dot :math:`\mathbf{g}\cdot\mathbf{o} = \mathbf{Q}\cdot\mathbf{t} / d` gives
+
+    .. math::
+        \partial\mathbf{Q} = (\mathbf{t} - (\mathbf{g}\cdot\mathbf{o})\,\mathbf{z}^\top) / d,
+        \quad \partial\mathbf{S} = \mathbf{Q}^\top (\mathbf{g} / d), \quad
+        \partial\mathbf{z} = -\mathbf{Q}^\top ((\mathbf{g}\cdot\mathbf{o}) / d),
+        \quad \partial\mathbf{K} = \mathbf{V}\,\partial\mathbf{S}^\top +
+        \mathbf{1}\,\partial\mathbf{z}^\top, \quad
+        \partial\mathbf{V} = \mathbf{K}\,\partial\mathbf{S}
+
+    so neither the output nor the numerator is stored: only ``qkv`` (the feature maps are
+    recomputed, one pass each) and the :math:`C \times C` sums. All heads run in one
+    :math:`[N, HC]` GEMM against block-diagonal :math:`[HC, HC]` matrices (on a CPU far faster
+    than :math:`H` small ``bmm`` over permuted copies).
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: Tensor, heads: int) -> Tensor:
+        N, HC = qkv.size(0), qkv.size(1) // 3
+        C = HC // heads
+        q, k, v = qkv[:, :HC], qkv[:, HC:2 * HC], qkv[:, 2 * HC:]  # (N, HC) views
+        blocks = torch.block_diag(*qkv.new_ones(heads, C, C))  # (HC, HC), head blocks of 1
+        pk = _phi(k)
+        kv = (pk.t() @ v).mul_(blocks)  # S of each head on the diagonal blocks
+        z = pk.sum(0)  # (HC)
+        del pk
+        pq = _phi(q)
+        den = pq @ (z.unsqueeze(1) * blocks[:, ::C])  # (N, H): phi(q_i) . z per head
+        out = pq @ kv  # (N, HC)
+        del pq
+        out.view(N, heads, C).div_(den.unsqueeze(-1))
+        ctx.save_for_backward(qkv, kv, z, den)
+        ctx.heads = heads
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None]:
+        qkv, kv, z, den = ctx.saved_tensors
+        H = ctx.heads
+        N, HC = qkv.size(0), qkv.size(1) // 3
+        C = HC // H
+        q, k, v = qkv[:, :HC], qkv[:, HC:2 * HC], qkv[:, 2 * HC:]
+        blocks = torch.block_diag(*qkv.new_ones(H, C, C))
+        g = g.contiguous()
+        grad = torch.empty_like(qkv)  # (N, 3HC): dq, dk, dv side by side
+        pq = _phi(q)
+        t = (g @ kv.t()).view(N, H, C)  # g S^T per head
+        go = (pq.view(N, H, C) * t).sum(-1).div_(den)  # (N, H): g . o
+        d_kv = (pq.t() @ (g.view(N, H, C) / den.unsqueeze(-1)).view(N, HC)).mul_(blocks)
+        d_z = ((pq.t() @ (go / den)) * blocks[:, ::C]).sum(1).neg_()  # (HC)
+        t.addcmul_(go.unsqueeze(-1), z.view(1, H, C), value=-1.0).div_(den.unsqueeze(-1))
+        torch.mul(t.view(N, HC), pq.clamp_(max=1.0), out=grad[:, :HC])  # dq = dQ phi'(q)
+        del pq, t
+        pk = _phi(k)
+        grad[:, 2 * HC:] = pk @ d_kv  # dV = K dS
+        gk = (v @ d_kv.t()).add_(d_z)  # dK = V dS^T + 1 dz^T
+        torch.mul(gk, pk.clamp_(max=1.0), out=grad[:, HC:2 * HC])  # dk = dK phi'(k)
+        return grad, None
 
 
 class LinearGlobalAttention(torch.nn.Module):
@@ -134,33 +211,29 @@ class LinearGlobalAttention(torch.nn.Module):
             out = x.new_zeros(0, H * C if self.concat else C)
             return (out, (batch.new_zeros(2, 0), x.new_zeros(0, H))) if return_attention_weights \
                 else out
-        q, k, v = self.lin_qkv(x).view(N, 3, H, C).unbind(1)  # 3 x (N, H, C)
-        q, k = feature_map(q), feature_map(k)
+        qkv = self.lin_qkv(x)  # (N, 3HC): q, k, v of each node side by side
         if bool(batch[0] == batch[-1]):  # one graph (the large-graph case): no padding
-            # all heads in one [N, HC] GEMM against block-diagonal [HC, HC] matrices: on a
-            # CPU far faster than H tiny bmm's over permuted copies
-            blocks = torch.block_diag(*x.new_ones(H, C, C))  # (HC, HC), head blocks of 1
-            q2, k2 = q.reshape(N, H * C), k.reshape(N, H * C)
-            kv = (k2.t() @ v.reshape(N, H * C)) * blocks  # sum_j phi(k_j) v_j^T per head
-            num = (q2 @ kv).view(N, H, C)
-            den = (q2 @ (k2.sum(0).unsqueeze(1) * blocks[:, ::C])).unsqueeze(-1)  # (N, H, 1)
+            out = _OneGraphAttention.apply(qkv, H).view(N, H, C)
         else:  # padded per-graph layout, so no (N, H, C, C) tensor is ever formed
-            qkv, mask = to_dense_batch(torch.cat([q, k, v], -1).view(N, -1), batch)
-            qd, kd, vd = qkv.view(*mask.shape, H, 3 * C).split(C, dim=-1)  # (B, L, H, C)
+            q, k, v = qkv.view(N, 3, H, C).unbind(1)  # 3 x (N, H, C)
+            q, k = feature_map(q), feature_map(k)
+            dense, mask = to_dense_batch(torch.cat([q, k, v], -1).view(N, -1), batch)
+            qd, kd, vd = dense.view(*mask.shape, H, 3 * C).split(C, dim=-1)  # (B, L, H, C)
             kv = torch.einsum("blhc,blhd->bhcd", kd, vd)  # (B, H, C, C)
             k_sum = kd.sum(1)  # (B, H, C); padded rows are 0 (to_dense_batch fills with 0)
             num = torch.einsum("blhc,bhcd->blhd", qd, kv)[mask]  # (N, H, C)
             den = torch.einsum("blhc,bhc->blh", qd, k_sum)[mask].unsqueeze(-1)
-        out = num / den
+            out = num / den
         out = F.dropout(out, p=self.dropout, training=self.training)
 
         out = out.reshape(N, H * C) if self.concat else out.mean(dim=1)
         if self.lin_skip is not None:
             out = out + self.lin_skip(x)
-        if self.bias is not None:
-            out = out + self.bias
+        if self.bias is not None:  # in place: nothing saved the attention output
+            out = out.add_(self.bias)
         if return_attention_weights:
-            return out, self._weights(q, k, batch)
+            q, k = qkv.view(N, 3, H, C).unbind(1)[:2]
+            return out, self._weights(feature_map(q), feature_map(k), batch)
         return out
 
     def _weights(self, q: Tensor, k: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
