@@ -15,6 +15,55 @@ MASKS = ("adjacency", "full", "hybrid")
 LOCALS = ("attention", "gine", None)
 GLOBALS = ("softmax", "linear")
 NORMS = ("layer", "batch", None)
+FAST_DROPOUT_NUMEL = 1 << 22  # tensors at least this large draw their mask from random bits
+
+
+class _FastDropout(torch.autograd.Function):
+    """Inverted dropout whose mask comes from 16 random bits per element (four per 64-bit
+    draw of torch's generator) instead of ``bernoulli_``: 5-10x faster on a CPU for the
+    ``[N, C]`` activations of a million-node graph. The drop probability is rounded to a
+    multiple of ``1 / 65536``. ``inplace=True`` overwrites ``x`` (which nothing may have saved).
+    Only the boolean drop mask is saved."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float, inplace: bool) -> Tensor:
+        level = round(p * 65536)
+        bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device)
+        bits = bits.random_(-2**63, None).view(torch.int16)[:x.numel()].view(x.shape)
+        drop = bits < level - 32768  # P = level / 65536
+        scale = 1.0 / (1.0 - level / 65536)
+        if inplace:
+            ctx.mark_dirty(x)
+            out = x.masked_fill_(drop, 0.0).mul_(scale)
+        else:
+            out = x.masked_fill(drop, 0.0).mul_(scale)
+        ctx.save_for_backward(drop)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (drop,) = ctx.saved_tensors
+        return grad.masked_fill(drop, 0.0).mul_(ctx.scale), None, None
+
+
+def dropout(x: Tensor, p: float, training: bool = True, inplace: bool = False) -> Tensor:
+    """:func:`torch.nn.functional.dropout`, with a faster mask for tensors of at least
+    :data:`FAST_DROPOUT_NUMEL` elements (see :class:`_FastDropout`; smaller tensors, e.g.
+    every molecule batch, take torch's own path and its random numbers). ``inplace=True``
+    may overwrite ``x``: only for a tensor no autograd node saved."""
+    if not training or p == 0.0:
+        return x
+    if x.numel() >= FAST_DROPOUT_NUMEL and x.is_floating_point():
+        return _FastDropout.apply(x, p, inplace)
+    return F.dropout(x, p, training)
+
+
+class Dropout(torch.nn.Dropout):
+    """:class:`torch.nn.Dropout` with :func:`dropout`'s fast mask on large tensors."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training, self.inplace)
 
 
 def make_norm(norm: str | None, channels: int) -> torch.nn.Module:
@@ -136,8 +185,10 @@ class GraphTransformerLayer(torch.nn.Module):
                                                            root_weight=False))
         self.norm1 = make_norm(norm, channels)
         self.norm2 = make_norm(norm, channels)
+        # the GELU output is dropped in place (GELU's backward reads its input only)
         self.ffn = Sequential(Linear(channels, ffn_ratio * channels), torch.nn.GELU(),
-                              torch.nn.Dropout(dropout), Linear(ffn_ratio * channels, channels))
+                              Dropout(dropout, inplace=True),
+                              Linear(ffn_ratio * channels, channels))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -165,25 +216,33 @@ class GraphTransformerLayer(torch.nn.Module):
         if isinstance(self.local_attn, GINEConv) and edge_attr is None:
             raise ValueError("local='gine' was built with edge_dim and needs edge_attr")
 
+        # Fresh tensors (made here, saved by no autograd node) are updated in place, so at
+        # a million nodes each [N, C] sum, dropout and residual costs no new allocation
+        # (for CPU tensors above 32 MB, allocations are page faults and zero-fills).
         h = self.norm1(x) if self.pre_norm else x
-        out = torch.zeros_like(x)
+        out, fresh = None, False
+        if self.global_attn is not None:  # first: LinearGlobalAttention's output is fresh
+            out = self.global_attn(h, edge_index, edge_attr, batch=batch, attn_bias=attn_bias)
+            fresh = isinstance(self.global_attn, LinearGlobalAttention)
         if self.local_attn is not None:
             if isinstance(self.local_attn, GraphSelfAttention):
                 local_bias = attn_bias if self.mask == "adjacency" else None
-                out = out + self.local_attn(h, edge_index, edge_attr, attn_bias=local_bias)
+                local = self.local_attn(h, edge_index, edge_attr, attn_bias=local_bias)
             elif isinstance(self.local_attn, GINEConv):
-                out = out + self.local_attn(h, edge_index, edge_attr)
+                local = self.local_attn(h, edge_index, edge_attr)
             else:
-                out = out + self.local_attn(h, edge_index)
-        if self.global_attn is not None:
-            out = out + self.global_attn(h, edge_index, edge_attr, batch=batch,
-                                         attn_bias=attn_bias)
-        x = x + F.dropout(out, self.dropout, self.training)
+                local = self.local_attn(h, edge_index)
+            out, fresh = (local, False) if out is None else \
+                (out.add_(local) if fresh else out + local, True)
+        out = dropout(out, self.dropout, self.training, inplace=fresh)
+        fresh = fresh or (self.training and self.dropout > 0)
+        x = out.add_(x) if fresh else x + out
         if not self.pre_norm:
             x = self.norm1(x)
 
         h = self.norm2(x) if self.pre_norm else x
-        x = x + F.dropout(self.ffn(h), self.dropout, self.training)
+        out = dropout(self.ffn(h), self.dropout, self.training, inplace=True)  # fresh: Linear
+        x = out.add_(x)
         return x if self.pre_norm else self.norm2(x)
 
     def __repr__(self) -> str:
