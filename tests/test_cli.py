@@ -188,3 +188,29 @@ def test_python_dash_m_entry_point():
     res = subprocess.run([sys.executable, "-m", "graphattn", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0 and "train" in res.stdout and "explain" in res.stdout
+
+
+def test_sbm_training_reruns_itself_with_huge_pages_and_benchmarks_get_them(
+        tmp_path, monkeypatch, capfd):
+    calls = []
+    monkeypatch.setattr(cli.os, "execv", lambda exe, argv: calls.append((exe, argv)))
+    monkeypatch.delenv(cli.THP, raising=False)
+    argv = ["train", "--dataset", "sbm", "--out", str(tmp_path / "never"), "--epochs", "0"]
+    monkeypatch.setattr(cli.sys, "argv", ["graphattn", *argv])
+    monkeypatch.setattr(cli, "cmd_train", lambda args: 0)  # execv is stubbed: stop here
+    assert cli.main() == 0
+    assert calls == [(cli.sys.executable, [cli.sys.executable, "-m", "graphattn", *argv])]
+    assert cli.os.environ[cli.THP] == "1"
+    calls.clear()
+    assert cli.main() == 0 and not calls  # set now: runs as it is
+    monkeypatch.delenv(cli.THP)
+    assert cli.main(argv) == 0 and not calls  # a call from Python is never re-run
+    monkeypatch.setattr(cli.sys, "argv", ["graphattn", "train", "--dataset", "karate",
+                                          "--out", str(tmp_path / "k")])
+    assert cli.main() == 0 and not calls  # small graphs: nothing to gain
+
+    monkeypatch.setattr(cli, "_bench_roots", lambda: [tmp_path])
+    (tmp_path / "social.py").write_text("import os; print('THP', os.environ.get('"
+                                        f"{cli.THP}'))")
+    assert cli.main(["bench", "social"]) == 0
+    assert "THP 1" in capfd.readouterr().out
