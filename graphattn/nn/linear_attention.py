@@ -213,7 +213,7 @@ class LinearGlobalAttention(torch.nn.Module):
                 else out
         qkv = self.lin_qkv(x)  # (N, 3HC): q, k, v of each node side by side
         if bool(batch[0] == batch[-1]):  # one graph (the large-graph case): no padding
-            out = _OneGraphAttention.apply(qkv, H).view(N, H, C)
+            out = _OneGraphAttention.apply(qkv, H)  # (N, HC)
         else:  # padded per-graph layout, so no (N, H, C, C) tensor is ever formed
             q, k, v = qkv.view(N, 3, H, C).unbind(1)  # 3 x (N, H, C)
             q, k = feature_map(q), feature_map(k)
@@ -223,14 +223,16 @@ class LinearGlobalAttention(torch.nn.Module):
             k_sum = kd.sum(1)  # (B, H, C); padded rows are 0 (to_dense_batch fills with 0)
             num = torch.einsum("blhc,bhcd->blhd", qd, kv)[mask]  # (N, H, C)
             den = torch.einsum("blhc,bhc->blh", qd, k_sum)[mask].unsqueeze(-1)
-            out = num / den
+            out = (num / den).view(N, H * C)
         out = F.dropout(out, p=self.dropout, training=self.training)
 
-        out = out.reshape(N, H * C) if self.concat else out.mean(dim=1)
+        if not self.concat:
+            out = out.view(N, H, C).mean(dim=1)
         if self.lin_skip is not None:
             out = out + self.lin_skip(x)
-        if self.bias is not None:  # in place: nothing saved the attention output
-            out = out.add_(self.bias)
+        if self.bias is not None:  # in place when nothing saved the output (not on a view:
+            # autograd would copy the whole base tensor for that)
+            out = out.add_(self.bias) if out._base is None else out + self.bias
         if return_attention_weights:
             q, k = qkv.view(N, 3, H, C).unbind(1)[:2]
             return out, self._weights(feature_map(q), feature_map(k), batch)
