@@ -75,6 +75,12 @@ class GraphTransformer(torch.nn.Module):
         local (str, optional): Local branch of ``"hybrid"``: ``"attention"``, ``"gine"``
             or ``None``. (default: ``"attention"``)
         ffn_ratio (int): FFN width over ``hidden_channels``. (default: ``2``)
+        global_layers (int, optional): With ``mask="hybrid"`` and ``local="attention"``:
+            only the last ``global_layers`` layers have the global branch, the ones before
+            are adjacency attention alone (Polynormer's local-then-global order). ``None``:
+            every layer. For large node-classification graphs one global layer after
+            local ones is as accurate as a global branch in every layer, at a fraction of
+            its cost (see ``benchmarks/social.py``). (default: ``None``)
         head_layers (int): MLP layers of the head. (default: ``2``)
         walk_length (int): RWSE steps. (default: ``16``)
         lap_k (int): LapPE eigenvectors. (default: ``8``)
@@ -119,6 +125,7 @@ class GraphTransformer(torch.nn.Module):
         max_degree: int = 64,
         max_distance: int = 8,
         checkpoint: bool = False,
+        global_layers: int | None = None,
     ) -> None:
         super().__init__()
         encodings = (encodings,) if isinstance(encodings, str) else tuple(encodings)
@@ -129,7 +136,8 @@ class GraphTransformer(torch.nn.Module):
             dropout=dropout, attn_dropout=attn_dropout, norm=norm, pre_norm=pre_norm,
             global_attention=global_attention, local=local, ffn_ratio=ffn_ratio,
             head_layers=head_layers, walk_length=walk_length, lap_k=lap_k,
-            max_degree=max_degree, max_distance=max_distance, checkpoint=checkpoint)
+            max_degree=max_degree, max_distance=max_distance, checkpoint=checkpoint,
+            global_layers=global_layers)
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         unknown = [e for e in encodings if e not in ENCODINGS]
@@ -140,6 +148,11 @@ class GraphTransformer(torch.nn.Module):
         if hidden_channels < 1 or hidden_channels % heads:
             raise ValueError(f"hidden_channels must be a positive multiple of heads, got "
                              f"hidden_channels={hidden_channels}, heads={heads}")
+        if global_layers is not None and (mask != "hybrid" or local != "attention"
+                                          or not 1 <= global_layers <= num_layers):
+            raise ValueError(f"global_layers needs mask='hybrid', local='attention' and "
+                             f"1 <= global_layers <= num_layers={num_layers}, got "
+                             f"global_layers={global_layers}, mask={mask!r}, local={local!r}")
         biases = [e for e in encodings if e in ("spd", "adjacency")]
         if biases and (mask == "adjacency" or global_attention != "softmax"):
             raise ValueError(f"encodings {biases} bias a softmax global attention: use "
@@ -157,13 +170,15 @@ class GraphTransformer(torch.nn.Module):
         self.lappe = LapPEEncoder(lap_k, hidden_channels) if "lappe" in encodings else None
         self.spd = SPDBias(heads, max_distance) if "spd" in encodings else None
         self.adjacency = AdjacencyBias(heads) if "adjacency" in encodings else None
+        first_global = num_layers - (global_layers or num_layers)
         self.layers = torch.nn.ModuleList([
-            GraphTransformerLayer(hidden_channels, heads, mask=mask, score=score, local=local,
-                                  global_attention=global_attention,
+            GraphTransformerLayer(hidden_channels, heads,
+                                  mask=mask if i >= first_global else "adjacency", score=score,
+                                  local=local, global_attention=global_attention,
                                   edge_dim=hidden_channels if edge_dim else None,
                                   dropout=dropout, attn_dropout=attn_dropout,
                                   ffn_ratio=ffn_ratio, norm=norm, pre_norm=pre_norm)
-            for _ in range(num_layers)])
+            for i in range(num_layers)])
         self.norm_out = make_norm(norm if pre_norm else None, hidden_channels)
         self.head = (NodeHead(hidden_channels, out_channels, num_layers=head_layers,
                               dropout=dropout) if task == "node" else
@@ -215,10 +230,11 @@ class GraphTransformer(torch.nn.Module):
                 b = module(edge_index, batch, N).to(h.dtype)
                 bias = b if bias is None else bias + b
         for layer in self.layers:
+            b = bias if layer.global_attn is not None else None  # biases the global softmax
             if self.checkpoint and self.training and torch.is_grad_enabled():
-                h = checkpoint(layer, h, edge_index, e, batch, bias, use_reentrant=False)
+                h = checkpoint(layer, h, edge_index, e, batch, b, use_reentrant=False)
             else:
-                h = layer(h, edge_index, e, batch, attn_bias=bias)
+                h = layer(h, edge_index, e, batch, attn_bias=b)
         h = self.norm_out(h)
         if self.task == "node":
             return self.head(h)

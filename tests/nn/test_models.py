@@ -201,6 +201,11 @@ def test_bad_configurations_are_refused():
         GraphTransformer(4, 10, 2, 1, heads=4)
     with pytest.raises(ValueError, match="task"):
         GraphTransformer(4, 8, 2, 1, task="edge")
+    for bad in (dict(mask="adjacency", global_layers=1), dict(mask="hybrid", global_layers=3),
+                dict(mask="hybrid", local="gine", global_layers=1),
+                dict(mask="hybrid", global_layers=0)):
+        with pytest.raises(ValueError, match="global_layers"):
+            GraphTransformer(4, 8, 2, 2, **bad)
     m = GraphTransformer(5, 8, 2, 1, heads=2, encodings=("rwse",))
     data = graph(4, 0, torch.float32)
     with pytest.raises(ValueError, match="SparseRandomWalkPE"):
@@ -240,3 +245,24 @@ def test_checkpointed_layers_give_the_same_outputs_and_gradients(mask):
         torch.testing.assert_close(a, b)
     assert model.config["checkpoint"] is True
     assert GraphTransformer.from_config(model.config).checkpoint
+
+
+def test_global_layers_puts_the_global_branch_in_the_last_layers_only():
+    """global_layers=1 of 3: two adjacency-attention layers, then one hybrid layer; rebuilt
+    from its config; every parameter trained; an older config (no key) is global everywhere."""
+    torch.manual_seed(0)
+    m = GraphTransformer(5, 8, 3, num_layers=3, heads=2, mask="hybrid",
+                         global_attention="linear", global_layers=1).double()
+    assert [layer.mask for layer in m.layers] == ["adjacency", "adjacency", "hybrid"]
+    assert [layer.global_attn is None for layer in m.layers] == [True, True, False]
+    assert m.config["global_layers"] == 1
+    clone = GraphTransformer.from_config(m.config).double()
+    clone.load_state_dict(m.state_dict())
+    g = graph(7, 0)
+    data = Data(x=g.x, edge_index=g.edge_index)
+    torch.testing.assert_close(clone(data), m(data))
+    every_parameter_has_a_gradient(m, data, torch.randn(7, 3).double(),
+                                   lambda out, t: (out - t).pow(2).mean())
+    old = {k: v for k, v in m.config.items() if k != "global_layers"}  # an older checkpoint
+    assert all(layer.global_attn is not None
+               for layer in GraphTransformer.from_config(old).layers)
