@@ -179,3 +179,27 @@ def test_in_place_sums_leave_training_gradients_unchanged():
     for a, b in zip(torch.autograd.grad(out.pow(2).sum(), [x, *layer.parameters()]),
                     g_expected):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("mask", ["adjacency", "hybrid"])
+def test_large_inputs_take_the_fused_ffn_with_the_same_numbers_and_gradients(mask):
+    """Above FAST_DROPOUT_NUMEL the FFN runs as one autograd Function (dropout and GELU
+    gradients in place): outputs and gradients equal the Sequential's, dropout included."""
+    from graphattn.nn.layer import FAST_DROPOUT_NUMEL
+
+    torch.manual_seed(0)
+    layer = GraphTransformerLayer(16, heads=2, mask=mask, global_attention="linear",
+                                  dropout=0.3, ffn_ratio=4).train()
+    n = FAST_DROPOUT_NUMEL // 64 + 1  # the FFN's [n, 64] hidden activation is large
+    x = torch.randn(n, 16, requires_grad=True)
+    ei = torch.randint(0, n, (2, 3 * n))
+    params = [x, *layer.parameters()]
+    torch.manual_seed(1)
+    out = layer(x, ei)
+    grads = torch.autograd.grad(out.pow(2).sum(), params)
+    layer._feed_forward = layer.ffn  # the Sequential path, same random bits
+    torch.manual_seed(1)
+    ref = layer(x, ei)
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(grads, torch.autograd.grad(ref.pow(2).sum(), params)):
+        torch.testing.assert_close(a, b)
