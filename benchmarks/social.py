@@ -17,15 +17,26 @@ Data sets (:mod:`graphattn.social.datasets`):
 
 For every graph size and seed all models see the same graph, features, split, epochs,
 learning rate and weight decay; the test accuracy is taken at the epoch of best validation
-accuracy (the last epoch on karate). Models (hidden size 64, 4 heads where there are heads):
+accuracy (the last epoch on karate). Models (hidden size 64, 4 heads where there are heads,
+except graphattn's default):
 
-* ``graphattn``: the default large-graph model, ``GraphTransformer(mask="hybrid",
-  global_attention="linear")``: adjacency attention plus O(N) linear global attention in
-  each of 3 layers, dropout 0.2 (3 layers: 0.979 vs 0.961 test accuracy for 2 on SBM 10k,
-  0.71 vs 0.53 on LFR 10k, seed 0, 50 epochs; on karate the same model, untuned there).
-* ``graphattn checkpointed`` (``--models``, run at 1M nodes): the same model with
-  ``checkpoint=True`` (each layer recomputed in backward instead of stored).
-* ``graphattn small`` (``--models``): hidden 32, 2 layers, no dropout (examples/social_sbm.py).
+* ``graphattn``: the default large-graph model, ``GraphTransformer(hidden_channels=32,
+  num_layers=3, heads=4, mask="hybrid", global_attention="linear", global_layers=1,
+  dropout=0.2)``: adjacency attention in every layer and O(N) linear global attention in
+  the last (Polynormer's local-then-global order). Chosen mostly on seeds 3-5 (not the
+  reported 0-2), 40 epochs, 1 thread; test accuracy LFR / SBM 10k, 3 seeds: width 32, global
+  in all 3 layers 0.947 / 0.982; width 32, global in the last 0.951 / 0.984; 4 such layers
+  0.962 / 0.987, but a fourth adjacency kernel at 1M nodes; additive score 0.954 on LFR 10k
+  but 0.946 vs 0.965 (dot) on LFR 100k, seed 3; global weights tied to the local ones 0.90 on
+  LFR; ffn_ratio 1 no better; GCNConv 0.948 on LFR. On seeds 0-2: the previous default (width
+  64, global in all 3) 0.938 / 0.980, 2 layers 0.897 / 0.966, dropout 0 0.925 on LFR
+  (width 64). Width 32 instead of 64 quarters the projections and halves the activations;
+  one global branch instead of three removes ~2 GB of fresh allocations per epoch at 1M
+  nodes (a hybrid layer step allocates 6.7 GB there, an adjacency one 4.0 GB).
+* ``graphattn checkpointed`` (``--models``): the same model with ``checkpoint=True`` (each
+  layer recomputed in backward instead of stored).
+* ``graphattn wide`` (``--models``): the previous default, width 64, global attention in
+  all 3 layers.
 * ``graphattn adjacency``: two :class:`~graphattn.nn.GraphSelfAttention` layers (the shape
   of a 2-layer GAT), as in ``examples/karate_club.py``.
 * ``GCNConv``, ``GATConv``, ``TransformerConv``: 2-layer PyG models.
@@ -68,12 +79,14 @@ import torch.nn.functional as F  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ["graphattn", "graphattn adjacency", "GCNConv", "GATConv", "TransformerConv",
           "SGFormer", "Polynormer"]
-SMALL = "graphattn small"  # hidden 32, 2 layers, no dropout: examples/social_sbm.py
+WIDE = "graphattn wide"  # the previous default: width 64, global attention in all 3 layers
 CHECKPOINTED = "graphattn checkpointed"  # the default model with checkpoint=True (1M nodes)
-HIDDEN, HEADS = 64, 4
-# the default large-graph model: adjacency attention + linear global attention per layer
+HIDDEN, HEADS = 64, 4  # the peers' width (and graphattn adjacency's)
+GRAPHATTN_HIDDEN = 32
+# the default large-graph model: adjacency attention in each layer, linear global attention
+# in the last (see the module docstring for how it was chosen)
 GRAPHATTN = dict(num_layers=3, heads=HEADS, mask="hybrid", global_attention="linear",
-                 dropout=0.2)
+                 global_layers=1, dropout=0.2)
 
 
 # ------------------------------------------------------------------------------ data
@@ -137,16 +150,13 @@ def build_model(name: str, in_channels: int, num_classes: int, seed: int = 0) ->
 
     torch.manual_seed(seed)
     C = HIDDEN // HEADS
-    if name == "graphattn":
-        return GraphTransformerNode(GraphTransformer(in_channels, HIDDEN, num_classes,
+    if name in ("graphattn", CHECKPOINTED):  # checkpointed: layers recomputed in backward
+        return GraphTransformerNode(GraphTransformer(in_channels, GRAPHATTN_HIDDEN, num_classes,
+                                                     checkpoint=name == CHECKPOINTED,
                                                      **GRAPHATTN))
-    if name == CHECKPOINTED:  # layers recomputed in backward: one layer's activations held
+    if name == WIDE:
         return GraphTransformerNode(GraphTransformer(in_channels, HIDDEN, num_classes,
-                                                     checkpoint=True, **GRAPHATTN))
-    if name == SMALL:
-        return GraphTransformerNode(GraphTransformer(in_channels, 32, num_classes,
-                                                     **dict(GRAPHATTN, num_layers=2,
-                                                            dropout=0.0)))
+                                                     **dict(GRAPHATTN, global_layers=None)))
     if name == "graphattn adjacency":
         return TwoLayer(GraphSelfAttention(in_channels, C, heads=HEADS),
                         GraphSelfAttention(HIDDEN, num_classes, heads=1))
@@ -164,7 +174,7 @@ def build_model(name: str, in_channels: int, num_classes: int, seed: int = 0) ->
         model = Polynormer(in_channels, HIDDEN, num_classes, local_layers=2, global_layers=1)
         model._global = True  # PyG's switch: use the global attention (off at construction)
         return model
-    raise ValueError(f"unknown model {name!r}: choose from {[*MODELS, SMALL, CHECKPOINTED]}")
+    raise ValueError(f"unknown model {name!r}: choose from {[*MODELS, WIDE, CHECKPOINTED]}")
 
 
 # ------------------------------------------------------------------------------ one run
@@ -189,10 +199,27 @@ def _reset_peak() -> bool:
         return False
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory in this process (``mallopt``: no ``mmap`` for large
+    blocks, never trim the heap), so a tensor freed in one epoch is reused in the next
+    instead of being unmapped and page-faulted (zero-filled) in again; on this VM pages handed
+    back are also returned to the host. Costs resident memory (heap fragmentation). ``False``
+    where there is no glibc."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc.mallopt(-4, 0) == 1 and libc.mallopt(-1, -1) == 1  # M_MMAP_MAX, M_TRIM_
+    except (OSError, AttributeError):
+        return False
+
+
 def train_run(model_name: str, data, epochs: int, lr: float = 0.01, weight_decay: float = 5e-4,
-              seed: int = 0, eval_every: int = 1, max_seconds: float | None = None) -> dict:
+              seed: int = 0, eval_every: int = 1, max_seconds: float | None = None,
+              keep_memory: bool = False) -> dict:
     """Full-batch training of one model on one graph; test accuracy at the best validation
-    accuracy (at the last epoch when there is no validation set)."""
+    accuracy (at the last epoch when there is no validation set). ``keep_memory``: after the
+    first epoch (which builds the long-lived caches), :func:`keep_freed_memory`."""
     num_classes = int(data.y.max()) + 1
     model = build_model(model_name, data.num_features, num_classes, seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -207,15 +234,18 @@ def train_run(model_name: str, data, epochs: int, lr: float = 0.01, weight_decay
         val = (pred[data.val_mask] == y[data.val_mask]).float().mean().item() if has_val else 0.0
         return val, (pred[data.test_mask] == y[data.test_mask]).float().mean().item()
 
-    times, best, start = [], (-1.0, 0.0, 0), time.perf_counter()
+    times, cpu, best, start, kept = [], [], (-1.0, 0.0, 0), time.perf_counter(), False
     for epoch in range(1, epochs + 1):
+        if keep_memory and epoch == 2:
+            kept = keep_freed_memory()
         model.train()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x, edge_index, batch)[data.train_mask], y[data.train_mask])
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         out_of_time = max_seconds is not None and time.perf_counter() - start > max_seconds
         if (has_val and epoch % eval_every == 0) or epoch == epochs or out_of_time:
             val, test = accuracy()
@@ -226,6 +256,8 @@ def train_run(model_name: str, data, epochs: int, lr: float = 0.01, weight_decay
     timed = times[1:] if len(times) > 1 else times
     return dict(test_acc=best[1], val_acc=best[0] if has_val else None, best_epoch=best[2],
                 epochs_run=len(times), s_per_epoch=statistics.median(timed),
+                cpu_s_per_epoch=statistics.median(cpu[1:] if len(cpu) > 1 else cpu),
+                kept_freed_memory=kept,
                 epoch_seconds=[round(t, 4) for t in times])
 
 
@@ -233,7 +265,7 @@ def run_child(spec: dict) -> dict:
     """All seeds of one (data set, size, model), in this process: accuracy per seed, median
     seconds per epoch, peak RSS while training."""
     torch.set_num_threads(spec["threads"])
-    accs, seconds, peaks, per_seed, num_edges = [], [], [], [], None
+    accs, seconds, cpu, peaks, per_seed, num_edges = [], [], [], [], [], None
     how = "VmHWM after clear_refs (graph built)"
     for seed in spec["seeds"]:
         data = load_data(spec["dataset"], spec.get("num_nodes"), seed)
@@ -242,18 +274,22 @@ def run_child(spec: dict) -> dict:
         if not _reset_peak():
             how = "ru_maxrss (includes graph generation)"
         r = train_run(spec["model"], data, spec["epochs"], spec["lr"], spec["weight_decay"],
-                      seed, spec.get("eval_every", 1), spec.get("max_seconds"))
+                      seed, spec.get("eval_every", 1), spec.get("max_seconds"),
+                      spec.get("keep_memory", False))
         peak = _rss_mib("VmHWM") if how.startswith("VmHWM") else \
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         r.update(seed=seed, graph_mib=base, peak_mib=peak)
         per_seed.append(r)
         accs.append(r["test_acc"])
         seconds.append(r["s_per_epoch"])
+        cpu.append(r["cpu_s_per_epoch"])
         peaks.append(peak)
         del data
     return dict(accs=accs, acc_mean=statistics.mean(accs),
                 acc_std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                s_per_epoch=statistics.median(seconds), peak_mib=max(peaks), memory_how=how,
+                s_per_epoch=statistics.median(seconds), cpu_s_per_epoch=statistics.median(cpu),
+                kept_freed_memory=all(r["kept_freed_memory"] for r in per_seed),
+                peak_mib=max(peaks), memory_how=how,
                 ru_maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 num_edges=num_edges, runs=per_seed)
 
@@ -374,7 +410,7 @@ def targets(rows: list[dict]) -> list[str]:
                        f"{'met' if ok else 'not met'}")
         if n < 1_000_000:
             continue
-        for name in ("graphattn", CHECKPOINTED, SMALL, "graphattn adjacency"):
+        for name in ("graphattn", CHECKPOINTED, WIDE, "graphattn adjacency"):
             r0 = by.get((ds, n, name))
             if r0 is None:
                 continue
@@ -413,19 +449,26 @@ def markdown(meta: dict, rows: list[dict]) -> str:
              "Same graph, features, split, epochs, lr (0.01) and weight decay (5e-4) for every "
              "model of a row group; test accuracy at the epoch of best validation accuracy "
              "(karate: after the last epoch), mean ± std over seeds (each seed: new graph, "
-             "split and initialisation). s/epoch: median full-batch training step. Peak MiB: "
-             "largest resident size while training, in a fresh process (graph included).", "",
-             "| data | edges | model | seeds | epochs | test accuracy | s/epoch | peak MiB "
-             "| threads | status |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+             "split and initialisation). s/epoch: median full-batch training step (wall clock); "
+             "CPU s/epoch: its processor time over all threads (less sensitive to other "
+             "processes on a shared machine). Peak MiB: largest resident size while training, "
+             "in a fresh process (graph included); '(kept)': the process kept freed memory "
+             "(--keep-freed-memory). Every process: THP_MEM_ALLOC_ENABLE="
+             f"{meta.get('thp', 'unset')} (tensors of 2 MB and more on transparent huge "
+             "pages).", "",
+             "| data | edges | model | seeds | epochs | test accuracy | s/epoch | CPU s/epoch "
+             "| peak MiB | threads | status |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         acc = (f"{r['acc_mean']:.3f} ± {r['acc_std']:.3f}" if r.get("acc_mean") is not None
                else "-")
         edges = f"{r['num_edges']:,}" if r.get("num_edges") else "-"
+        kept = " (kept)" if r.get("kept_freed_memory") else ""
         lines.append(f"| {case_label(r)} | {edges} | {r['model']} | {len(r['seeds'])} | "
                      f"{r.get('epochs_run', r['epochs'])} | {acc} | "
-                     f"{fmt(r.get('s_per_epoch'), '.3f')} | {fmt(r.get('peak_mib'), '.0f')} | "
-                     f"{r['threads']} | {r['status']} |")
+                     f"{fmt(r.get('s_per_epoch'), '.3f')} | "
+                     f"{fmt(r.get('cpu_s_per_epoch'), '.3f')} | "
+                     f"{fmt(r.get('peak_mib'), '.0f')}{kept} | {r['threads']} | {r['status']} |")
     for extra in meta.get("appended", []):
         lines += ["", f"Rows added by a later run ({extra['date']}, load average at start "
                       f"{extra['loadavg']}, graphattn {extra.get('commit')}): see each row's "
@@ -439,7 +482,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
 
 
 def _order(r: dict) -> tuple:
-    names = [*MODELS, SMALL, CHECKPOINTED]
+    names = [*MODELS, WIDE, CHECKPOINTED]
     return (["karate", "sbm", "lfr"].index(r["dataset"]), r["num_nodes"],
             names.index(r["model"]) if r["model"] in names else len(names))
 
@@ -455,9 +498,10 @@ def write(out_dir: Path | None, meta: dict, rows: list[dict]) -> None:
 
 
 def run_case(case: dict, model: str, threads: int, lr: float, weight_decay: float,
-             isolate: bool = True, max_rss_gb: float = 14.0) -> dict:
+             isolate: bool = True, max_rss_gb: float = 14.0, keep_memory: bool = False) -> dict:
     """One (data set, size, model) row: all seeds, in a subprocess unless ``isolate=False``."""
-    spec = dict(case, model=model, threads=threads, lr=lr, weight_decay=weight_decay)
+    spec = dict(case, model=model, threads=threads, lr=lr, weight_decay=weight_decay,
+                keep_memory=keep_memory)
     budget = (case.get("max_seconds") or 600) * len(case["seeds"]) + 300
     result = run_isolated(spec, max_rss_gb, budget) if isolate else \
         dict(run_child(spec), status="ok")
@@ -485,6 +529,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--max-rss-gb", type=float, default=14.0)
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="every model's process keeps freed memory (glibc mallopt after the "
+                        "first epoch): no page faults on reused activations, more resident "
+                        "memory")
     p.add_argument("--append", action="store_true",
                    help="add to the rows of an existing social.json in the output folder "
                         "(a row of the same data set, size and model is replaced)")
@@ -505,7 +553,9 @@ def main(argv: list[str] | None = None) -> int:
                 cpu=platform.processor() or platform.machine(), cpus=os.cpu_count(),
                 loadavg=" ".join(f"{v:.2f}" for v in os.getloadavg()), quick=args.quick,
                 lr=args.lr, weight_decay=args.weight_decay, hidden=HIDDEN, heads=HEADS,
+                graphattn=dict(GRAPHATTN, hidden_channels=GRAPHATTN_HIDDEN),
                 commit=_git_commit(), thp=os.environ["THP_MEM_ALLOC_ENABLE"],
+                keep_freed_memory=args.keep_freed_memory,
                 notes=["100k nodes: 1 seed x 20 epochs; 1M nodes: 1 seed x 3 epochs (time and "
                        "memory first; accuracy there is after those few epochs, not "
                        "converged; s/epoch = median of the epochs after the first)."])
@@ -527,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{case['epochs']} epochs, {threads} thread(s)", flush=True)
         for model in models:
             row = run_case(case, model, threads, args.lr, args.weight_decay,
-                           max_rss_gb=args.max_rss_gb)
+                           max_rss_gb=args.max_rss_gb, keep_memory=args.keep_freed_memory)
             key = (row["dataset"], row["num_nodes"], row["model"])
             old_rows = [r for r in old_rows if (r["dataset"], r["num_nodes"], r["model"]) != key]
             rows.append(row)

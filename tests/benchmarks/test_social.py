@@ -67,3 +67,25 @@ def test_over_memory_budget_is_recorded(sb):
     case = dict(dataset="karate", num_nodes=34, seeds=[0], epochs=2)
     row = sb.run_case(case, "GCNConv", 1, 0.01, 5e-4, max_rss_gb=0.01)
     assert row["status"].startswith("out of memory") and "acc_mean" not in row
+
+
+def test_default_model_is_hybrid_with_one_global_layer_and_the_wide_one_global_everywhere(sb):
+    default = sb.build_model("graphattn", 4, 3).model
+    assert default.hidden_channels == 32
+    assert [layer.global_attn is not None for layer in default.layers] == [False, False, True]
+    wide = sb.build_model(sb.WIDE, 4, 3).model
+    assert wide.hidden_channels == 64 and all(layer.global_attn is not None
+                                              for layer in wide.layers)
+    assert sb.build_model(sb.CHECKPOINTED, 4, 3).model.checkpoint
+
+
+def test_keep_freed_memory_is_applied_after_the_first_epoch_and_recorded(sb, tmp_path):
+    case = dict(dataset="karate", num_nodes=34, seeds=[0], epochs=3)
+    row = sb.run_case(case, "GCNConv", 1, 0.01, 5e-4, keep_memory=True)
+    assert row["status"] == "ok" and row["kept_freed_memory"] is True  # glibc here
+    assert row["cpu_s_per_epoch"] > 0
+    plain = sb.run_case(case, "GCNConv", 1, 0.01, 5e-4)
+    assert plain["kept_freed_memory"] is False
+    meta = dict(date="d", torch="t", pyg="p", cpu="c", cpus=2, loadavg="0", thp="1")
+    md = sb.markdown(meta, [row, plain])
+    assert " (kept) |" in md and "THP_MEM_ALLOC_ENABLE=1" in md
