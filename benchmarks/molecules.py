@@ -227,6 +227,11 @@ class GINModel(torch.nn.Module):
         return self.readout(global_add_pool(h, batch.batch, size=batch.num_graphs))
 
 
+# GraphTransformer arguments a graphattn configuration may set (else the model's defaults)
+_GT_OPTIONAL = ("score", "attn_dropout", "norm", "pre_norm", "ffn_ratio", "head_layers",
+                "lap_k", "max_degree", "max_distance", "global_attention")
+
+
 def build_model(name: str, cfg: dict, in_channels: int, edge_dim: int) -> torch.nn.Module:
     if name == "attentivefp":
         return AttentiveFPModel(in_channels, edge_dim, cfg)
@@ -235,12 +240,13 @@ def build_model(name: str, cfg: dict, in_channels: int, edge_dim: int) -> torch.
     if name.startswith("graphattn-"):
         from graphattn import GraphTransformer
 
+        optional = {k: cfg[k] for k in _GT_OPTIONAL if k in cfg}
         return GraphTransformer(in_channels, cfg["hidden"], 1, num_layers=cfg["layers"],
                                 heads=cfg["heads"], mask=cfg["mask"], task="graph",
                                 pool=cfg["pool"], edge_dim=edge_dim,
                                 encodings=tuple(cfg["encodings"]), dropout=cfg["dropout"],
                                 local=cfg.get("local", "attention"),
-                                walk_length=cfg.get("walk_length", 16))
+                                walk_length=cfg.get("walk_length", 16), **optional)
     raise ValueError(f"unknown model {name!r}: choose from {MODELS}")
 
 
@@ -336,6 +342,31 @@ def run_one(task: str, name: str, seed: int, budget: dict, cfg: dict, loaded: di
                       weight_decay=cfg["weight_decay"], warmup=budget["warmup"], seed=seed,
                       log=log)
     return dict(res, seed=seed, params=params)
+
+
+def cross_validate(task: str, name: str, cfg: dict, budget: dict, seeds=(0, 1, 2),
+                   folds: int = 5, root: str | None = None, limit: int | None = None) -> dict:
+    """Tuning score of one configuration that never looks at a validation or test molecule:
+    for every seed, the *training part* of that seed's split is cut into ``folds`` random
+    folds; a model trains on all folds but one (same budget and protocol as the benchmark)
+    and is scored on the held-out fold at its best epoch there. Returns the held-out RMSE
+    per (seed, fold) and its mean: ``folds x len(seeds)`` held-out sets instead of one
+    64-molecule validation set per seed."""
+    walk = cfg.get("walk_length", 16) if "rwse" in cfg.get("encodings", ()) else 0
+    graphs, rmses = None, []
+    for seed in seeds:
+        loaded = load_task(task, seed, root=root, limit=limit)
+        if graphs is None:
+            graphs = add_rwse(loaded["data"], walk) if walk else loaded["data"]
+        train = loaded["train"][_perm(loaded["train"].numel(), 1000 + seed)]
+        for k, held in enumerate(train.tensor_split(folds)):
+            rest = torch.cat([part for j, part in enumerate(train.tensor_split(folds)) if j != k])
+            split = dict(data=graphs, train=rest, val=held, test=held)
+            r = run_one(task, name, 100 * seed + k, budget, cfg, split)
+            rmses.append(r["val_rmse"])
+    return dict(task=task, model=name, config=cfg, budget=budget, seeds=list(seeds),
+                folds=folds, rmse=rmses, mean=statistics.fmean(rmses),
+                std=statistics.stdev(rmses) if len(rmses) > 1 else 0.0)
 
 
 # ------------------------------------------------------------------------------- report
@@ -518,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None, help="override every task's epochs")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="override every task's batch size")
     p.add_argument("--limit", type=int, default=None, help="molecules per task (subset)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--root", default=None, help="data folder (default: graphattn's cache)")
@@ -531,8 +564,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--append", action="store_true",
                    help="keep the other tasks already in OUT/molecules.json")
     p.add_argument("--verbose", action="store_true", help="print every 10th epoch")
+    p.add_argument("--cv", type=int, default=None, metavar="K",
+                   help="tuning mode: K-fold cross-validation inside each seed's training "
+                        "part (see cross_validate); prints the mean held-out RMSE per model "
+                        "and appends a record to --cv-log; writes no results")
+    p.add_argument("--cv-log", type=Path, default=None,
+                   help="JSON-lines file the --cv records are appended to")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.cv:
+        overrides = json.loads(args.config) if args.config else {}
+        for task in args.tasks or ["freesolv_random"]:
+            budget = dict(BUDGET[task])
+            if args.batch_size:
+                budget["batch_size"] = args.batch_size
+            if args.epochs:
+                budget.update(epochs=args.epochs, warmup=min(budget["warmup"],
+                                                             max(args.epochs // 10, 1)))
+            for name in args.models:
+                cfg = dict(CONFIGS[name], **TASK_CONFIGS.get(task, {}).get(name, {}),
+                           **overrides.get(name, {}))
+                t0 = time.perf_counter()
+                rec = cross_validate(task, name, cfg, budget, args.seeds or [0, 1, 2],
+                                     args.cv, args.root, args.limit)
+                rec["seconds"] = time.perf_counter() - t0
+                print(f"cv {task} {name}: held-out RMSE {rec['mean']:.4f} ± {rec['std']:.4f} "
+                      f"({len(rec['rmse'])} folds, {rec['seconds']:.0f} s) "
+                      f"{json.dumps(overrides.get(name, {}))}", flush=True)
+                if args.cv_log is not None:
+                    args.cv_log.parent.mkdir(parents=True, exist_ok=True)
+                    with open(args.cv_log, "a") as f:
+                        f.write(json.dumps(dict(rec, overrides=overrides.get(name, {}))) + "\n")
+        return 0
     quick = args.quick
     tasks = args.tasks or (["freesolv_random", "solubility", "qm9_gap"] if quick else TASKS)
     seeds = args.seeds or ([0] if quick else [0, 1, 2])
@@ -543,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                                                              else sys.argv[1:])
     run(tasks, args.models, seeds, epochs, out_dir, limit, args.root,
         json.loads(args.config) if args.config else None, verbose=args.verbose,
+        budget={t: dict(batch_size=args.batch_size) for t in tasks} if args.batch_size else None,
         command=command.strip(), append=args.append, qm9_sizes=tuple(args.qm9_sizes))
     return 0
 

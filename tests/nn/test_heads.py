@@ -50,6 +50,8 @@ def test_poolings_compute_what_they_say():
                       ("max", x[:2].max(0).values)):
         m = head(pool, num_layers=1)
         torch.testing.assert_close(m(x, batch)[0], m.mlp(ref[None])[0])
+    m = head("atomwise")  # the MLP on every node, then the sum
+    torch.testing.assert_close(m(x, batch)[1], m.mlp(x[2:]).sum(0))
     m = head("cls", num_layers=1)
     pool = m.pooling
     q = pool.lin_query(pool.cls).view(2, 3)
@@ -57,6 +59,53 @@ def test_poolings_compute_what_they_say():
     a = torch.softmax((k * q).sum(-1) / 3**0.5, 0)  # (2 nodes, 2 heads)
     ref = pool.cls + (a.unsqueeze(-1) * v).sum(0).reshape(6)
     torch.testing.assert_close(m(x, batch)[0], m.mlp(ref[None])[0])
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_gru_readout_is_attentive_fps_molecule_readout(relu):
+    # relu=True is PyG's AttentiveFP readout: sum -> ReLU, then per step GATConv((x, g))
+    # over the node -> graph edges, ELU, GRUCell, ReLU; same weights, same numbers.
+    # relu=False (the default, for signed layer-normed node features) drops the ReLUs.
+    from torch_geometric.nn import GATConv, global_add_pool
+
+    from graphattn.nn.heads import GRUReadout
+
+    x, batch = batch_of([2, 3, 1])
+    torch.manual_seed(0)
+    r = GRUReadout(6, relu=relu).double()
+    conv = GATConv(6, 6, add_self_loops=False, negative_slope=0.01).double()
+    with torch.no_grad():
+        conv.lin.weight.copy_(r.lin.weight)
+        conv.att_src.copy_(r.att_node.view(1, 1, 6))
+        conv.att_dst.copy_(r.att_graph.view(1, 1, 6))
+        conv.bias.copy_(torch.randn(6))
+        r.bias.copy_(conv.bias)
+    act = torch.relu if relu else (lambda t: t)
+    edge_index = torch.stack([torch.arange(6), batch])
+    g = act(global_add_pool(x, batch))
+    for _ in range(r.steps):
+        g = act(r.gru(F.elu(conv((x, g), edge_index)), g))
+    torch.testing.assert_close(r(x, batch, 3), g)
+    assert r.steps == 2 and "steps=2" in repr(r)
+    assert not head("gru").pooling.relu  # GraphHead's default
+
+
+def test_gru_readout_keeps_the_sign_of_summed_features():
+    # without the ReLU a graph whose summed features are all negative still has a state
+    from graphattn.nn.heads import GRUReadout
+
+    torch.manual_seed(0)
+    x = -torch.rand(4, 6, dtype=torch.float64) - 1.0
+    batch = torch.zeros(4, dtype=torch.long)
+    with torch.no_grad():
+        for relu in (True, False):
+            r = GRUReadout(6, relu=relu).double()
+            r.gru.weight_hh.zero_()
+            r.gru.bias_hh.zero_()
+            r.gru.bias_ih.fill_(50.0)  # update gate z = 1: the state passes unchanged
+            g = r(x, batch, 1)
+            expected = x.sum(0).relu() if relu else x.sum(0)
+            torch.testing.assert_close(g[0], expected)
 
 
 def test_empty_graph_in_a_batch_is_finite():
