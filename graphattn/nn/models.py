@@ -63,8 +63,9 @@ class GraphTransformer(torch.nn.Module):
         mask (str): ``"adjacency"``, ``"full"`` or ``"hybrid"``. (default: ``"adjacency"``)
         score (str): ``"dot"`` or ``"additive"``. (default: ``"dot"``)
         task (str): ``"node"`` or ``"graph"``. (default: ``"node"``)
-        pool (str): Graph pooling: ``"mean"``, ``"sum"``, ``"max"``, ``"attention"`` or
-            ``"cls"``. (default: ``"mean"``)
+        pool (str): Graph pooling: ``"mean"``, ``"sum"``, ``"max"``, ``"attention"``,
+            ``"cls"``, ``"gru"`` or ``"atomwise"`` (see :class:`~graphattn.nn.GraphHead`).
+            (default: ``"mean"``)
         edge_dim (int, optional): Edge feature size. (default: ``None``)
         encodings (sequence of str): Encoding names, see above. (default: ``()``)
         dropout (float): Dropout in layers and head. (default: ``0.0``)
