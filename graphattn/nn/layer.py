@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -12,73 +10,13 @@ from torch.nn import BatchNorm1d, Identity, LayerNorm, Linear, ReLU, Sequential
 from torch_geometric.nn import GINConv, GINEConv
 
 from graphattn.nn.attention import GraphSelfAttention
+from graphattn.nn.dropout import FAST_DROPOUT_NUMEL, Dropout, apply_mask_, drop_, dropout
 from graphattn.nn.linear_attention import LinearGlobalAttention
 
 MASKS = ("adjacency", "full", "hybrid")
 LOCALS = ("attention", "gine", None)
 GLOBALS = ("softmax", "linear")
 NORMS = ("layer", "batch", None)
-FAST_DROPOUT_NUMEL = 1 << 22  # tensors at least this large draw their mask from random bits
-
-
-_BITS = threading.local()  # one reused buffer of random bits per thread
-
-
-def _drop_mask(x: Tensor, p: float) -> tuple[Tensor, float]:
-    """The boolean drop mask of :class:`_FastDropout` (shape of ``x``) and the keep scale."""
-    level = round(p * 65536)
-    words = (x.numel() + 3) // 4
-    bits = getattr(_BITS, "buffer", None)
-    if bits is None or bits.numel() < words or bits.device != x.device:
-        bits = _BITS.buffer = torch.empty(words, dtype=torch.int64, device=x.device)
-    bits = bits[:words].random_(-2**63, None).view(torch.int16)[:x.numel()].view(x.shape)
-    return bits < level - 32768, 1.0 / (1.0 - level / 65536)  # P(drop) = level / 65536
-
-
-class _FastDropout(torch.autograd.Function):
-    """Inverted dropout whose mask comes from 16 random bits per element (four per 64-bit
-    draw of torch's generator) instead of ``bernoulli_``: 5-10x faster on a CPU for the
-    ``[N, C]`` activations of a million-node graph. The drop probability is rounded to a
-    multiple of ``1 / 65536``. ``inplace=True`` overwrites ``x`` (which nothing may have saved).
-    Only the boolean drop mask is saved; the random bits go to one buffer per thread, kept
-    and reused (2 bytes per element of the largest tensor dropped), so that no fresh
-    allocation is paged in for them on every call."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, p: float, inplace: bool) -> Tensor:
-        drop, scale = _drop_mask(x, p)
-        if inplace:
-            ctx.mark_dirty(x)
-            out = x.masked_fill_(drop, 0.0).mul_(scale)
-        else:
-            out = x.masked_fill(drop, 0.0).mul_(scale)
-        ctx.save_for_backward(drop)
-        ctx.scale = scale
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        (drop,) = ctx.saved_tensors
-        return grad.masked_fill(drop, 0.0).mul_(ctx.scale), None, None
-
-
-def dropout(x: Tensor, p: float, training: bool = True, inplace: bool = False) -> Tensor:
-    """:func:`torch.nn.functional.dropout`, with a faster mask for tensors of at least
-    :data:`FAST_DROPOUT_NUMEL` elements (see :class:`_FastDropout`; smaller tensors, e.g.
-    every molecule batch, take torch's own path and its random numbers). ``inplace=True``
-    may overwrite ``x``: only for a tensor no autograd node saved."""
-    if not training or p == 0.0:
-        return x
-    if x.numel() >= FAST_DROPOUT_NUMEL and x.is_floating_point():
-        return _FastDropout.apply(x, p, inplace)
-    return F.dropout(x, p, training)
-
-
-class Dropout(torch.nn.Dropout):
-    """:class:`torch.nn.Dropout` with :func:`dropout`'s fast mask on large tensors."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return dropout(x, self.p, self.training, self.inplace)
 
 
 class _FeedForward(torch.autograd.Function):
@@ -91,9 +29,7 @@ class _FeedForward(torch.autograd.Function):
     def forward(ctx, h, w1, b1, w2, b2, p: float):
         z = F.linear(h, w1, b1)  # (N, F)
         a = F.gelu(z)
-        drop, scale = _drop_mask(a, p) if p > 0 else (None, 1.0)
-        if drop is not None:
-            a.masked_fill_(drop, 0.0).mul_(scale)
+        drop, scale = drop_(a, p) if p > 0 else (None, 1.0)
         ctx.save_for_backward(h, w1, w2, z, a, drop)
         ctx.scale = scale
         return F.linear(a, w2, b2)
@@ -105,7 +41,7 @@ class _FeedForward(torch.autograd.Function):
         g_w2, g_b2 = g.t() @ a, g.sum(0)
         ga = g @ w2  # (N, F)
         if drop is not None:
-            ga.masked_fill_(drop, 0.0).mul_(ctx.scale)
+            apply_mask_(ga, drop, ctx.scale)
         torch.ops.aten.gelu_backward.grad_input(ga, z, grad_input=ga)  # in place
         g_h = ga @ w1 if ctx.needs_input_grad[0] else None
         return g_h, ga.t() @ h, ga.sum(0), g_w2, g_b2, None

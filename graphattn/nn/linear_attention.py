@@ -13,6 +13,7 @@ from torch_geometric.utils import to_dense_batch
 
 from graphattn.nn import functional as GF
 from graphattn.nn._checks import check_features, check_layer_sizes
+from graphattn.nn.dropout import dropout
 
 
 class _EluPlusOne(torch.autograd.Function):
@@ -224,7 +225,7 @@ class LinearGlobalAttention(torch.nn.Module):
             num = torch.einsum("blhc,bhcd->blhd", qd, kv)[mask]  # (N, H, C)
             den = torch.einsum("blhc,bhc->blh", qd, k_sum)[mask].unsqueeze(-1)
             out = (num / den).view(N, H * C)
-        out = F.dropout(out, p=self.dropout, training=self.training)
+        out = dropout(out, self.dropout, self.training)
 
         if not self.concat:
             out = out.view(N, H, C).mean(dim=1)

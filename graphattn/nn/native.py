@@ -8,6 +8,9 @@
   stored. Compared with :class:`~.sparse_kernel.SparseAttention` (MKL sparse products plus
   segment ops), it reads every node row once per edge instead of once per head and product,
   and computes the additive score without materialising ``q_i + k_j``.
+* ``dropout.c`` (:func:`dropout_forward`, :func:`dropout_backward`): the dropout of large
+  tensors in one pass, its random bits from a counter-based generator (the same mask for
+  any number of threads).
 * ``dense_attention.c`` (``mask="full"``, dot score, :class:`DenseAttention`): one thread
   per graph of a batch attends within it in cache, with no padding; it keeps the row
   maximum and sum of the softmax, not the ``[P, H]`` weights, and recomputes the scores in
@@ -43,7 +46,7 @@ import torch
 from torch import Tensor
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = [CSRC / "csr_attention.c", CSRC / "dense_attention.c"]
+SOURCES = [CSRC / "csr_attention.c", CSRC / "dense_attention.c", CSRC / "dropout.c"]
 HEADERS = [CSRC / "common.h"]
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=gnu11"]
 # one object per source and dtype: the element type, the suffix of its entry points, its
@@ -144,10 +147,13 @@ def _ptr(t: Tensor | None) -> ctypes.c_void_p:
 
 
 def _call(name: str, dtype: torch.dtype, *args) -> None:
-    """Call ``csr_attention_<name>`` (or ``dense_attention_<name>`` for ``dense_<name>``)."""
-    kernel, name = ("dense_attention", name[6:]) if name.startswith("dense_") else \
-        ("csr_attention", name)
-    fn = getattr(_lib, f"{kernel}_{name}_{_SUFFIX[dtype]}")
+    """Call ``csr_attention_<name>`` (``dense_attention_<name>`` for ``dense_<name>``,
+    ``dropout_<name>`` for ``dropout_<name>``)."""
+    if name.startswith("dense_"):
+        name = "dense_attention_" + name[6:]
+    elif not name.startswith("dropout_"):
+        name = "csr_attention_" + name
+    fn = getattr(_lib, f"{name}_{_SUFFIX[dtype]}")
     conv = [ctypes.c_int64(a) if isinstance(a, int) else ctypes.c_double(a)
             if isinstance(a, float) else _ptr(a) for a in args]
     fn(*conv, ctypes.c_int(torch.get_num_threads()))
@@ -274,3 +280,23 @@ def _bias_strides(ab: Tensor | None) -> list[int]:
         return [0, 0, 0, 0]
     sb, sh, si, sj = ab.stride()
     return [sb, sh if ab.size(1) > 1 else 0, si, sj]
+
+
+def dropout_forward(x: Tensor, level: int, out: Tensor) -> Tensor:
+    """Zero the elements of ``x`` whose 16 random bits fall below ``level`` (probability
+    ``level / 65536``), scale the others by ``65536 / (65536 - level)``, into ``out`` (may be
+    ``x``). ``x`` and ``out`` contiguous CPU float32/64 tensors; the seed is one draw of
+    torch's default generator. Returns the drop mask as bits: int64 words
+    ``[ceil(numel / 64)]``, element ``i`` at bit ``i % 64`` of word ``i // 64``."""
+    mask = torch.empty((x.numel() + 63) // 64, dtype=torch.int64)
+    seed = int(torch.empty((), dtype=torch.int64).random_())
+    _call("dropout_forward", x.dtype, x.numel(), x, out, mask, seed, level,
+          65536.0 / (65536 - level))
+    return mask
+
+
+def dropout_backward(g: Tensor, mask: Tensor, scale: float, out: Tensor) -> Tensor:
+    """``out = g * scale`` where the bit of :func:`dropout_forward`'s ``mask`` is 0, and 0
+    where it is 1 (``out`` may be ``g``)."""
+    _call("dropout_backward", g.dtype, g.numel(), g, mask, float(scale), out)
+    return out

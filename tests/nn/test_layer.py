@@ -135,35 +135,6 @@ def test_bad_arguments_are_refused():
         make()(x[:, :4], ei)
 
 
-def test_fast_dropout_on_large_tensors_drops_p_and_scales_the_rest():
-    from graphattn.nn.layer import FAST_DROPOUT_NUMEL, dropout
-
-    x = torch.ones(FAST_DROPOUT_NUMEL, requires_grad=True)
-    torch.manual_seed(0)
-    out = dropout(x, 0.3)
-    kept = out != 0
-    assert abs(kept.float().mean().item() - 0.7) < 2e-3  # 4M draws: std 2.3e-4
-    level = round(0.3 * 65536) / 65536  # the probability is rounded to 1 / 65536
-    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 1 / (1 - level)))
-    (grad,) = torch.autograd.grad(out, x, torch.arange(x.numel(), dtype=x.dtype))
-    torch.testing.assert_close(grad, out.detach() * torch.arange(x.numel(), dtype=x.dtype))
-    torch.manual_seed(0)  # same seed, same mask; in place gives the same numbers
-    y = torch.ones(FAST_DROPOUT_NUMEL).mul(2.0)
-    assert dropout(y, 0.3, inplace=True) is y
-    torch.testing.assert_close(y, 2.0 * out.detach())
-    assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0) is x
-
-
-def test_small_tensors_keep_torch_dropout_numbers():
-    from graphattn.nn.layer import dropout
-
-    x = torch.randn(100, 8)
-    torch.manual_seed(3)
-    ours = dropout(x, 0.25)
-    torch.manual_seed(3)
-    torch.testing.assert_close(ours, torch.nn.functional.dropout(x, 0.25))
-
-
 def test_in_place_sums_leave_training_gradients_unchanged():
     """The layer adds its branches, dropout and residuals in place where nothing saved the
     tensor: gradients equal the out-of-place formula of the first test."""

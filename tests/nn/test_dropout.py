@@ -1,0 +1,107 @@
+"""Dropout of large tensors (graphattn.nn.dropout): the fast mask, native and pure-torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from graphattn.nn import native
+from graphattn.nn.dropout import FAST_DROPOUT_NUMEL, apply_mask_, drop_, dropout
+
+PATHS = ["native", "torch"]
+
+
+def _path(name):
+    if name == "native" and not native.available():
+        pytest.skip("no native kernel")
+    return native.disabled() if name == "torch" else _nothing()
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_fast_dropout_on_large_tensors_drops_p_and_scales_the_rest(path):
+    with _path(path):
+        x = torch.ones(FAST_DROPOUT_NUMEL, requires_grad=True)
+        torch.manual_seed(0)
+        out = dropout(x, 0.3)
+        kept = out != 0
+        assert abs(kept.float().mean().item() - 0.7) < 2e-3  # 4M draws: std 2.3e-4
+        level = round(0.3 * 65536) / 65536  # the probability is rounded to 1 / 65536
+        torch.testing.assert_close(out[kept], torch.full_like(out[kept], 1 / (1 - level)))
+        (grad,) = torch.autograd.grad(out, x, torch.arange(x.numel(), dtype=x.dtype))
+        torch.testing.assert_close(grad, out.detach() * torch.arange(x.numel(), dtype=x.dtype))
+        torch.manual_seed(0)  # same seed, same mask; in place gives the same numbers
+        y = torch.ones(FAST_DROPOUT_NUMEL).mul(2.0)
+        assert dropout(y, 0.3, inplace=True) is y
+        torch.testing.assert_close(y, 2.0 * out.detach())
+        assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0) is x
+        torch.manual_seed(1)  # another seed, another mask
+        assert not torch.equal(dropout(x, 0.3) != 0, kept)
+
+
+def test_small_tensors_keep_torch_dropout_numbers():
+    x = torch.randn(100, 8)
+    torch.manual_seed(3)
+    ours = dropout(x, 0.25)
+    torch.manual_seed(3)
+    torch.testing.assert_close(ours, torch.nn.functional.dropout(x, 0.25))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [1, 63, 64, 1000, 1024, 5000, 70_001])
+def test_native_mask_bits_match_the_output_for_any_length(n, dtype):
+    """Tails of a 64-bit word and of a 1,024-element group: the kept elements are exactly the
+    0 bits, scaled; the backward zeroes the same elements; NaN and inf dropped become 0."""
+    _path("native")
+    x = torch.rand(n, dtype=dtype) + 1.0
+    x[:: 7] = float("nan")
+    x[3:: 11] = float("inf")
+    torch.manual_seed(5)
+    out = torch.empty_like(x)
+    mask, scale = drop_(x, 0.5, out)
+    bits = ((mask.view(-1, 1) >> torch.arange(64)) & 1).view(-1)[:n].bool()
+    assert torch.equal(out == 0, bits) or torch.equal((out == 0) | (x == 0), bits)
+    kept = ~bits
+    torch.testing.assert_close(out[kept], x[kept] * scale, equal_nan=True)
+    g = torch.full((n,), 3.0, dtype=dtype)
+    back = apply_mask_(g, mask, scale)
+    assert back is g and torch.equal(g == 0, bits)
+    torch.testing.assert_close(g[kept], torch.full_like(g[kept], 3.0 * scale))
+
+
+def test_native_mask_is_the_same_for_any_number_of_threads():
+    _path("native")
+    x = torch.randn(300_000)
+    outs = []
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            torch.manual_seed(0)
+            outs.append(drop_(x.clone(), 0.2)[0])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_non_contiguous_inputs_are_dropped_like_contiguous_ones():
+    big = torch.randn(2 * FAST_DROPOUT_NUMEL // 64 + 2, 64)
+    x = big.t()[:, ::2]  # a strided view
+    torch.manual_seed(2)
+    a = dropout(x, 0.4)
+    torch.manual_seed(2)
+    b = dropout(x.contiguous(), 0.4)
+    torch.testing.assert_close(a, b)
+    x = x.clone().requires_grad_(True)  # gradients of a strided upstream gradient
+    torch.manual_seed(2)
+    out = dropout(x, 0.4)
+    g = torch.randn(x.shape[1], x.shape[0]).t()
+    (gx,) = torch.autograd.grad(out, x, g)
+    torch.testing.assert_close(gx, torch.where(out == 0, 0.0, g / (1 - round(0.4 * 65536) / 65536)))
