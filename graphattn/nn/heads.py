@@ -15,6 +15,8 @@ from torch_geometric.nn import (
 )
 from torch_geometric.utils import softmax
 
+from graphattn.nn.dropout import FAST_DROPOUT_NUMEL, dropout
+
 POOLS = ("mean", "sum", "max", "attention", "cls", "gru", "atomwise")
 LOSSES = ("mse", "bce", "ce")
 
@@ -54,7 +56,14 @@ class NodeHead(torch.nn.Module):
         self.mlp.reset_parameters()
 
     def forward(self, x: Tensor, batch: Tensor | None = None) -> Tensor:
-        return self.mlp(x)
+        mlp = self.mlp
+        if not (self.training and x.size(0) * mlp.channel_list[1] >= FAST_DROPOUT_NUMEL):
+            return mlp(x)
+        # a large graph: PyG's MLP (no norm, plain last layer) with graphattn's dropout,
+        # whose mask is 5-10x faster to draw than bernoulli_ on [N, hidden] on a CPU
+        for lin, p in zip(mlp.lins[:-1], mlp.dropout):
+            x = dropout(mlp.act(lin(x)), p, inplace=True)
+        return mlp.lins[-1](x)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"

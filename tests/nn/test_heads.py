@@ -178,3 +178,22 @@ def test_masked_loss_refuses_mismatched_shapes():
         masked_loss(torch.zeros(3, 2), torch.zeros(3, 2), "ce")
     with pytest.raises(ValueError, match="kind"):
         masked_loss(torch.zeros(3), torch.zeros(3), "l1")
+
+
+def test_node_head_on_a_large_graph_is_pygs_mlp_with_the_fast_dropout():
+    from graphattn.nn import NodeHead
+    from graphattn.nn.dropout import FAST_DROPOUT_NUMEL, dropout
+
+    n = FAST_DROPOUT_NUMEL // 8 + 1  # [n, 8] hidden: the fast path
+    x = torch.randn(n, 8)
+    torch.manual_seed(0)
+    head = NodeHead(8, 3, dropout=0.0).train()
+    torch.testing.assert_close(head(x), head.mlp(x))  # no dropout: PyG's MLP exactly
+    head.mlp.dropout = [0.5, 0.0]
+    torch.manual_seed(1)
+    out = head(x)
+    torch.manual_seed(1)
+    lin0, lin1 = head.mlp.lins
+    expected = lin1(dropout(F.gelu(lin0(x)), 0.5))
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out, head.mlp.eval()(x))
