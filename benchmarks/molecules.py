@@ -98,8 +98,8 @@ NOTES = [
     "scored by 5-fold cross-validation inside the training parts of seeds 0-2 (`--cv 5`, "
     "CV_SWEEP): only the readout changed the score beyond its noise (Attentive FP's GRU "
     "readout 1.060 vs the sum 1.107, AttentiveFP 0.998), so graphattn-adjacency reads out "
-    "with it on both FreeSolv tasks; width, depth, score, norm, dropout and learning rate "
-    "did not help.",
+    "with it on both FreeSolv tasks (on the scaffold split untested by the CV); width, "
+    "score, norm and dropout did not help.",
 ]
 SWEEP = [  # freesolv_random, 60 epochs, mean validation RMSE over seeds 0-2 (kcal/mol)
     # changes from: hidden 128, 4 layers, 4 heads, dropout 0.1, lr 5e-4, weight decay 1e-4,
