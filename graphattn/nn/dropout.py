@@ -35,10 +35,10 @@ def drop_(x: Tensor, p: float, out: Tensor | None = None) -> tuple[Tensor, float
     out = x if out is None else out
     if _native_ok(x):  # mask bits in the row-major order of the elements
         if x.is_contiguous() and out.is_contiguous():
-            return native.dropout_forward(x, level, out), scale
+            return native.dropout_forward(x, level, scale, out), scale
         dense = x.contiguous()
         res = dense if dense is not x else torch.empty_like(dense)
-        mask = native.dropout_forward(dense, level, res)
+        mask = native.dropout_forward(dense, level, scale, res)
         out.copy_(res)
         return mask, scale
     words = (x.numel() + 3) // 4
@@ -69,7 +69,7 @@ def apply_mask_(x: Tensor, drop: Tensor, scale: float, out: Tensor | None = None
 class _FastDropout(torch.autograd.Function):
     """Inverted dropout with :func:`drop_`'s mask: on a CPU 10-20x faster than
     ``bernoulli_`` for the ``[N, C]`` activations of a million-node graph. ``inplace=True``
-    overwrites ``x`` (which nothing may have saved). Only the boolean mask is saved."""
+    overwrites ``x`` (which nothing may have saved). Only the mask is saved."""
 
     @staticmethod
     def forward(ctx, x: Tensor, p: float, inplace: bool) -> Tensor:
@@ -84,8 +84,8 @@ class _FastDropout(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         (drop,) = ctx.saved_tensors
-        grad = grad.contiguous()
-        return apply_mask_(grad, drop, ctx.scale, torch.empty_like(grad)), None, None
+        out = torch.empty_like(grad, memory_format=torch.contiguous_format)
+        return apply_mask_(grad, drop, ctx.scale, out), None, None
 
 
 def dropout(x: Tensor, p: float, training: bool = True, inplace: bool = False) -> Tensor:

@@ -282,16 +282,15 @@ def _bias_strides(ab: Tensor | None) -> list[int]:
     return [sb, sh if ab.size(1) > 1 else 0, si, sj]
 
 
-def dropout_forward(x: Tensor, level: int, out: Tensor) -> Tensor:
+def dropout_forward(x: Tensor, level: int, scale: float, out: Tensor) -> Tensor:
     """Zero the elements of ``x`` whose 16 random bits fall below ``level`` (probability
-    ``level / 65536``), scale the others by ``65536 / (65536 - level)``, into ``out`` (may be
-    ``x``). ``x`` and ``out`` contiguous CPU float32/64 tensors; the seed is one draw of
-    torch's default generator. Returns the drop mask as bits: int64 words
-    ``[ceil(numel / 64)]``, element ``i`` at bit ``i % 64`` of word ``i // 64``."""
+    ``level / 65536``), multiply the others by ``scale``, into ``out`` (may be ``x``). ``x``
+    and ``out`` contiguous CPU float32/64 tensors; the seed is one draw of torch's default
+    generator. Returns the drop mask as bits: int64 words ``[ceil(numel / 64)]``, element
+    ``i`` at bit ``i % 64`` of word ``i // 64``."""
     mask = torch.empty((x.numel() + 63) // 64, dtype=torch.int64)
     seed = int(torch.empty((), dtype=torch.int64).random_())
-    _call("dropout_forward", x.dtype, x.numel(), x, out, mask, seed, level,
-          65536.0 / (65536 - level))
+    _call("dropout_forward", x.dtype, x.numel(), x, out, mask, seed, level, float(scale))
     return mask
 
 
