@@ -83,6 +83,21 @@ TASK_CONFIGS = {
     "qm9_gap": {m: dict(hidden=64) for m in MODELS},
 }
 
+
+def model_config(task: str, name: str, overrides: dict | None = None) -> dict:
+    """The settings ``name`` trains with on ``task``: CONFIGS, then TASK_CONFIGS, then the
+    caller's ``overrides`` (e.g. ``--config``) on top."""
+    return {**CONFIGS[name], **TASK_CONFIGS.get(task, {}).get(name, {}), **(overrides or {})}
+
+
+def task_budget(task: str, epochs: int | None = None, **changes) -> dict:
+    """BUDGET[task] with ``changes`` (e.g. ``batch_size``); ``epochs`` also shortens the
+    warm-up to at most a tenth of them."""
+    budget = {**BUDGET[task], **changes}
+    if epochs is not None:
+        budget.update(epochs=epochs, warmup=min(budget["warmup"], max(epochs // 10, 1)))
+    return budget
+
 NOTES = [
     "Budget: a 2-core machine shared with another benchmark; one process, 1 thread. Seconds "
     "per epoch of every model were measured first; the epochs (FreeSolv 60, Solubility 40, "
@@ -507,14 +522,11 @@ def run(tasks=TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None = None,
     the other tasks of an existing ``out_dir/molecules.json`` (re-run or add a task)."""
     import torch_geometric
 
-    configs = {m: dict(CONFIGS[m], **(configs or {}).get(m, {})) for m in models}
+    overrides = configs or {}
+    configs = {m: dict(CONFIGS[m], **overrides.get(m, {})) for m in models}
     task_configs = {t: {m: c for m, c in TASK_CONFIGS.get(t, {}).items() if m in models}
                     for t in tasks if t in TASK_CONFIGS}
-    budget = {t: dict(BUDGET[t], **(budget or {}).get(t, {})) for t in tasks}
-    if epochs is not None:
-        for t in tasks:
-            budget[t]["epochs"] = epochs
-            budget[t]["warmup"] = min(budget[t]["warmup"], max(epochs // 10, 1))
+    budget = {t: task_budget(t, epochs, **(budget or {}).get(t, {})) for t in tasks}
     meta = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 torch=torch.__version__, pyg=torch_geometric.__version__,
                 threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine(),
@@ -546,7 +558,7 @@ def run(tasks=TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None = None,
             meta["sizes"][task] = {k: int(loaded[k].numel()) for k in ("train", "val", "test")}
             for name in models:
                 t0 = time.perf_counter()
-                cfg = dict(configs[name], **task_configs.get(task, {}).get(name, {}))
+                cfg = model_config(task, name, overrides.get(name))
                 r = run_one(task, name, seed, budget[task], cfg, loaded, verbose)
                 r.pop("history") if not verbose else None
                 entry = results[task].setdefault(name, dict(runs=[], config=cfg))
@@ -610,15 +622,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cv:
         overrides = json.loads(args.config) if args.config else {}
         for task in args.tasks or ["freesolv_random"]:
-            budget = dict(BUDGET[task])
-            if args.batch_size:
-                budget["batch_size"] = args.batch_size
-            if args.epochs:
-                budget.update(epochs=args.epochs, warmup=min(budget["warmup"],
-                                                             max(args.epochs // 10, 1)))
+            budget = task_budget(task, args.epochs, **({"batch_size": args.batch_size}
+                                                       if args.batch_size else {}))
             for name in args.models:
-                cfg = {**CONFIGS[name], **TASK_CONFIGS.get(task, {}).get(name, {}),
-                       **overrides.get(name, {})}
+                cfg = model_config(task, name, overrides.get(name))
                 t0 = time.perf_counter()
                 rec = cross_validate(task, name, cfg, budget, args.seeds or [0, 1, 2],
                                      args.cv, args.root, args.limit)
