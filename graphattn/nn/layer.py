@@ -17,6 +17,7 @@ MASKS = ("adjacency", "full", "hybrid")
 LOCALS = ("attention", "gine", None)
 GLOBALS = ("softmax", "linear")
 NORMS = ("layer", "batch", None)
+RESIDUALS = ("add", "gru")
 
 
 class _FeedForward(torch.autograd.Function):
@@ -73,6 +74,12 @@ class GraphTransformerLayer(torch.nn.Module):
     and with post-norm :math:`\mathbf{h} = \mathrm{Norm}_1(\mathbf{x} + \mathrm{A}(\mathbf{x}))`,
     :math:`\mathbf{x}' = \mathrm{Norm}_2(\mathbf{h} + \mathrm{FFN}(\mathbf{h}))`.
 
+    With ``residual="gru"`` the attention branch updates each node through a gated
+    recurrent unit instead of a sum (Attentive FP's node update), the attention output as
+    the GRU's input and the node's state as its hidden state:
+    :math:`\mathbf{h} = \mathrm{GRU}\big(\mathrm{Dropout}(\mathrm{A}(\mathrm{Norm}_1
+    (\mathbf{x}))),\ \mathbf{x}\big)`; the feed-forward branch stays a sum.
+
     ``mask`` chooses :math:`\mathrm{A}`:
 
     * ``"adjacency"``: :class:`~graphattn.nn.GraphSelfAttention` over in-neighbours.
@@ -106,6 +113,9 @@ class GraphTransformerLayer(torch.nn.Module):
         norm (str, optional): ``"layer"``, ``"batch"`` or ``None``. (default: ``"layer"``)
         pre_norm (bool): Normalise at the start of each branch (``True``) or after each
             residual sum. (default: ``True``)
+        residual (str): How the attention branch joins the node's state: ``"add"`` (a sum)
+            or ``"gru"`` (a :class:`torch.nn.GRUCell`: six more ``channels x channels``
+            weight matrices). (default: ``"add"``)
 
     Shapes:
         - **input:** node features :math:`(N, F)` with :math:`F` = ``channels``, edge indices
@@ -130,8 +140,11 @@ class GraphTransformerLayer(torch.nn.Module):
         ffn_ratio: int = 2,
         norm: str | None = "layer",
         pre_norm: bool = True,
+        residual: str = "add",
     ) -> None:
         super().__init__()
+        if residual not in RESIDUALS:
+            raise ValueError(f"residual must be one of {RESIDUALS}, got {residual!r}")
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
         if local not in LOCALS:
@@ -147,6 +160,7 @@ class GraphTransformerLayer(torch.nn.Module):
         self.channels, self.heads, self.mask, self.score = channels, heads, mask, score
         self.local, self.global_attention = local, global_attention
         self.edge_dim, self.dropout, self.norm, self.pre_norm = edge_dim, dropout, norm, pre_norm
+        self.residual = residual
         C = channels // heads
 
         def softmax_attention(m: str) -> GraphSelfAttention:
@@ -164,6 +178,7 @@ class GraphTransformerLayer(torch.nn.Module):
                                 else LinearGlobalAttention(channels, C, heads=heads,
                                                            dropout=attn_dropout,
                                                            root_weight=False))
+        self.gru = torch.nn.GRUCell(channels, channels) if residual == "gru" else None
         self.norm1 = make_norm(norm, channels)
         self.norm2 = make_norm(norm, channels)
         # the GELU output is dropped in place (GELU's backward reads its input only)
@@ -173,7 +188,7 @@ class GraphTransformerLayer(torch.nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for m in (self.local_attn, self.global_attn, self.norm1, self.norm2):
+        for m in (self.local_attn, self.global_attn, self.gru, self.norm1, self.norm2):
             if m is not None and hasattr(m, "reset_parameters"):
                 m.reset_parameters()
         for m in self.ffn:
@@ -221,7 +236,10 @@ class GraphTransformerLayer(torch.nn.Module):
                 out, fresh = (out.add_(local) if fresh else out + local), True
         out = dropout(out, self.dropout, self.training, inplace=fresh)
         fresh = fresh or (self.training and self.dropout > 0)
-        x = out.add_(x) if fresh else x + out
+        if self.gru is not None:
+            x = self.gru(out, x)
+        else:
+            x = out.add_(x) if fresh else x + out
         if not self.pre_norm:
             x = self.norm1(x)
 
@@ -240,9 +258,9 @@ class GraphTransformerLayer(torch.nn.Module):
         return self.ffn(h)
 
     def __repr__(self) -> str:
-        extra = ""
+        extra = ", residual='gru'" if self.gru is not None else ""
         if self.mask == "hybrid":
-            extra = f", local={self.local!r}"
+            extra += f", local={self.local!r}"
         if self.mask != "adjacency":
             extra += f", global_attention={self.global_attention!r}"
         return (f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "

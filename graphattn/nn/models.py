@@ -87,6 +87,9 @@ class GraphTransformer(torch.nn.Module):
         lap_k (int): LapPE eigenvectors. (default: ``8``)
         max_degree (int): Degree clip. (default: ``64``)
         max_distance (int): Shortest-path clip. (default: ``8``)
+        residual (str): ``"add"`` or ``"gru"``: how each layer's attention output joins the
+            node states (a sum, or Attentive FP's GRU update; see
+            :class:`~graphattn.nn.GraphTransformerLayer`). (default: ``"add"``)
         checkpoint (bool): In training, recompute each layer's activations in the backward
             pass instead of storing them (:func:`torch.utils.checkpoint.checkpoint`): memory
             of one layer's activations instead of all, for about one more forward pass of
@@ -127,6 +130,7 @@ class GraphTransformer(torch.nn.Module):
         max_distance: int = 8,
         checkpoint: bool = False,
         global_layers: int | None = None,
+        residual: str = "add",
     ) -> None:
         super().__init__()
         encodings = (encodings,) if isinstance(encodings, str) else tuple(encodings)
@@ -138,7 +142,7 @@ class GraphTransformer(torch.nn.Module):
             global_attention=global_attention, local=local, ffn_ratio=ffn_ratio,
             head_layers=head_layers, walk_length=walk_length, lap_k=lap_k,
             max_degree=max_degree, max_distance=max_distance, checkpoint=checkpoint,
-            global_layers=global_layers)
+            global_layers=global_layers, residual=residual)
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         unknown = [e for e in encodings if e not in ENCODINGS]
@@ -178,7 +182,8 @@ class GraphTransformer(torch.nn.Module):
                                   local=local, global_attention=global_attention,
                                   edge_dim=hidden_channels if edge_dim else None,
                                   dropout=dropout, attn_dropout=attn_dropout,
-                                  ffn_ratio=ffn_ratio, norm=norm, pre_norm=pre_norm)
+                                  ffn_ratio=ffn_ratio, norm=norm, pre_norm=pre_norm,
+                                  residual=residual)
             for i in range(num_layers)])
         self.norm_out = make_norm(norm if pre_norm else None, hidden_channels)
         self.head = (NodeHead(hidden_channels, out_channels, num_layers=head_layers,

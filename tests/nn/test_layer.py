@@ -41,6 +41,19 @@ def test_hybrid_is_x_plus_local_plus_global_then_ffn(pre_norm):
     torch.testing.assert_close(layer(x, ei, batch=batch), expected)
 
 
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_gru_residual_is_attentive_fp_update_then_ffn(pre_norm):
+    layer = make("adjacency", norm="layer", pre_norm=pre_norm, residual="gru")
+    x, ei, _, _ = inputs()
+    n1, n2 = layer.norm1, layer.norm2
+    h = layer.gru(layer.local_attn(n1(x) if pre_norm else x, ei), x)
+    h = h if pre_norm else n1(h)
+    expected = h + layer.ffn(n2(h) if pre_norm else h)
+    expected = expected if pre_norm else n2(expected)
+    torch.testing.assert_close(layer(x, ei), expected)
+    assert "residual='gru'" in repr(layer)
+
+
 def test_adjacency_mode_has_no_global_branch_and_full_mode_no_local():
     assert make("adjacency").global_attn is None
     full = make("full")
@@ -107,9 +120,10 @@ def test_edge_features_reach_every_branch():
         assert not torch.allclose(a, b)
 
 
-def test_gradients_reach_every_parameter():
+@pytest.mark.parametrize("residual", ["add", "gru"])
+def test_gradients_reach_every_parameter(residual):
     for mask, local, g in MODES:
-        layer = make(mask, local, g, edge_dim=3).train()
+        layer = make(mask, local, g, edge_dim=3, residual=residual).train()
         x, ei, ea, batch = inputs(edge_dim=3)
         layer(x, ei, ea, batch).pow(2).sum().backward()
         for name, p in layer.named_parameters():
@@ -123,6 +137,8 @@ def test_bad_arguments_are_refused():
         GraphTransformerLayer(10, heads=4)
     with pytest.raises(ValueError, match="norm"):
         GraphTransformerLayer(8, norm="group")
+    with pytest.raises(ValueError, match="residual"):
+        GraphTransformerLayer(8, residual="highway")
     with pytest.raises(ValueError, match="global_attention"):
         GraphTransformerLayer(8, mask="full", global_attention="performer")
     layer = make("hybrid", "gine", edge_dim=3)
