@@ -199,27 +199,15 @@ def _reset_peak() -> bool:
         return False
 
 
-def keep_freed_memory() -> bool:
-    """Make glibc keep freed memory in this process (``mallopt``: no ``mmap`` for large
-    blocks, never trim the heap), so a tensor freed in one epoch is reused in the next
-    instead of being unmapped and page-faulted (zero-filled) in again; on this VM pages handed
-    back are also returned to the host. Costs resident memory (heap fragmentation). ``False``
-    where there is no glibc."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc.mallopt(-4, 0) == 1 and libc.mallopt(-1, -1) == 1  # M_MMAP_MAX, M_TRIM_
-    except (OSError, AttributeError):
-        return False
-
-
 def train_run(model_name: str, data, epochs: int, lr: float = 0.01, weight_decay: float = 5e-4,
               seed: int = 0, eval_every: int = 1, max_seconds: float | None = None,
               keep_memory: bool = False) -> dict:
     """Full-batch training of one model on one graph; test accuracy at the best validation
     accuracy (at the last epoch when there is no validation set). ``keep_memory``: after the
-    first epoch (which builds the long-lived caches), :func:`keep_freed_memory`."""
+    first epoch (which builds the long-lived caches),
+    :func:`graphattn.memory.keep_freed_memory`."""
+    from graphattn.memory import keep_freed_memory
+
     num_classes = int(data.y.max()) + 1
     model = build_model(model_name, data.num_features, num_classes, seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
