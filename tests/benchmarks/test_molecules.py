@@ -100,3 +100,18 @@ def test_append_keeps_the_other_tasks(mb, tmp_path, data_root):
     assert doc["meta"]["command"] == "first; then second"
     md = (tmp_path / "molecules.md").read_text()
     assert "## freesolv_random" in md and "## freesolv_scaffold" in md
+
+
+def test_attentivefp_pyg_reads_pyg_from_smiles_features(mb, data_root):
+    loaded = mb.load_task("freesolv_random", 0, root=data_root, limit=12)
+    pyg = mb.pyg_features(loaded["data"])
+    assert [d.smiles for d in pyg] == [d.smiles for d in loaded["data"]]
+    assert all(torch.equal(a.y, b.y) for a, b in zip(pyg, loaded["data"]))
+    assert {d.x.size(1) for d in pyg} == {9} and {d.edge_attr.size(1) for d in pyg} == {3}
+    cfg = dict(mb.CONFIGS["attentivefp-pyg"], hidden=8, layers=1, timesteps=1)
+    budget = dict(epochs=1, batch_size=4, warmup=0)
+    r = mb.run_one("freesolv_random", "attentivefp-pyg", 0, budget, cfg, loaded)
+    assert math.isfinite(r["test_rmse"])
+    # the model was built for PyG's 9 atom columns, not graphattn's 49
+    assert r["params"] == sum(p.numel() for p in mb.build_model(
+        "attentivefp-pyg", cfg, 9, 3).parameters())
