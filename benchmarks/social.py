@@ -28,11 +28,14 @@ except graphattn's default):
   in all 3 layers 0.947 / 0.982; width 32, global in the last 0.951 / 0.984; 4 such layers
   0.962 / 0.987, but a fourth adjacency kernel at 1M nodes; additive score 0.954 on LFR 10k
   but 0.946 vs 0.965 (dot) on LFR 100k, seed 3; global weights tied to the local ones 0.90 on
-  LFR; ffn_ratio 1 no better; GCNConv 0.948 on LFR. On seeds 0-2: the previous default (width
-  64, global in all 3) 0.938 / 0.980, 2 layers 0.897 / 0.966, dropout 0 0.925 on LFR
-  (width 64). Width 32 instead of 64 quarters the projections and halves the activations;
-  one global branch instead of three removes ~2 GB of fresh allocations per epoch at 1M
-  nodes (a hybrid layer step allocates 6.7 GB there, an adjacency one 4.0 GB).
+  LFR; GCNConv 0.948 on LFR. ffn_ratio 1 (2026-12-02): seeds 3-5, 10k, LFR / SBM 0.949 /
+  0.982 vs 0.950 / 0.983, seed 3, 100k, 0.969 / 0.987 vs 0.963 / 0.986, a 1M-node step 4.39
+  instead of 4.75 s (kept memory); but on seeds 0-2 LFR 10k 0.944 vs 0.951, below GCNConv's
+  0.948: not adopted. On seeds 0-2: the previous default (width 64, global in all 3)
+  0.938 / 0.980, 2 layers 0.897 / 0.966, dropout 0 0.925 on LFR (width 64). Width 32
+  instead of 64 quarters the projections and halves the activations; one global branch
+  instead of three removes ~2 GB of fresh allocations per epoch at 1M nodes (a hybrid layer
+  step allocates 6.7 GB there, an adjacency one 4.0 GB).
 * ``graphattn checkpointed`` (``--models``): the same model with ``checkpoint=True`` (each
   layer recomputed in backward instead of stored).
 * ``graphattn wide`` (``--models``): the previous default, width 64, global attention in

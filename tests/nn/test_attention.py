@@ -279,10 +279,12 @@ def test_bipartite_and_lazy_in_channels():
     assert m.lin_key.in_channels == 3 and m.lin_query.in_channels == 6
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")  # torch's notice
 def test_sparse_adjacency_input_equals_edge_index():
     x, ei = simple_graph(n=8, seed=9)
     m = layer("adjacency", "additive")
-    adj_t = torch.sparse_coo_tensor(ei.flip(0), torch.ones(ei.size(1)), (8, 8))
+    adj_t = torch.sparse_coo_tensor(ei.flip(0), torch.ones(ei.size(1)), (8, 8),
+                                    check_invariants=True)
     torch.testing.assert_close(m(x, adj_t), m(x, ei))
     torch.testing.assert_close(m(x, adj_t.coalesce().to_sparse_csr()), m(x, ei))
 
