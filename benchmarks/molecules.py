@@ -124,7 +124,8 @@ NOTES = [
     "with it on both FreeSolv tasks (on the scaffold split untested by the CV); width, "
     "score, norm and dropout did not help, nor (a third round) Attentive FP's GRU node "
     "update in every layer (residual='gru', 1.093), 2 layers (1.095), 3 layers at lr 1e-3 "
-    "(1.124) or AttentiveFP's optimiser settings (1.065).",
+    "(1.124), AttentiveFP's optimiser settings (1.065), 8 heads (1.055, within noise of "
+    "1.060) or dropping RWSE (1.086).",
     "Machines: the QM9 rows ran on an Intel Xeon (2026-12-01, without attentivefp-pyg); "
     "FreeSolv (both splits) and Solubility were re-run on an AMD EPYC (2026-12-02, "
     "attentivefp-pyg added; Solubility in a second process beside FreeSolv, one thread "
@@ -173,6 +174,8 @@ CV_SWEEP = [  # base: the CONFIGS entry (graphattn-adjacency: hidden 64, 4 layer
      1.093, +0.095),
     ("graphattn-adjacency", "pool gru, 3 layers, lr 1e-3", 1.124, +0.127),
     ("graphattn-adjacency", "pool gru, 2 layers", 1.095, +0.097),
+    ("graphattn-adjacency", "pool gru, 8 heads", 1.055, +0.057),
+    ("graphattn-adjacency", "pool gru, degree encoding only (no RWSE)", 1.086, +0.088),
     ("graphattn-adjacency", "pool gru, AttentiveFP's optimiser (lr 10^-2.5, weight decay "
      "1e-5)", 1.065, +0.067),
 ]
