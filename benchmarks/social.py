@@ -248,10 +248,12 @@ def train_run(model_name: str, data, epochs: int, lr: float = 0.01, weight_decay
     # warm-up: the first epoch (caches, first allocations), and with keep_memory the second
     # too (the heap grows to its working size there, page fault by page fault)
     warm = 2 if kept else 1
-    timed = times[warm:] if len(times) > warm else times[-1:]
+
+    def steady(seconds: list[float]) -> float:
+        return statistics.median(seconds[warm:] if len(seconds) > warm else seconds[-1:])
+
     return dict(test_acc=best[1], val_acc=best[0] if has_val else None, best_epoch=best[2],
-                epochs_run=len(times), s_per_epoch=statistics.median(timed),
-                cpu_s_per_epoch=statistics.median(cpu[warm:] if len(cpu) > warm else cpu[-1:]),
+                epochs_run=len(times), s_per_epoch=steady(times), cpu_s_per_epoch=steady(cpu),
                 kept_freed_memory=kept,
                 epoch_seconds=[round(t, 4) for t in times])
 
@@ -553,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
                 keep_freed_memory=args.keep_freed_memory,
                 notes=["100k nodes: 1 seed x 20 epochs; 1M nodes: 1 seed x 5 epochs (time and "
                        "memory first; accuracy there is after those few epochs, not "
-                       "converged; s/epoch = median of the epochs after the first)."])
+                       "converged; s/epoch = median of the epochs after the first, with "
+                       "--keep-freed-memory after the first two)."])
     rows: list[dict] = []
     old_rows: list[dict] = []
     if args.append and out_dir is not None and (out_dir / "social.json").exists():

@@ -18,7 +18,7 @@ def keep_freed_memory() -> bool:
     this call; ``benchmarks/results/social.md``). After this call large blocks come from the
     heap (``M_MMAP_MAX = 0``) and the heap is never trimmed (``M_TRIM_THRESHOLD = -1``): a
     block freed in one step is reused in the next. The cost is resident memory: the
-    process keeps its largest footprint, plus fragmentation (8.7 instead of 7.4 GB there).
+    process keeps its largest footprint, plus fragmentation (8.8 instead of 7.4 GB there).
 
     Call it once, after the first step (which builds the long-lived caches) or before
     training; it applies to the whole process and cannot be undone. Returns ``False`` (and
