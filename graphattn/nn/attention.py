@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -216,15 +218,22 @@ class GraphSelfAttention(MessagePassing):
         q = self.lin_query(x_dst).view(-1, H, C)  # (N_t, H, C)
         kv = self._key_value(x_src)  # (N_s, 2, H, C)
 
-        if self.mask == "adjacency" and self._fused(q):
-            out, index = self._adjacency_fused(q, kv, x_src, x_dst, edge_index, edge_attr,
-                                               attn_bias, bool(return_attention_weights))
-        elif self.mask == "adjacency":
-            out, index = self._adjacency(q, *kv.unbind(1), x_src, x_dst, edge_index, edge_attr,
-                                         attn_bias)
-        else:
-            out, index = self._full(q, kv, edge_index, edge_attr, batch, attn_bias,
-                                    bool(return_attention_weights))
+        fused = self._fused(q)
+        # the fused kernels compute in float32: bfloat16 / float16 projections (autocast)
+        # are widened, and the scores, softmax and weighted sums run without autocast
+        wide = fused and q.dtype in GF.LOW_PRECISION
+        with torch.autocast(q.device.type, enabled=False) if wide else nullcontext():
+            if wide:
+                q, kv, edge_attr, attn_bias = GF.widen(q, kv, edge_attr, attn_bias)
+            if self.mask == "adjacency" and fused:
+                out, index = self._adjacency_fused(q, kv, x_src, x_dst, edge_index, edge_attr,
+                                                   attn_bias, bool(return_attention_weights))
+            elif self.mask == "adjacency":
+                out, index = self._adjacency(q, *kv.unbind(1), x_src, x_dst, edge_index,
+                                             edge_attr, attn_bias)
+            else:
+                out, index = self._full(q, kv, edge_index, edge_attr, batch, attn_bias,
+                                        bool(return_attention_weights))
         alpha, self._alpha = self._alpha, None
 
         out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)  # (N_t, H*C | C)
@@ -274,7 +283,8 @@ class GraphSelfAttention(MessagePassing):
         if any(getattr(self, name) for name in _HOOKS):
             return False
         if self.impl == "auto":
-            return q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
+            return q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64,
+                                                          *GF.LOW_PRECISION)
         return True
 
     def _adjacency_fused(self, q, kv, x_src, x_dst, edge_index, edge_attr, attn_bias,

@@ -17,7 +17,7 @@ _BITS = threading.local()  # one reused buffer of random bits per thread (torch 
 
 
 def _native_ok(x: Tensor) -> bool:
-    return x.device.type == "cpu" and native.available(x.dtype)
+    return x.device.type == "cpu" and native.available(x.dtype, kernel="dropout")
 
 
 def drop_(x: Tensor, p: float, out: Tensor | None = None) -> tuple[Tensor, float]:

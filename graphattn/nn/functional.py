@@ -14,6 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# half-precision dtypes (autocast's): the fused CPU kernels compute in float32 instead
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def widen(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Each ``bfloat16`` / ``float16`` tensor as ``float32``; others (``None``, integer,
+    float32/64) unchanged."""
+    return tuple(t.float() if t is not None and t.dtype in LOW_PRECISION else t
+                 for t in tensors)
+
 
 def dot_score(query: Tensor, key: Tensor) -> Tensor:
     r"""Scaled dot-product score :math:`q_i^\top k_j / \sqrt{C}`.

@@ -249,9 +249,11 @@ class GraphTransformerLayer(torch.nn.Module):
         return x if self.pre_norm else self.norm2(x)
 
     def _feed_forward(self, h: Tensor) -> Tensor:
-        """``self.ffn(h)``; by :class:`_FeedForward` in training on large inputs."""
+        """``self.ffn(h)``; by :class:`_FeedForward` in training on large inputs (not under
+        autocast, whose casts the ``Sequential`` leaves to torch)."""
         lin1, lin2 = self.ffn[0], self.ffn[3]
         if (self.training and torch.is_grad_enabled() and h.is_floating_point()
+                and not torch.is_autocast_enabled(h.device.type)
                 and h.size(0) * lin1.out_features >= FAST_DROPOUT_NUMEL):
             return _FeedForward.apply(h, lin1.weight, lin1.bias, lin2.weight, lin2.bias,
                                       self.dropout)

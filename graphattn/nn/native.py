@@ -50,10 +50,14 @@ SOURCES = [CSRC / "csr_attention.c", CSRC / "dense_attention.c", CSRC / "dropout
 HEADERS = [CSRC / "common.h"]
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=gnu11"]
 # one object per source and dtype: the element type, the suffix of its entry points, its
-# exp; float also gets copies specialised for common channels per head
+# exp; float also gets copies specialised for common channels per head. bfloat16 (CPU
+# autocast's dtype; bits in uint16_t, arithmetic in float) for dropout only: the attention
+# layers widen bfloat16 inputs to float32 for their kernels.
 DTYPES = {"f32": ["-DT=float", "-DSUF=f32", "-DEXP=expf", "-DSPECIALISE"],
-          "f64": ["-DT=double", "-DSUF=f64", "-DEXP=exp"]}
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+          "f64": ["-DT=double", "-DSUF=f64", "-DEXP=exp"],
+          "bf16": ["-DT=uint16_t", "-DSUF=bf16", "-DEXP=expf", "-DBF16"]}
+KERNEL_DTYPES = {"attention": ("f32", "f64"), "dropout": ("f32", "f64", "bf16")}
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
 _lib: ctypes.CDLL | None = None
 _error: str | None = None  # why the kernel is unavailable, once tried
 _disabled = 0  # depth of :func:`disabled` blocks
@@ -93,7 +97,8 @@ def _build(cc: str, target: Path) -> None:
     """Compile every source once per dtype (in parallel) and link the objects."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        jobs = [(src, suffix, defs) for src in SOURCES for suffix, defs in DTYPES.items()]
+        jobs = [(src, suffix, defs) for src in SOURCES for suffix, defs in DTYPES.items()
+                if suffix in KERNEL_DTYPES[_kernel(src)]]
         objs = [str(Path(tmp) / f"{src.stem}-{suffix}.o") for src, suffix, _ in jobs]
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
             list(pool.map(_run, [[cc, *FLAGS, *defs, "-c", str(src), "-o", obj]
@@ -101,6 +106,11 @@ def _build(cc: str, target: Path) -> None:
         lib = str(Path(tmp) / "lib.so")
         _run([cc, "-shared", "-fopenmp", "-o", lib, *objs, "-lm"])
         os.replace(lib, target)  # atomic: a reader sees no library or the whole one
+
+
+def _kernel(src: Path) -> str:
+    """The kernel family of a source: ``"dropout"`` or ``"attention"`` (CSR and dense)."""
+    return "dropout" if src.stem == "dropout" else "attention"
 
 
 def _load() -> ctypes.CDLL | None:
@@ -125,9 +135,11 @@ def _load() -> ctypes.CDLL | None:
     return _lib
 
 
-def available(dtype: torch.dtype = torch.float32) -> bool:
-    """Whether the native kernel can run on CPU tensors of ``dtype`` (builds it once)."""
-    return not _disabled and dtype in _SUFFIX and _load() is not None
+def available(dtype: torch.dtype = torch.float32, kernel: str = "attention") -> bool:
+    """Whether the native ``kernel`` (``"attention"``: float32 and float64; ``"dropout"``:
+    also bfloat16) can run on CPU tensors of ``dtype`` (builds the library once)."""
+    return (not _disabled and _SUFFIX.get(dtype) in KERNEL_DTYPES[kernel]
+            and _load() is not None)
 
 
 @contextlib.contextmanager
@@ -154,6 +166,9 @@ def _call(name: str, dtype: torch.dtype, *args) -> None:
     elif not name.startswith("dropout_"):
         name = "csr_attention_" + name
     fn = getattr(_lib, f"{name}_{_SUFFIX[dtype]}")
+    for a in args:  # the C code reads every float buffer as `dtype`: a mismatch is garbage
+        if isinstance(a, Tensor) and a.is_floating_point() and a.dtype != dtype:
+            raise TypeError(f"native {name}: a {a.dtype} tensor among {dtype} ones")
     conv = [ctypes.c_int64(a) if isinstance(a, int) else ctypes.c_double(a)
             if isinstance(a, float) else _ptr(a) for a in args]
     fn(*conv, ctypes.c_int(torch.get_num_threads()))
@@ -285,9 +300,9 @@ def _bias_strides(ab: Tensor | None) -> list[int]:
 def dropout_forward(x: Tensor, level: int, scale: float, out: Tensor) -> Tensor:
     """Zero the elements of ``x`` whose 16 random bits fall below ``level`` (probability
     ``level / 65536``), multiply the others by ``scale``, into ``out`` (may be ``x``). ``x``
-    and ``out`` contiguous CPU float32/64 tensors; the seed is one draw of torch's default
-    generator. Returns the drop mask as bits: int64 words ``[ceil(numel / 64)]``, element
-    ``i`` at bit ``i % 64`` of word ``i // 64``."""
+    and ``out`` contiguous CPU float32/64 or bfloat16 tensors; the seed is one draw of
+    torch's default generator. Returns the drop mask as bits: int64 words
+    ``[ceil(numel / 64)]``, element ``i`` at bit ``i % 64`` of word ``i // 64``."""
     mask = torch.empty((x.numel() + 63) // 64, dtype=torch.int64)
     seed = int(torch.empty((), dtype=torch.int64).random_())
     _call("dropout_forward", x.dtype, x.numel(), x, out, mask, seed, level, float(scale))

@@ -313,3 +313,31 @@ def test_concat_false_averages_heads():
     out, _ = m(x, ei, return_attention_weights=True)
     assert out.shape == (7, 3)
     assert m.bias is not None and m.lin_skip is None
+
+
+@pytest.mark.parametrize("mask,score", MODES)
+def test_autocast_bfloat16_keeps_the_fused_kernels_in_float32(mask, score, monkeypatch):
+    """Under CPU autocast the projections run in bfloat16 and the fused kernels in float32,
+    not the (much slower) reference path: the output is float32, within bfloat16's rounding
+    of the float32 layer's, and so are the gradients of a backward outside autocast."""
+    x, ei, batch, _ = random_batch([6, 9], dtype=torch.float32, seed=3)
+    ea = torch.randn(ei.size(1), 2)
+    m = layer(mask, score, edge_dim=2).float().train()
+    x32 = x.clone().requires_grad_(True)
+    out32 = m(x32, ei, ea, batch=batch)
+    g32 = torch.autograd.grad(out32.pow(2).sum(), [x32, *m.parameters()], allow_unused=True)
+
+    def no_reference(*args, **kwargs):
+        raise AssertionError("the reference path ran under autocast")
+
+    monkeypatch.setattr(m, "propagate", no_reference)
+    x16 = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out16 = m(x16, ei, ea, batch=batch)
+    assert out16.dtype == torch.float32
+    torch.testing.assert_close(out16, out32, rtol=0.05, atol=0.05)
+    g16 = torch.autograd.grad(out16.pow(2).sum(), [x16, *m.parameters()], allow_unused=True)
+    scale = max(b.abs().max().item() for b in g32 if b is not None)  # some are ~0 exactly
+    for a, b in zip(g16, g32):
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=0.1, atol=0.02 * scale)

@@ -99,3 +99,27 @@ def test_non_contiguous_inputs_are_dropped_like_contiguous_ones():
     g = torch.randn(x.shape[1], x.shape[0]).t()
     (gx,) = torch.autograd.grad(out, x, g)
     torch.testing.assert_close(gx, torch.where(out == 0, 0.0, g / (1 - round(0.4 * 65536) / 65536)))
+
+
+def test_native_bfloat16_uses_the_float_mask_and_rounds_like_torch():
+    """The bfloat16 kernel (CPU autocast's activations) draws the float32 kernel's mask for
+    the same seed and scales in float, rounded to nearest even as torch's bfloat16 product;
+    NaN stays NaN where kept."""
+    _path("native")
+    assert native.available(torch.bfloat16, kernel="dropout")
+    x = torch.randn(70_001) * 100
+    x[::13] = float("nan")
+    xb = x.bfloat16()
+    torch.manual_seed(4)
+    mask32, scale = drop_(x.clone(), 0.3)
+    torch.manual_seed(4)
+    out = xb.clone()
+    mask16, scale16 = drop_(out, 0.3)
+    assert torch.equal(mask32, mask16) and scale == scale16
+    bits = ((mask16.view(-1, 1) >> torch.arange(64)) & 1).view(-1)[:x.numel()].bool()
+    expected = (xb.float() * scale).bfloat16().masked_fill(bits, 0.0)
+    torch.testing.assert_close(out, expected, equal_nan=True, rtol=0, atol=0)
+    g = torch.randn(x.numel()).bfloat16()
+    back = apply_mask_(g.clone(), mask16, scale)
+    torch.testing.assert_close(back, (g.float() * scale).bfloat16().masked_fill(bits, 0.0),
+                               rtol=0, atol=0)

@@ -190,3 +190,33 @@ def test_large_inputs_take_the_fused_ffn_with_the_same_numbers_and_gradients(mas
     torch.testing.assert_close(out, ref)
     for a, b in zip(grads, torch.autograd.grad(ref.pow(2).sum(), params)):
         torch.testing.assert_close(a, b)
+
+
+def test_large_inputs_under_autocast_train_through_the_sequential_ffn(monkeypatch):
+    """Under CPU autocast the FFN of a large input is the Sequential (bfloat16 products, cast
+    by torch), not the fused float32 Function; a backward outside autocast (the usual loop)
+    gives float32 gradients close to the float32 layer's."""
+    from graphattn.nn.layer import FAST_DROPOUT_NUMEL
+
+    torch.manual_seed(0)
+    layer = GraphTransformerLayer(16, heads=2, mask="hybrid", global_attention="linear",
+                                  ffn_ratio=4).train()
+    n = FAST_DROPOUT_NUMEL // 64 + 1
+    x = torch.randn(n, 16)
+    ei = torch.randint(0, n, (2, 3 * n))
+    out32 = layer(x, ei)
+    g32 = torch.autograd.grad(out32.pow(2).mean(), list(layer.parameters()))
+    from graphattn.nn import layer as layer_module
+
+    def not_fused(*args):
+        raise AssertionError("the fused float32 FFN ran under autocast")
+
+    monkeypatch.setattr(layer_module._FeedForward, "apply", not_fused)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out16 = layer(x, ei)
+    torch.testing.assert_close(out16.float(), out32, rtol=0.05, atol=0.05)
+    g16 = torch.autograd.grad(out16.float().pow(2).mean(), list(layer.parameters()))
+    scale = max(b.abs().max().item() for b in g32)  # some are ~0 exactly
+    for a, b in zip(g16, g32):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0.1, atol=0.02 * scale)

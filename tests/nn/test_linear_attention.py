@@ -109,3 +109,21 @@ def test_large_graph_memory_stays_linear():
     x = torch.randn(100_000, 16)
     out = m(x)
     assert out.shape == (100_000, 32) and torch.isfinite(out).all()
+
+
+def test_autocast_bfloat16_sums_one_graph_in_float32():
+    """Under CPU autocast the projection runs in bfloat16 and the N-long sums of the
+    one-graph path in float32: output and gradients within bfloat16's rounding of float32."""
+    torch.manual_seed(0)
+    m = LinearGlobalAttention(4, 3, heads=2).train()
+    x = torch.randn(5000, 4)
+    x32, x16 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out32 = m(x32)
+    g32 = torch.autograd.grad(out32.pow(2).sum(), [x32, *m.parameters()])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out16 = m(x16)
+    assert out16.dtype == torch.float32
+    torch.testing.assert_close(out16, out32, rtol=0.05, atol=0.05)
+    scale = max(b.abs().max().item() for b in g32)
+    for a, b in zip(torch.autograd.grad(out16.pow(2).sum(), [x16, *m.parameters()]), g32):
+        torch.testing.assert_close(a, b, rtol=0.1, atol=0.02 * scale)

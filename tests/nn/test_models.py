@@ -189,6 +189,28 @@ def test_overfits_a_tiny_graph_regression_set(one_thread):
     assert fit(m, batch, y, torch.nn.functional.mse_loss, steps=200) < 0.01
 
 
+def test_trains_under_bfloat16_autocast(one_thread):
+    """Mixed precision on CPU (bfloat16 products, float32 attention kernels and weights):
+    the large-graph configuration fits a small node classification set as in float32."""
+    torch.manual_seed(0)
+    n = 40
+    ei = to_undirected(erdos_renyi_graph(n, 0.15))
+    x, y = torch.randn(n, 6), torch.randint(0, 3, (n,))
+    m = GraphTransformer(6, 16, 3, num_layers=2, mask="hybrid", global_attention="linear",
+                         global_layers=1, dropout=0.1)
+    opt = torch.optim.Adam(m.parameters(), lr=0.01)
+    for _ in range(150):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(m(x, ei), y)
+        loss.backward()
+        opt.step()
+    assert all(p.dtype == torch.float32 for p in m.parameters())
+    m.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (m(x, ei).argmax(-1) == y).float().mean() > 0.95
+
+
 def test_bad_configurations_are_refused():
     with pytest.raises(ValueError, match="unknown encodings"):
         GraphTransformer(4, 8, 2, 1, encodings=("rwse", "wl"))

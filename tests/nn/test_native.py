@@ -264,3 +264,9 @@ def test_full_layer_uses_the_native_kernel_up_to_its_size_limit_with_equal_resul
         assert bool(calls) == native_expected
         m.impl = "reference"
         torch.testing.assert_close(out, m(x, ei, ea, batch=batch), rtol=1e-5, atol=1e-5)
+
+
+def test_a_tensor_of_another_dtype_is_refused_not_read_as_garbage():
+    st, q, kv, emb, att, bias, noise = inputs(dtype=torch.float32)
+    with pytest.raises(TypeError, match="float64 tensor among torch.float32"):
+        NativeAttention.apply(q, kv, None, None, bias.double(), None, st, 0.2)
