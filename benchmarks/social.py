@@ -40,6 +40,10 @@ except graphattn's default):
   layer recomputed in backward instead of stored).
 * ``graphattn wide`` (``--models``): the previous default, width 64, global attention in
   all 3 layers.
+* ``<model> bf16`` (``--models``, e.g. ``graphattn bf16``): that model trained and
+  evaluated under CPU autocast (``torch.autocast("cpu", dtype=torch.bfloat16)``: bfloat16
+  matrix products, float32 weights, optimiser and loss); graphattn's attention kernels
+  run in float32 under it.
 * ``graphattn adjacency``: two :class:`~graphattn.nn.GraphSelfAttention` layers (the shape
   of a 2-layer GAT), as in ``examples/karate_club.py``.
 * ``GCNConv``, ``GATConv``, ``TransformerConv``: 2-layer PyG models.
@@ -85,6 +89,7 @@ MODELS = ["graphattn", "graphattn adjacency", "GCNConv", "GATConv", "Transformer
           "SGFormer", "Polynormer"]
 WIDE = "graphattn wide"  # the previous default: width 64, global attention in all 3 layers
 CHECKPOINTED = "graphattn checkpointed"  # the default model with checkpoint=True (1M nodes)
+BF16 = " bf16"  # suffix: any model under bfloat16 autocast, e.g. "graphattn bf16"
 HIDDEN, HEADS = 64, 4  # the peers' width (and graphattn adjacency's)
 GRAPHATTN_HIDDEN = 32
 # the default large-graph model: adjacency attention in each layer, linear global attention
@@ -145,6 +150,12 @@ class GraphTransformerNode(torch.nn.Module):
         return self.model(x, edge_index)
 
 
+def mixed_precision(name: str) -> tuple[str, bool]:
+    """``"<model> bf16"`` is ``<model>`` trained and evaluated under CPU autocast
+    (``torch.autocast("cpu", dtype=torch.bfloat16)``; weights and optimiser stay float32)."""
+    return (name[:-len(BF16)], True) if name.endswith(BF16) else (name, False)
+
+
 def build_model(name: str, in_channels: int, num_classes: int, seed: int = 0) -> torch.nn.Module:
     """A model by name, initialised from ``seed``; all take ``(x, edge_index, batch)``."""
     from torch_geometric.nn import GATConv, GCNConv, TransformerConv
@@ -152,6 +163,7 @@ def build_model(name: str, in_channels: int, num_classes: int, seed: int = 0) ->
 
     from graphattn.nn import GraphSelfAttention, GraphTransformer
 
+    name, _ = mixed_precision(name)
     torch.manual_seed(seed)
     C = HIDDEN // HEADS
     if name in ("graphattn", CHECKPOINTED):  # checkpointed: layers recomputed in backward
@@ -178,7 +190,8 @@ def build_model(name: str, in_channels: int, num_classes: int, seed: int = 0) ->
         model = Polynormer(in_channels, HIDDEN, num_classes, local_layers=2, global_layers=1)
         model._global = True  # PyG's switch: use the global attention (off at construction)
         return model
-    raise ValueError(f"unknown model {name!r}: choose from {[*MODELS, WIDE, CHECKPOINTED]}")
+    raise ValueError(f"unknown model {name!r}: choose from {[*MODELS, WIDE, CHECKPOINTED]}, "
+                     f"each also with the suffix {BF16!r}")
 
 
 # ------------------------------------------------------------------------------ one run
@@ -214,6 +227,11 @@ def train_run(model_name: str, data, epochs: int, lr: float = 0.01, weight_decay
 
     num_classes = int(data.y.max()) + 1
     model = build_model(model_name, data.num_features, num_classes, seed)
+    bf16 = mixed_precision(model_name)[1]
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     x, edge_index, y = data.x, data.edge_index, data.y
     batch = torch.zeros(data.num_nodes, dtype=torch.long)
@@ -221,7 +239,7 @@ def train_run(model_name: str, data, epochs: int, lr: float = 0.01, weight_decay
 
     def accuracy() -> tuple[float, float]:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             pred = model(x, edge_index, batch).argmax(-1)
         val = (pred[data.val_mask] == y[data.val_mask]).float().mean().item() if has_val else 0.0
         return val, (pred[data.test_mask] == y[data.test_mask]).float().mean().item()
@@ -233,7 +251,9 @@ def train_run(model_name: str, data, epochs: int, lr: float = 0.01, weight_decay
         model.train()
         t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x, edge_index, batch)[data.train_mask], y[data.train_mask])
+        with autocast():
+            out = model(x, edge_index, batch)[data.train_mask]
+        loss = F.cross_entropy(out.float(), y[data.train_mask])
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
@@ -342,9 +362,10 @@ def plan(quick: bool, sizes: list[int] | None = None) -> list[dict]:
                 c = dict(seeds=list(range(1 if quick else 3)), epochs=10 if quick else 40,
                          eval_every=2)
             elif n <= 100_000:
-                c = dict(seeds=[0], epochs=20, eval_every=2, max_seconds=300)
-            else:  # 1M nodes: one seed, a few epochs: time and memory first
-                c = dict(seeds=[0], epochs=5, eval_every=3, max_seconds=240)
+                c = dict(seeds=list(range(1 if quick else 3)), epochs=20, eval_every=2,
+                         max_seconds=300)
+            else:  # 1M nodes: one seed (a model's run takes up to ~20 min)
+                c = dict(seeds=[0], epochs=20, eval_every=2, max_seconds=900)
             cases.append(dict(dataset=ds, num_nodes=n, **c))
     if not quick and sizes[-1] < 1_000_000 and any(n >= 1_000_000 for n in sizes):
         # LFR at 1M last: the slowest generator, and SBM at 1M already gives the timings
@@ -553,10 +574,9 @@ def main(argv: list[str] | None = None) -> int:
                 graphattn=dict(GRAPHATTN, hidden_channels=GRAPHATTN_HIDDEN),
                 commit=_git_commit(), thp=os.environ["THP_MEM_ALLOC_ENABLE"],
                 keep_freed_memory=args.keep_freed_memory,
-                notes=["100k nodes: 1 seed x 20 epochs; 1M nodes: 1 seed x 5 epochs (time and "
-                       "memory first; accuracy there is after those few epochs, not "
-                       "converged; s/epoch = median of the epochs after the first, with "
-                       "--keep-freed-memory after the first two)."])
+                notes=["100k nodes: 3 seeds x 20 epochs; 1M nodes: 1 seed x 20 epochs; s/epoch "
+                       "= median of the epochs after the first, with --keep-freed-memory "
+                       "after the first two."])
     rows: list[dict] = []
     old_rows: list[dict] = []
     if args.append and out_dir is not None and (out_dir / "social.json").exists():
