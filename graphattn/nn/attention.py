@@ -219,9 +219,11 @@ class GraphSelfAttention(MessagePassing):
         kv = self._key_value(x_src)  # (N_s, 2, H, C)
 
         fused = self._fused(q)
-        # the fused kernels compute in float32: bfloat16 / float16 projections (autocast)
-        # are widened, and the scores, softmax and weighted sums run without autocast
-        wide = fused and q.dtype in GF.LOW_PRECISION
+        # bfloat16 / float16 projections (autocast): the native CSR kernel reads bfloat16 rows
+        # itself (arithmetic in float32); for the other kernels they are widened to float32
+        # and the scores, softmax and weighted sums run without autocast
+        wide = fused and q.dtype in GF.LOW_PRECISION and not (
+            self.mask == "adjacency" and native.available(q.dtype, "csr"))
         with torch.autocast(q.device.type, enabled=False) if wide else nullcontext():
             if wide:
                 q, kv, edge_attr, attn_bias = GF.widen(q, kv, edge_attr, attn_bias)
@@ -338,10 +340,11 @@ class GraphSelfAttention(MessagePassing):
             bias = bias.index_select(0, perm).expand(-1, H)
         noise = None
         if self.training and self.dropout > 0:  # drawn in edge order, as F.dropout would
-            noise = q.new_empty(E, H).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
+            noise = torch.empty(E, H, dtype=native.compute_dtype(q.dtype), device=q.device)
+            noise = noise.bernoulli_(1 - self.dropout).div_(1 - self.dropout)
             noise = noise.index_select(0, perm)
         att = self.att.view(H, -1) if self.att is not None else None
-        if native.available(q.dtype):  # edge-major: [E, H] in, alpha [E, H] out
+        if native.available(q.dtype, "csr"):  # edge-major: [E, H] in, alpha [E, H] out
             emb = self.lin_edge(attr).view(E, H, q.size(-1)) if attr is not None else None
             out, alpha = NativeAttention.apply(q, kv, emb, att, bias, noise, st,
                                                self.negative_slope)
@@ -376,7 +379,7 @@ class GraphSelfAttention(MessagePassing):
                 edge_bias = edge_bias + self.lin_edge(edge_attr)  # (E, H)
         fused = self._fused(q)
         largest = int(sizes.max()) if sizes.numel() else 0
-        if fused and self.score == "dot" and native.available(q.dtype) \
+        if fused and self.score == "dot" and native.available(q.dtype, "dense") \
                 and largest <= NATIVE_FULL_MAX_NODES:
             return self._full_native(q, kv, edge_index, edge_bias, attn_bias, sizes,
                                      want_alpha)

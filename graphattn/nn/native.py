@@ -51,12 +51,14 @@ HEADERS = [CSRC / "common.h"]
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=gnu11"]
 # one object per source and dtype: the element type, the suffix of its entry points, its
 # exp; float also gets copies specialised for common channels per head. bfloat16 (CPU
-# autocast's dtype; bits in uint16_t, arithmetic in float) for dropout only: the attention
-# layers widen bfloat16 inputs to float32 for their kernels.
+# autocast's dtype): node rows and dropout's tensors stored as bfloat16, arithmetic in float
+# (common.h), for the CSR and dropout kernels; the dense kernel's inputs are widened instead.
 DTYPES = {"f32": ["-DT=float", "-DSUF=f32", "-DEXP=expf", "-DSPECIALISE"],
           "f64": ["-DT=double", "-DSUF=f64", "-DEXP=exp"],
-          "bf16": ["-DT=uint16_t", "-DSUF=bf16", "-DEXP=expf", "-DBF16"]}
-KERNEL_DTYPES = {"attention": ("f32", "f64"), "dropout": ("f32", "f64", "bf16")}
+          "bf16": ["-DT=float", "-DSUF=bf16", "-DEXP=expf", "-DSPECIALISE", "-DBF16"]}
+KERNEL_DTYPES = {"csr": ("f32", "f64", "bf16"), "dense": ("f32", "f64"),
+                 "dropout": ("f32", "f64", "bf16")}
+_KERNEL_OF_SOURCE = {"csr_attention": "csr", "dense_attention": "dense", "dropout": "dropout"}
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
 _lib: ctypes.CDLL | None = None
 _error: str | None = None  # why the kernel is unavailable, once tried
@@ -98,7 +100,7 @@ def _build(cc: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         jobs = [(src, suffix, defs) for src in SOURCES for suffix, defs in DTYPES.items()
-                if suffix in KERNEL_DTYPES[_kernel(src)]]
+                if suffix in KERNEL_DTYPES[_KERNEL_OF_SOURCE[src.stem]]]
         objs = [str(Path(tmp) / f"{src.stem}-{suffix}.o") for src, suffix, _ in jobs]
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
             list(pool.map(_run, [[cc, *FLAGS, *defs, "-c", str(src), "-o", obj]
@@ -106,11 +108,6 @@ def _build(cc: str, target: Path) -> None:
         lib = str(Path(tmp) / "lib.so")
         _run([cc, "-shared", "-fopenmp", "-o", lib, *objs, "-lm"])
         os.replace(lib, target)  # atomic: a reader sees no library or the whole one
-
-
-def _kernel(src: Path) -> str:
-    """The kernel family of a source: ``"dropout"`` or ``"attention"`` (CSR and dense)."""
-    return "dropout" if src.stem == "dropout" else "attention"
 
 
 def _load() -> ctypes.CDLL | None:
@@ -135,11 +132,17 @@ def _load() -> ctypes.CDLL | None:
     return _lib
 
 
-def available(dtype: torch.dtype = torch.float32, kernel: str = "attention") -> bool:
-    """Whether the native ``kernel`` (``"attention"``: float32 and float64; ``"dropout"``:
-    also bfloat16) can run on CPU tensors of ``dtype`` (builds the library once)."""
+def available(dtype: torch.dtype = torch.float32, kernel: str = "csr") -> bool:
+    """Whether the native ``kernel`` can run on CPU tensors of ``dtype`` (builds the library
+    once): ``"csr"`` (adjacency attention) and ``"dropout"`` in float32, float64 and
+    bfloat16, ``"dense"`` (full attention) in float32 and float64."""
     return (not _disabled and _SUFFIX.get(dtype) in KERNEL_DTYPES[kernel]
             and _load() is not None)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The kernels' arithmetic (and per-edge scalar) dtype for node rows of ``dtype``."""
+    return torch.float32 if dtype == torch.bfloat16 else dtype
 
 
 @contextlib.contextmanager
@@ -166,8 +169,9 @@ def _call(name: str, dtype: torch.dtype, *args) -> None:
     elif not name.startswith("dropout_"):
         name = "csr_attention_" + name
     fn = getattr(_lib, f"{name}_{_SUFFIX[dtype]}")
-    for a in args:  # the C code reads every float buffer as `dtype`: a mismatch is garbage
-        if isinstance(a, Tensor) and a.is_floating_point() and a.dtype != dtype:
+    allowed = {dtype, compute_dtype(dtype)}  # node rows, and per-edge scalars
+    for a in args:  # the C code reads each float buffer as one of these: else garbage
+        if isinstance(a, Tensor) and a.is_floating_point() and a.dtype not in allowed:
             raise TypeError(f"native {name}: a {a.dtype} tensor among {dtype} ones")
     conv = [ctypes.c_int64(a) if isinstance(a, int) else ctypes.c_double(a)
             if isinstance(a, float) else _ptr(a) for a in args]
@@ -182,7 +186,9 @@ class NativeAttention(torch.autograd.Function):
     ``[E, H, C]`` (the edge embedding added to keys and values) or ``None``; att ``[H, C]``
     (additive score) or ``None`` (dot score); bias ``[E, H]`` or ``None``; noise ``[E, H]``
     (dropout keep-mask divided by ``1 - p``) or ``None``; ``st`` the
-    :class:`~.sparse_kernel.EdgeStructure`.
+    :class:`~.sparse_kernel.EdgeStructure`. With bfloat16 ``q`` (autocast), ``kv`` and
+    ``emb`` are read as bfloat16 and ``out`` and the node gradients are bfloat16; scores,
+    sums, ``alpha`` and the other inputs are float32.
 
     Returns:
         out ``[N_t, H, C]`` and alpha ``[E, H]`` (before dropout; not differentiable).
@@ -190,15 +196,16 @@ class NativeAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, kv, emb, att, bias, noise, st, negative_slope):
-        q, kv = q.contiguous(), kv.contiguous()
-        emb = emb.contiguous() if emb is not None else None
-        att = att.contiguous() if att is not None else None
-        bias = bias.contiguous() if bias is not None else None
-        noise = noise.contiguous() if noise is not None else None
+        acc = compute_dtype(q.dtype)
+        q, kv = q.contiguous(), kv.to(q.dtype).contiguous()
+        emb = emb.to(q.dtype).contiguous() if emb is not None else None
+        att = att.to(acc).contiguous() if att is not None else None
+        bias = bias.to(acc).contiguous() if bias is not None else None
+        noise = noise.to(acc).contiguous() if noise is not None else None
         N_t, H, C = q.shape
         scale, slope = C ** -0.5, float(negative_slope)
         out = q.new_empty(N_t, H, C)
-        alpha = q.new_empty(st.num_edges, H)
+        alpha = q.new_empty(st.num_edges, H, dtype=acc)
         _call("forward", q.dtype, N_t, H, C, st.offsets, st.src_long, q, kv, emb, att,
               bias, noise, scale, slope, out, alpha)
         ctx.save_for_backward(q, kv, emb, att, alpha, noise, out)
@@ -211,11 +218,11 @@ class NativeAttention(torch.autograd.Function):
     def backward(ctx, g_out, _g_alpha):
         q, kv, emb, att, alpha, noise, out = ctx.saved_tensors
         st, scale, slope = ctx.st, ctx.scale, ctx.slope
-        g_out = g_out.contiguous()
+        g_out = g_out.to(q.dtype).contiguous()
         N_t, H, C = q.shape
         wg, gq = alpha.new_empty(alpha.size(0), 2, H), torch.empty_like(q)  # wg: weight, score grad
         g_emb = torch.empty_like(emb) if emb is not None else None
-        g_att = q.new_zeros(torch.get_num_threads(), H, C) if att is not None else None
+        g_att = alpha.new_zeros(torch.get_num_threads(), H, C) if att is not None else None
         _call("backward_dst", q.dtype, N_t, H, C, st.offsets, st.src_long, q, kv, emb,
               att, noise, alpha, out, g_out, scale, slope, wg, gq, g_emb, g_att)
         g_kv = torch.empty_like(kv)

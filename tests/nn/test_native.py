@@ -105,6 +105,41 @@ def test_float_kernels_of_every_channel_size_equal_the_float64_kernel(score, H, 
                                    atol=1e-5 * float(a.abs().max()))
 
 
+@pytest.mark.parametrize("score", ["dot", "additive"])
+@pytest.mark.parametrize("with_emb", [False, True])
+@pytest.mark.parametrize("H,C", [(4, 8), (3, 12)])
+def test_bfloat16_rows_give_the_float32_numbers_rounded(score, with_emb, H, C):
+    """bfloat16 node rows (CPU autocast) are read exactly into float32 and the float32
+    arithmetic is the same: on bfloat16-representable inputs the output and the node
+    gradients are the float32 kernel's rounded to bfloat16 (the backward reads the rounded
+    output for the softmax's dot term, an error each edge adds to its target's and source's
+    gradient: a few bfloat16 steps of the largest one); alpha and the float32 inputs'
+    gradients are float32."""
+    st, q, kv, emb, att, bias, noise = inputs(n=60, e=600, H=H, C=C, seed=2,
+                                             dtype=torch.float32)
+    att = att if score == "additive" else None
+    emb = emb if with_emb else None
+    rows = [q, kv, emb]
+    rounded = [t.detach().bfloat16().float().requires_grad_() if t is not None else None
+               for t in rows]
+    halves = [t.detach().bfloat16().requires_grad_() if t is not None else None for t in rows]
+    g = torch.randn(q.shape).bfloat16()
+    results = []
+    for r in (rounded, halves):
+        out, alpha = NativeAttention.apply(*r, att, bias, noise, st, 0.2)
+        wanted = [t for t in (*r, att, bias) if t is not None]
+        results.append((out, alpha, *torch.autograd.grad(out, wanted, g.to(out.dtype))))
+    (out32, alpha32, *g32), (out16, alpha16, *g16) = results
+    assert out16.dtype == torch.bfloat16 and alpha16.dtype == torch.float32
+    ulp = 2.0 ** -8  # one bfloat16 rounding, should the float32 sums round differently
+    torch.testing.assert_close(out16.float(), out32.bfloat16().float(), rtol=ulp, atol=1e-6)
+    torch.testing.assert_close(alpha16, alpha32, rtol=1e-6, atol=1e-7)
+    for a, b in zip(g16, g32):
+        expected = b.bfloat16().float() if a.dtype == torch.bfloat16 else b
+        torch.testing.assert_close(a.float(), expected, rtol=ulp,
+                                   atol=8 * ulp * float(b.abs().max()))
+
+
 def test_no_compiler_falls_back_with_one_clear_warning(tmp_path):
     code = (
         "import warnings, torch\n"
@@ -267,6 +302,8 @@ def test_full_layer_uses_the_native_kernel_up_to_its_size_limit_with_equal_resul
 
 
 def test_a_tensor_of_another_dtype_is_refused_not_read_as_garbage():
-    st, q, kv, emb, att, bias, noise = inputs(dtype=torch.float32)
+    _, q, kv, *_ = inputs(n=5, dtype=torch.float32)
+    graphs = FullGraphs(torch.tensor([5]))
+    bias = torch.zeros(1, q.size(1), 5, 5, dtype=torch.float64)
     with pytest.raises(TypeError, match="float64 tensor among torch.float32"):
-        NativeAttention.apply(q, kv, None, None, bias.double(), None, st, 0.2)
+        DenseAttention.apply(q, kv, None, bias, None, graphs, False)

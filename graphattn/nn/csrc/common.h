@@ -2,8 +2,10 @@
  * names, vectorised loops, a vectorisable exp, row prefetches, and the dispatch that runs a
  * row body over all rows with C (channels per head) a constant where it is common.
  *
- * graphattn/nn/native.py compiles every kernel twice, -DT=float -DSUF=f32 -DEXP=expf
- * -DSPECIALISE and -DT=double -DSUF=f64 -DEXP=exp, and links the objects into one library.
+ * graphattn/nn/native.py compiles every kernel with -DT=float -DSUF=f32 -DEXP=expf
+ * -DSPECIALISE and -DT=double -DSUF=f64 -DEXP=exp, the CSR and dropout kernels also with
+ * -DT=float -DSUF=bf16 -DEXP=expf -DSPECIALISE -DBF16, and links the objects into one
+ * library.
  */
 #pragma once
 #include <math.h>
@@ -18,6 +20,26 @@ static int omp_get_thread_num(void) { return 0; }
 #if !defined(T) || !defined(SUF) || !defined(EXP)
 #error "compile with -DT=float -DSUF=f32 -DEXP=expf (or double, f64, exp)"
 #endif
+
+/* S, the element type of the large buffers (node rows, edge embeddings, dropout's tensors):
+ * T itself, or with -DBF16 (and T = float) bfloat16, held as uint16_t bits: loaded into T
+ * exactly, stored rounded to nearest even (torch's rounding). Arithmetic is always in T. */
+#ifdef BF16
+typedef uint16_t S;
+static inline __attribute__((always_inline)) T ld(S v) {
+    union { uint32_t u; float f; } c = {.u = (uint32_t)v << 16};
+    return c.f;
+}
+static inline __attribute__((always_inline)) S st(T f) { /* a NaN stays a (quiet) NaN */
+    union { float f; uint32_t u; } c = {.f = f};
+    const uint32_t nan = (c.u >> 16) | 0x40u, even = (c.u + 0x7fffu + ((c.u >> 16) & 1u)) >> 16;
+    return (S)((c.u & 0x7fffffffu) > 0x7f800000u ? nan : even); /* a select: vectorises */
+}
+#else
+typedef T S;
+#define ld(v) (v)
+#define st(v) (v)
+#endif
 #define CAT_(a, b) a##_##b
 #define CAT(a, b) CAT_(a, b)
 #define NAME(name) CAT(name, SUF) /* csr_attention_forward -> csr_attention_forward_f32 */
@@ -26,9 +48,9 @@ static int omp_get_thread_num(void) { return 0; }
 
 #define AHEAD 8 /* edges: rows are prefetched this far ahead (the gathers are latency bound) */
 
-INLINE void prefetch_row(const T *row, int64_t n) {
+INLINE void prefetch_row(const S *row, int64_t n) { /* n elements of S */
     const char *p = (const char *)row;
-    for (int64_t x = 0; x < n * (int64_t)sizeof(T); x += 64) __builtin_prefetch(p + x);
+    for (int64_t x = 0; x < n * (int64_t)sizeof(S); x += 64) __builtin_prefetch(p + x);
 }
 
 /* exp(x) for x <= 0 (softmax arguments). In float, plain arithmetic so that loops over it

@@ -19,6 +19,11 @@
  * torch_geometric.utils.softmax. out_i = sum_e alpha_e noise_e v_j (noise: dropout keep
  * mask / (1 - p), or NULL).
  *
+ * Precision: node rows (q, kv, out and their gradients) and emb are of type S, float32 /
+ * float64 or bfloat16 (common.h); every score, weight, sum and per-edge scalar (att, bias,
+ * noise, alpha, wg) is of type T. Rows are read into T (converted once per use in bfloat16)
+ * and each output row is summed in T, then stored.
+ *
  * The per-row bodies take C, the channels per head, as an argument and are always inlined:
  * the entry points call them with C = 8, 16, 32 or 64 as a constant (the compiler unrolls
  * and vectorises the channel loops) or with any other C (common.h).
@@ -41,27 +46,41 @@ INLINE T score(const T *qh, const T *kh, const T *ah, T scale, T slope, const in
     return s * scale;
 }
 
-/* row + the edge embedding of edge e when there is one (into buf), else row itself */
-INLINE const T *with_emb(const T *row, const T *emb, int64_t e, int64_t HC, T *buf) {
+/* a row (plus the edge embedding of edge e when emb is given) in T: the row itself when it
+ * is stored in T and there is no embedding, else converted into buf */
+INLINE const T *row_of(const S *row, const S *emb, int64_t e, int64_t HC, T *buf) {
+#ifndef BF16
     if (!emb) return row;
-    VEC for (int64_t x = 0; x < HC; x++) buf[x] = row[x] + emb[e * HC + x];
+#endif
+    if (emb) {
+        VEC for (int64_t x = 0; x < HC; x++) buf[x] = ld(row[x]) + ld(emb[e * HC + x]);
+    } else {
+        VEC for (int64_t x = 0; x < HC; x++) buf[x] = ld(row[x]);
+    }
     return buf;
 }
 
+INLINE void store_row(S *dst, const T *src, int64_t n) {
+    VEC for (int64_t x = 0; x < n; x++) dst[x] = st(src[x]);
+}
+
 INLINE void forward_row(int64_t i, int64_t H, const int64_t C, const int ADD,
-                        const int64_t *crow, const int64_t *col, const T *q, const T *kv,
-                        const T *emb, const T *att, const T *bias, const T *noise, T scale,
-                        T slope, T *out, T *alpha, int64_t n_e) {
+                        const int64_t *crow, const int64_t *col, const S *q, const S *kv,
+                        const S *emb, const T *att, const T *bias, const T *noise, T scale,
+                        T slope, S *out, T *alpha, int64_t n_e) {
     const int64_t HC = H * C, a = crow[i], b = crow[i + 1];
-    T *o = out + i * HC;
+    T o[HC];
     memset(o, 0, sizeof(T) * HC);
-    if (a == b) return;
-    const T *qi = q + i * HC;
-    T mx[H], sm[H], buf[emb ? HC : 1];
+    if (a == b) {
+        store_row(out + i * HC, o, HC);
+        return;
+    }
+    T qbuf[HC], buf[HC], mx[H], sm[H];
+    const T *qi = row_of(q + i * HC, NULL, 0, HC, qbuf);
     for (int64_t h = 0; h < H; h++) { mx[h] = -INFINITY; sm[h] = 0; }
     for (int64_t e = a; e < b; e++) { /* scores and their maximum */
         if (e + AHEAD < n_e) prefetch_row(kv + col[e + AHEAD] * 2 * HC, 2 * HC);
-        const T *kj = with_emb(kv + col[e] * 2 * HC, emb, e, HC, buf);
+        const T *kj = row_of(kv + col[e] * 2 * HC, emb, e, HC, buf);
         for (int64_t h = 0; h < H; h++) {
             T s = score(qi + h * C, kj + h * C, ADD ? att + h * C : NULL, scale, slope, C);
             if (bias) s += bias[e * H + h];
@@ -80,7 +99,7 @@ INLINE void forward_row(int64_t i, int64_t H, const int64_t C, const int ADD,
     const int hub = b - a > 256; /* its rows may have left the cache since the first pass */
     for (int64_t e = a; e < b; e++) { /* normalise, weighted sum of the values */
         if (hub && e + AHEAD < b) prefetch_row(kv + col[e + AHEAD] * 2 * HC + HC, HC);
-        const T *vj = with_emb(kv + col[e] * 2 * HC + HC, emb, e, HC, buf);
+        const T *vj = row_of(kv + col[e] * 2 * HC + HC, emb, e, HC, buf);
         for (int64_t h = 0; h < H; h++) {
             T p = alpha[e * H + h] * sm[h];
             alpha[e * H + h] = p;
@@ -90,21 +109,27 @@ INLINE void forward_row(int64_t i, int64_t H, const int64_t C, const int ADD,
             VEC for (int64_t c = 0; c < C; c++) oh[c] += p * vh[c];
         }
     }
+    store_row(out + i * HC, o, HC);
 }
 
 /* Pass 1 of the backward, per target: the per-edge weights and score gradients wg, gq, the
  * edge embedding's gradient, and (additive) this thread's partial sum of att's gradient. */
 INLINE void backward_dst_row(int64_t i, int64_t H, const int64_t C, const int ADD,
-                             const int64_t *crow, const int64_t *col, const T *q, const T *kv,
-                             const T *emb, const T *att, const T *noise, const T *alpha,
-                             const T *out, const T *gout, T scale, T slope, T *wg, T *gq,
-                             T *gemb, T *ga, int64_t n_e) {
+                             const int64_t *crow, const int64_t *col, const S *q, const S *kv,
+                             const S *emb, const T *att, const T *noise, const T *alpha,
+                             const S *out, const S *gout, T scale, T slope, T *wg, S *gq,
+                             S *gemb, T *ga, int64_t n_e) {
     const int64_t HC = H * C, a = crow[i], b = crow[i + 1];
-    T *gqi = gq + i * HC;
+    T gqi[HC];
     memset(gqi, 0, sizeof(T) * HC);
-    if (a == b) return;
-    const T *qi = q + i * HC, *goi = gout + i * HC, *oi = out + i * HC;
-    T dot[H], kbuf[emb ? HC : 1], vbuf[emb ? HC : 1];
+    if (a == b) {
+        store_row(gq + i * HC, gqi, HC);
+        return;
+    }
+    T qbuf[HC], gobuf[HC], obuf[HC], kbuf[HC], vbuf[HC], ge[HC], dot[H];
+    const T *qi = row_of(q + i * HC, NULL, 0, HC, qbuf);
+    const T *goi = row_of(gout + i * HC, NULL, 0, HC, gobuf);
+    const T *oi = row_of(out + i * HC, NULL, 0, HC, obuf);
     for (int64_t h = 0; h < H; h++) {
         T d = 0;
         _Pragma("omp simd reduction(+:d)")
@@ -113,8 +138,8 @@ INLINE void backward_dst_row(int64_t i, int64_t H, const int64_t C, const int AD
     }
     for (int64_t e = a; e < b; e++) {
         if (e + AHEAD < n_e) prefetch_row(kv + col[e + AHEAD] * 2 * HC, 2 * HC);
-        const T *kj = with_emb(kv + col[e] * 2 * HC, emb, e, HC, kbuf);
-        const T *vj = with_emb(kv + col[e] * 2 * HC + HC, emb, e, HC, vbuf);
+        const T *kj = row_of(kv + col[e] * 2 * HC, emb, e, HC, kbuf);
+        const T *vj = row_of(kv + col[e] * 2 * HC + HC, emb, e, HC, vbuf);
         for (int64_t h = 0; h < H; h++) {
             const T *go = goi + h * C, *vh = vj + h * C, *kh = kj + h * C, *qh = qi + h * C;
             T gw = 0;
@@ -126,7 +151,7 @@ INLINE void backward_dst_row(int64_t i, int64_t H, const int64_t C, const int AD
             wg[(2 * e + 1) * H + h] = g;
             T *gqh = gqi + h * C;
             /* the edge embedding's gradient: as a value, then as a key (below) */
-            T *geh = gemb ? gemb + e * HC + h * C : NULL;
+            T *geh = emb && gemb ? ge + h * C : NULL;
             if (geh) {
                 VEC for (int64_t c = 0; c < C; c++) geh[c] = w * go[c];
             }
@@ -148,18 +173,21 @@ INLINE void backward_dst_row(int64_t i, int64_t H, const int64_t C, const int AD
                 }
             }
         }
+        if (emb && gemb) store_row(gemb + e * HC, ge, HC);
     }
+    store_row(gq + i * HC, gqi, HC);
 }
 
 /* Pass 2 of the backward, per source (transposed structure): its row of gkv. */
 INLINE void backward_src_row(int64_t j, int64_t H, const int64_t C, const int ADD,
                              const int64_t *crow_t, const int64_t *perm_t, const int64_t *dst_t,
-                             const T *q, const T *kv, const T *emb, const T *att, const T *wg,
-                             const T *gout, T scale, T slope, T *gkv, int64_t n_e) {
+                             const S *q, const S *kv, const S *emb, const T *att, const T *wg,
+                             const S *gout, T scale, T slope, S *gkv, int64_t n_e) {
     const int64_t HC = H * C;
-    T *gkj = gkv + j * 2 * HC, *gvj = gkj + HC;
-    memset(gkj, 0, sizeof(T) * 2 * HC);
-    const T *kj = kv + j * 2 * HC;
+    T g2[2 * HC], kbuf[HC], qbuf[HC], gobuf[HC], ebuf[HC];
+    T *gkj = g2, *gvj = g2 + HC;
+    memset(g2, 0, sizeof(T) * 2 * HC);
+    const T *kj = ADD ? row_of(kv + j * 2 * HC, NULL, 0, HC, kbuf) : NULL;
     for (int64_t p = crow_t[j]; p < crow_t[j + 1]; p++) {
         if (p + AHEAD < n_e) {
             const int64_t ia = dst_t[p + AHEAD];
@@ -168,7 +196,9 @@ INLINE void backward_src_row(int64_t j, int64_t H, const int64_t C, const int AD
             __builtin_prefetch(wg + perm_t[p + AHEAD] * 2 * H);
         }
         const int64_t e = perm_t[p], i = dst_t[p];
-        const T *qi = q + i * HC, *goi = gout + i * HC;
+        const T *qi = row_of(q + i * HC, NULL, 0, HC, qbuf);
+        const T *goi = row_of(gout + i * HC, NULL, 0, HC, gobuf);
+        const T *ei = ADD && emb ? row_of(emb + e * HC, NULL, 0, HC, ebuf) : NULL;
         for (int64_t h = 0; h < H; h++) {
             const T w = wg[(2 * e) * H + h], g = wg[(2 * e + 1) * H + h];
             const T *go = goi + h * C, *qh = qi + h * C;
@@ -176,7 +206,7 @@ INLINE void backward_src_row(int64_t j, int64_t H, const int64_t C, const int AD
             VEC for (int64_t c = 0; c < C; c++) gvh[c] += w * go[c];
             if (ADD) {
                 const T *ah = att + h * C, *kh = kj + h * C;
-                const T *eh = emb ? emb + e * HC + h * C : NULL;
+                const T *eh = ei ? ei + h * C : NULL;
                 VEC for (int64_t c = 0; c < C; c++) {
                     const T z = qh[c] + kh[c] + (eh ? eh[c] : 0);
                     gkh[c] += g * ah[c] * leaky_grad(z, slope);
@@ -187,12 +217,13 @@ INLINE void backward_src_row(int64_t j, int64_t H, const int64_t C, const int AD
             }
         }
     }
+    store_row(gkv + j * 2 * HC, g2, 2 * HC);
 }
 
 void NAME(csr_attention_forward)(
-    int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col, const T *q,
-    const T *kv, const T *emb, const T *att, const T *bias, const T *noise, double scale,
-    double slope, T *out, T *alpha, int nthreads) {
+    int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col, const S *q,
+    const S *kv, const S *emb, const T *att, const T *bias, const T *noise, double scale,
+    double slope, S *out, T *alpha, int nthreads) {
     const int64_t n_e = crow[n_t];
 #define BODY(CC, A) forward_row(r, H, CC, A, crow, col, q, kv, emb, att, bias, noise,         \
                                 (T)scale, (T)slope, out, alpha, n_e)
@@ -201,9 +232,9 @@ void NAME(csr_attention_forward)(
 }
 
 void NAME(csr_attention_backward_dst)(
-    int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col, const T *q,
-    const T *kv, const T *emb, const T *att, const T *noise, const T *alpha, const T *out,
-    const T *gout, double scale, double slope, T *wg, T *gq, T *gemb, T *gatt, int nthreads) {
+    int64_t n_t, int64_t H, int64_t C, const int64_t *crow, const int64_t *col, const S *q,
+    const S *kv, const S *emb, const T *att, const T *noise, const T *alpha, const S *out,
+    const S *gout, double scale, double slope, T *wg, S *gq, S *gemb, T *gatt, int nthreads) {
     const int64_t n_e = crow[n_t];
 #define BODY(CC, A) backward_dst_row(r, H, CC, A, crow, col, q, kv, emb, att, noise, alpha,   \
                                      out, gout, (T)scale, (T)slope, wg, gq, gemb,             \
@@ -215,8 +246,8 @@ void NAME(csr_attention_backward_dst)(
 
 void NAME(csr_attention_backward_src)(
     int64_t n_s, int64_t H, int64_t C, const int64_t *crow_t, const int64_t *perm_t,
-    const int64_t *dst_t, const T *q, const T *kv, const T *emb, const T *att, const T *wg,
-    const T *gout, double scale, double slope, T *gkv, int nthreads) {
+    const int64_t *dst_t, const S *q, const S *kv, const S *emb, const T *att, const T *wg,
+    const S *gout, double scale, double slope, S *gkv, int nthreads) {
     const int64_t n_e = crow_t[n_s];
 #define BODY(CC, A) backward_src_row(r, H, CC, A, crow_t, perm_t, dst_t, q, kv, emb, att, wg, \
                                      gout, (T)scale, (T)slope, gkv, n_e)

@@ -9,8 +9,8 @@
  * dropout_forward:  drop(i) = bits(i) < level;  out[i] = drop(i) ? 0 : x[i] * scale
  * dropout_backward: out[i] = drop(i) ? 0 : g[i] * scale
  * out may be x (or g): in place. A dropped NaN or infinity becomes 0, as with masked_fill.
- * Compiled for float, double and (-DBF16, T = uint16_t) bfloat16, whose kept elements are
- * scaled in float and rounded to nearest even, as torch's bfloat16 arithmetic does.
+ * Elements of type S (common.h): in bfloat16 the kept ones are scaled in float and rounded
+ * to nearest even, as torch's bfloat16 arithmetic does.
  */
 #include "common.h"
 #ifdef __AVX512BW__
@@ -25,31 +25,14 @@ INLINE uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-#ifdef BF16 /* T = uint16_t holds bfloat16 bits: arithmetic in float */
-typedef float A;
-INLINE A load(T v) {
-    union { uint32_t u; float f; } c = {.u = (uint32_t)v << 16};
-    return c.f;
-}
-INLINE T store(A f) { /* round to nearest even; a NaN stays a (quiet) NaN */
-    union { float f; uint32_t u; } c = {.f = f};
-    const uint32_t nan = (c.u >> 16) | 0x40u, even = (c.u + 0x7fffu + ((c.u >> 16) & 1u)) >> 16;
-    return (T)((c.u & 0x7fffffffu) > 0x7f800000u ? nan : even); /* a select: vectorises */
-}
-#else
-typedef T A;
-#define load(v) (v)
-#define store(v) (v)
-#endif
-
-INLINE void apply(int64_t m, const T *x, const uint64_t *mask, A s, T *out) {
+INLINE void apply(int64_t m, const S *x, const uint64_t *mask, T s, S *out) {
     VEC for (int64_t i = 0; i < m; i++)
-        out[i] = (mask[i >> 6] >> (i & 63)) & 1 ? (T)0 : store(load(x[i]) * s);
+        out[i] = (mask[i >> 6] >> (i & 63)) & 1 ? (S)0 : st(ld(x[i]) * s);
 }
 
-void NAME(dropout_forward)(int64_t n, const T *x, T *out, uint64_t *mask, int64_t seed,
+void NAME(dropout_forward)(int64_t n, const S *x, S *out, uint64_t *mask, int64_t seed,
                            int64_t level, double scale, int threads) {
-    const A s = (A)scale;
+    const T s = (T)scale;
     const int16_t lv = (int16_t)(level - 32768); /* bits as signed 16-bit: compare there */
     const int64_t groups = (n + GROUP - 1) / GROUP;
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -77,9 +60,9 @@ void NAME(dropout_forward)(int64_t n, const T *x, T *out, uint64_t *mask, int64_
     }
 }
 
-void NAME(dropout_backward)(int64_t n, const T *g, const uint64_t *mask, double scale,
-                            T *out, int threads) {
-    const A s = (A)scale;
+void NAME(dropout_backward)(int64_t n, const S *g, const uint64_t *mask, double scale,
+                            S *out, int threads) {
+    const T s = (T)scale;
     const int64_t groups = (n + GROUP - 1) / GROUP;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t b = 0; b < groups; b++) {
