@@ -63,6 +63,31 @@ def test_every_model_builds_and_runs(sb):
         assert 0.0 <= r["test_acc"] <= 1.0 and r["val_acc"] is None
 
 
+def test_bf16_suffix_trains_the_same_model_under_autocast(sb, monkeypatch):
+    """'<model> bf16' builds the float32 model of '<model>' and runs its forward passes
+    (training and evaluation) under CPU autocast."""
+    import torch
+
+    assert sb.mixed_precision("GATConv bf16") == ("GATConv", True)
+    assert sb.mixed_precision("graphattn") == ("graphattn", False)
+    same = sb.build_model("graphattn bf16", 34, 4, seed=0)
+    ref = sb.build_model("graphattn", 34, 4, seed=0)
+    for a, b in zip(same.parameters(), ref.parameters()):
+        assert torch.equal(a, b) and a.dtype == torch.float32
+    seen = []
+    real = sb.build_model
+
+    def recording(*args, **kwargs):
+        model = real(*args, **kwargs)
+        model.register_forward_hook(
+            lambda m, i, o: seen.append(torch.is_autocast_enabled("cpu")))
+        return model
+
+    monkeypatch.setattr(sb, "build_model", recording)
+    r = sb.train_run("graphattn bf16", sb.load_data("karate"), epochs=3)
+    assert 0.0 <= r["test_acc"] <= 1.0 and len(seen) == 4 and all(seen)  # 3 steps, 1 eval
+
+
 def test_over_memory_budget_is_recorded(sb):
     case = dict(dataset="karate", num_nodes=34, seeds=[0], epochs=2)
     row = sb.run_case(case, "GCNConv", 1, 0.01, 5e-4, max_rss_gb=0.01)
