@@ -42,8 +42,8 @@ except graphattn's default):
   all 3 layers.
 * ``<model> bf16`` (``--models``, e.g. ``graphattn bf16``): that model trained and
   evaluated under CPU autocast (``torch.autocast("cpu", dtype=torch.bfloat16)``: bfloat16
-  matrix products, float32 weights, optimiser and loss); graphattn's attention kernels
-  run in float32 under it.
+  matrix products, float32 weights, optimiser and loss); graphattn's adjacency kernel
+  reads the bfloat16 rows and computes in float32, its other kernels get float32 copies.
 * ``graphattn adjacency``: two :class:`~graphattn.nn.GraphSelfAttention` layers (the shape
   of a 2-layer GAT), as in ``examples/karate_club.py``.
 * ``GCNConv``, ``GATConv``, ``TransformerConv``: 2-layer PyG models.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -224,7 +222,7 @@ class GraphSelfAttention(MessagePassing):
         # and the scores, softmax and weighted sums run without autocast
         wide = fused and q.dtype in GF.LOW_PRECISION and not (
             self.mask == "adjacency" and native.available(q.dtype, "csr"))
-        with torch.autocast(q.device.type, enabled=False) if wide else nullcontext():
+        with GF.float32_region(q.device.type, wide):
             if wide:
                 q, kv, edge_attr, attn_bias = GF.widen(q, kv, edge_attr, attn_bias)
             if self.mask == "adjacency" and fused:

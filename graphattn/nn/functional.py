@@ -10,6 +10,8 @@ computed per edge (or per pair), normalised over the edges that share a target w
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,6 +25,12 @@ def widen(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
     float32/64) unchanged."""
     return tuple(t.float() if t is not None and t.dtype in LOW_PRECISION else t
                  for t in tensors)
+
+
+def float32_region(device_type: str, wide: bool):
+    """A block with autocast off on ``device_type`` when ``wide`` (inputs just widened by
+    :func:`widen`, so the block computes in float32), else a block that changes nothing."""
+    return torch.autocast(device_type, enabled=False) if wide else nullcontext()
 
 
 def dot_score(query: Tensor, key: Tensor) -> Tensor:

@@ -214,11 +214,9 @@ class LinearGlobalAttention(torch.nn.Module):
                 else out
         qkv = self.lin_qkv(x)  # (N, 3HC): q, k, v of each node side by side
         if bool(batch[0] == batch[-1]):  # one graph (the large-graph case): no padding
-            if qkv.dtype in GF.LOW_PRECISION:  # autocast: the N-long sums in float32
-                with torch.autocast(qkv.device.type, enabled=False):
-                    out = _OneGraphAttention.apply(qkv.float(), H)  # (N, HC)
-            else:
-                out = _OneGraphAttention.apply(qkv, H)  # (N, HC)
+            wide = qkv.dtype in GF.LOW_PRECISION  # autocast: the N-long sums in float32
+            with GF.float32_region(qkv.device.type, wide):
+                out = _OneGraphAttention.apply(*GF.widen(qkv), H)  # (N, HC)
         else:  # padded per-graph layout, so no (N, H, C, C) tensor is ever formed
             q, k, v = qkv.view(N, 3, H, C).unbind(1)  # 3 x (N, H, C)
             q, k = feature_map(q), feature_map(k)
