@@ -31,7 +31,13 @@ except graphattn's default):
   LFR; GCNConv 0.948 on LFR. ffn_ratio 1 (2026-12-02): seeds 3-5, 10k, LFR / SBM 0.949 /
   0.982 vs 0.950 / 0.983, seed 3, 100k, 0.969 / 0.987 vs 0.963 / 0.986, a 1M-node step 4.39
   instead of 4.75 s (kept memory); but on seeds 0-2 LFR 10k 0.944 vs 0.951, below GCNConv's
-  0.948: not adopted. On seeds 0-2: the previous default (width 64, global in all 3)
+  0.948: not adopted. Cheaper variants at 1M nodes (SBM, 2 threads, kept memory, median
+  step, one run each, 2026-12-02 on a host ~3x slower than the table's, where a 2-layer
+  GATConv step took 20.3 s): the default 14.4 s (1.41x GATConv), heads 2 14.2 s, heads 1
+  13.8 s, heads 1 and ffn_ratio 1 12.2 s (1.66x), graphattn adjacency 9.4 s (2.17x, but
+  less accurate than GATConv at 1M): no width-32, 3-layer variant reaches 2x GATConv there;
+  two thirds of the step are the adjacency kernels' gathers and the projections' memory
+  traffic. On seeds 0-2: the previous default (width 64, global in all 3)
   0.938 / 0.980, 2 layers 0.897 / 0.966, dropout 0 0.925 on LFR (width 64). Width 32
   instead of 64 quarters the projections and halves the activations; one global branch
   instead of three removes ~2 GB of fresh allocations per epoch at 1M nodes (a hybrid layer
