@@ -1,4 +1,5 @@
-"""Social networks: networkx conversion, labelled generators and data sets."""
+"""Social networks: networkx conversion, labelled generators, data sets and a community
+prior."""
 
 from graphattn.social.convert import from_networkx, node_index, to_networkx
 from graphattn.social.datasets import (
@@ -9,6 +10,7 @@ from graphattn.social.datasets import (
     split_masks,
     stochastic_block_model,
 )
+from graphattn.social.modularity import soft_modularity
 
 __all__ = [
     "SOCIAL_DATASETS",
@@ -17,6 +19,7 @@ __all__ = [
     "lfr_benchmark",
     "node_index",
     "pyg_social",
+    "soft_modularity",
     "split_masks",
     "stochastic_block_model",
     "to_networkx",
