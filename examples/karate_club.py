@@ -12,10 +12,20 @@ random members, 4 communities), Laplacian eigenvectors, longer walks, a deeper o
 model and a GraphTransformer with layer norms (0.5-0.6: too many parameters for 4 labels).
 Two layers of adjacency-masked self-attention (4 heads, then 1) read it.
 
-Test accuracy, mean ± std over seeds 0-9 (model initialisation and dropout):
-4 communities 0.850 ± 0.024, 2 factions 0.969 ± 0.000. Label propagation, for scale, gets
-0.83-0.87 on the communities. A second of training; the picture colours members by
-predicted class and draws friendships by attention weight (both directions, all layers):
+The loss adds a community prior on every member, labelled or not: cross-entropy on the
+labelled members minus the soft modularity of the predicted class probabilities
+(:func:`graphattn.social.soft_modularity`, weight ``--modularity``): friends should share a
+class, beyond what chance predicts for their degrees. Test accuracy, mean ± std over seeds
+0-9 (model initialisation and dropout), 300 epochs: 4 communities 0.903 ± 0.011 with the
+prior (weight 1), 0.857 ± 0.032 without it (0.850 ± 0.024 at 100 epochs); 2 factions
+0.969 ± 0.000 with it, 0.959 ± 0.015 without. With no validation set (4 labels) the weight was not
+tuned: weight 1 is the plain sum, and the sweep over it (same seeds, test members, 300
+epochs: weight 0.5 0.873 at 100 epochs, 2 0.907, 3 0.873, one seed collapsing to 0.60) is
+reported, not chosen from. On 20 draws of a random labelled member per community the prior
+lifts 0.835 ± 0.068 to 0.863 ± 0.130 (a member on a community's border can pull the
+partition the wrong way). Label propagation, for scale, gets 0.83-0.87 on the communities. A
+second of training; the picture colours members by predicted class and draws friendships by
+attention weight (both directions, all layers):
 
     python examples/karate_club.py --seed 0 --out karate.png
     python examples/karate_club.py --labels faction
@@ -31,7 +41,7 @@ from torch_geometric.data import Data
 from torch_geometric.utils import add_self_loops, degree
 
 from graphattn.nn import GraphSelfAttention
-from graphattn.social import karate_club
+from graphattn.social import karate_club, soft_modularity
 from graphattn.viz import attention_weights, draw_graph_attention, node_edge_scores
 
 LABELLED = {"community": [0, 4, 8, 24], "faction": [0, 33]}
@@ -69,7 +79,7 @@ class Net(torch.nn.Module):
 
 
 def main(seed: int = 0, labels: str = "community", out: str | None = None,
-         epochs: int = 100) -> float:
+         epochs: int = 300, modularity: float = 1.0) -> float:
     torch.manual_seed(seed)
     data = load(labels)
     model = Net(data.num_features, len(data.classes))
@@ -77,7 +87,10 @@ def main(seed: int = 0, labels: str = "community", out: str | None = None,
     for _ in range(epochs):
         model.train()
         opt.zero_grad()
-        loss = F.cross_entropy(model(data)[data.train_mask], data.y[data.train_mask])
+        logits = model(data)
+        loss = F.cross_entropy(logits[data.train_mask], data.y[data.train_mask])
+        if modularity:  # the community prior, on every member
+            loss = loss - modularity * soft_modularity(logits.softmax(-1), data.edge_index)
         loss.backward()
         opt.step()
     model.eval()
@@ -102,7 +115,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--labels", default="community", choices=["community", "faction"])
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--modularity", type=float, default=1.0,
+                        help="weight of the soft-modularity prior (0: cross-entropy only)")
     parser.add_argument("--out", default=None, help="PNG path for the picture (none: no picture)")
     args = parser.parse_args()
-    main(args.seed, args.labels, args.out, args.epochs)
+    main(args.seed, args.labels, args.out, args.epochs, args.modularity)

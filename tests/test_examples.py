@@ -49,7 +49,7 @@ def test_vector_set_example():
 def test_karate_club_example(tmp_path, capsys):
     picture = tmp_path / "karate.png"
     acc = load("karate_club").main(seed=0, labels="community", out=str(picture))
-    assert acc >= 0.75  # 4 communities, 4 labels: chance is 0.25; seeds 0-9 average 0.85
+    assert acc >= 0.85  # 4 communities, 4 labels: chance is 0.25; seeds 0-9 average 0.90
     assert picture.stat().st_size > 10_000
     assert "test accuracy" in capsys.readouterr().out
     assert load("karate_club").main(seed=0, labels="faction") >= 0.9
