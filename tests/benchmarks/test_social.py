@@ -56,6 +56,33 @@ def test_same_seed_same_numbers(sb):
     assert a["test_acc"] == b["test_acc"] and a["epochs_run"] == 3
 
 
+def test_karate_modularity_case_adds_the_prior_to_the_loss(sb, monkeypatch):
+    """'karate+modularity' is karate's graph and split; its runs subtract the soft
+    modularity of all members' class probabilities, once per training step."""
+    import torch
+
+    import graphattn.social as social
+
+    assert [c["dataset"] for c in sb.plan(quick=True)][:2] == ["karate", "karate+modularity"]
+    a, b = sb.load_data("karate"), sb.load_data("karate+modularity")
+    assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.train_mask, b.train_mask)
+    calls, original = [], social.soft_modularity
+
+    def spy(prob, edge_index):
+        calls.append(tuple(prob.shape))
+        return original(prob, edge_index)
+
+    monkeypatch.setattr(social, "soft_modularity", spy)
+    spec = dict(dataset="karate+modularity", num_nodes=34, seeds=[0], epochs=3, threads=1,
+                lr=0.01, weight_decay=5e-4, model="GCNConv")
+    assert sb.run_child(spec)["accs"]
+    assert calls == [(34, 4)] * 3  # every step, every member
+    sb.run_child(dict(spec, dataset="karate"))
+    assert len(calls) == 3  # plain karate: cross-entropy only
+    assert sb.case_label(dict(dataset="karate+modularity", num_nodes=34)) == \
+        "karate (4 communities), modularity prior 1"
+
+
 def test_every_model_builds_and_runs(sb):
     data = sb.load_data("karate")
     for name in sb.MODELS:
