@@ -181,7 +181,8 @@ def cmd_train(args) -> int:
         model = model.to(device)
     res = fit(model, data, task=task, kind=kind, epochs=args.epochs, lr=args.lr,
               batch_size=args.batch_size, train_idx=splits["train"], val_idx=splits["val"],
-              test_idx=splits["test"], patience=args.patience, seed=args.seed, out_dir=out,
+              test_idx=splits["test"], patience=args.patience, modularity=args.modularity,
+              seed=args.seed, out_dir=out,
               resume=args.resume, quiet=args.quiet, featurizer=featurizer,
               extra={"dataset": {k: v for k, v in spec.items() if v is not None},
                      "target_names": target_names})
@@ -398,6 +399,9 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--encodings", default=None,
                    help="comma-separated encodings, e.g. degree,spd (spd needs --mask full)")
     t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--modularity", type=float, default=0.0,
+                   help="node classification: weight of the soft-modularity prior on every "
+                        "node (graphattn.social.soft_modularity; 0: none)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from graphattn.checkpoint import load_checkpoint, model_spec, save_checkpoint
 from graphattn.nn.heads import masked_loss
+from graphattn.social.modularity import soft_modularity
 
 TASKS = ("node", "graph")
 KINDS = ("regression", "classification", "multilabel")
@@ -363,6 +364,7 @@ def fit(
     monitor: str | None = None,
     standardize: bool = True,
     grad_clip: float | None = None,
+    modularity: float = 0.0,
     seed: int = 0,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
@@ -401,6 +403,12 @@ def fit(
             (stored with the model) while training; predictions and metrics are on the
             original scale.
         grad_clip (float, optional): clip the gradient norm.
+        modularity (float): node classification only: the weight :math:`\lambda` of a
+            community prior on every node, labelled or not: the training loss is
+            cross-entropy on the training nodes minus :math:`\lambda` times the
+            :func:`~graphattn.social.soft_modularity` of all nodes' predicted class
+            probabilities (``examples/karate_club.py``; ``train_loss`` in the history
+            includes it, validation metrics do not). (default: ``0.0``: none)
         seed (int): seeds the shuffling and dropout of every epoch (the same seed gives the
             same metrics; resumed runs continue identically). Seed the model's
             initialisation yourself (``torch.manual_seed``) before building it.
@@ -428,6 +436,10 @@ def fit(
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be >= 1 or None, got {patience}")
     task = _resolve_task(model, data, task)
+    if modularity < 0 or (modularity and (task, kind) != ("node", "classification")):
+        raise ValueError(f"modularity must be >= 0 and is a prior of node classification "
+                         f"(task='node', kind='classification'), got modularity={modularity} "
+                         f"for task={task!r}, kind={kind!r}")
     if task == "graph" and len(data) == 0:
         raise ValueError("the data set is empty")
     if getattr(data, "y", None) is None and task == "node":
@@ -520,8 +532,11 @@ def fit(
         train_model.train()
         if task == "node":
             optimizer.zero_grad()
-            out = _forward(train_model, node_data)[split["train"]]
-            loss = masked_loss(out, y_train, _LOSS[kind])
+            out = _forward(train_model, node_data)
+            loss = masked_loss(out[split["train"]], y_train, _LOSS[kind])
+            if modularity:
+                loss = loss - modularity * soft_modularity(out.softmax(-1),
+                                                           node_data.edge_index)
             loss.backward()
             _step(model, optimizer, grad_clip)
             train_loss = loss.item()

@@ -128,7 +128,7 @@ def test_resume_continues_to_the_same_result(workdir):
 def test_social_train_and_explain(workdir):
     out = workdir / "karate"
     assert cli.main(["train", "--dataset", "karate", "--out", str(out), "--epochs", "15",
-                     "--lr", "0.02", *MODEL]) == 0
+                     "--lr", "0.02", "--modularity", "1", *MODEL]) == 0
     final = json.loads((out / "metrics.json").read_text())["final"]
     assert "accuracy" in final["train"] and "roc_auc" in final["val"]
     png = workdir / "karate.png"
@@ -159,6 +159,9 @@ def test_runtime_mistakes_are_one_line(workdir, tmp_path, capsys):
          "--target"),
         (["train", "--dataset", "csv:/no/such.csv", "--target", "y", "--out",
           str(tmp_path / "o")], "no such file"),
+        (["train", "--dataset", f"csv:{workdir / 'tiny.csv'}", "--smiles-column", "mol",
+          "--target", "size", "--modularity", "1", "--out", str(tmp_path / "m")],
+         "prior of node classification"),
     ]
     for argv, needle in cases:
         capsys.readouterr()

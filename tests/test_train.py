@@ -177,6 +177,31 @@ def test_node_classification_on_a_planted_graph():
     assert torch.allclose(probs.sum(1), torch.ones(n))
 
 
+def test_modularity_prior_labels_the_unlabelled_communities():
+    # two 10-cliques joined by one edge, noise features, one labelled node per clique: only
+    # the prior tells the unlabelled nodes that friends share a class
+    blocks = torch.arange(20) // 10
+    pairs = [(i, j) for i in range(20) for j in range(20) if i != j and blocks[i] == blocks[j]]
+    edge_index = torch.tensor(pairs + [(9, 10), (10, 9)]).t()
+    train = torch.zeros(20, dtype=torch.bool)
+    train[[0, 19]] = True
+    data = Data(x=torch.randn(20, 4, generator=torch.Generator().manual_seed(0)),
+                edge_index=edge_index, y=blocks, train_mask=train, test_mask=~train)
+    accs = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        res = fit(Tiny(4, 2, task="node"), data, kind="classification", epochs=100, lr=2e-2,
+                  modularity=weight, quiet=True)
+        accs[weight] = res.metrics["test"]["accuracy"]
+        if weight:  # the history's training loss includes the prior: below cross-entropy
+            assert res.history[-1]["train_loss"] < 0
+    assert accs[1.0] == 1.0 and accs[0.0] < 0.9
+    with pytest.raises(ValueError, match="prior of node classification"):
+        fit(Tiny(4, 1), graphs(5), modularity=1.0)
+    with pytest.raises(ValueError, match="modularity must be >= 0"):
+        fit(Tiny(4, 2, task="node"), data, kind="classification", modularity=-1.0)
+
+
 def test_multitask_with_missing_labels_trains_on_observed_only():
     torch.manual_seed(0)
     data = graphs(40, tasks=2, missing=0.3)
