@@ -28,6 +28,25 @@ def test_one_hot_rows_give_networkx_modularity(n, p, k, directed, seed):
     assert -0.5 - 1e-9 <= q.item() <= 1.0
 
 
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 12), e=st.integers(0, 40), k=st.integers(1, 4),
+       seed=st.integers(0, 10**6))
+def test_invariant_to_node_and_community_order(n, e, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    prob = torch.rand(n, k, generator=g, dtype=torch.float64).softmax(-1)
+    edge_index = torch.randint(0, n, (2, e), generator=g)
+    weight = torch.rand(e, generator=g, dtype=torch.float64)
+    q = soft_modularity(prob, edge_index, weight)
+    nodes, comms = torch.randperm(n, generator=g), torch.randperm(k, generator=g)
+    inverse = torch.empty_like(nodes)
+    inverse[nodes] = torch.arange(n)
+    moved = soft_modularity(prob[nodes][:, comms], inverse[edge_index], weight)
+    assert torch.allclose(q, moved) and bool(torch.isfinite(q))
+    # one community for everyone: nothing beyond chance
+    assert abs(soft_modularity(torch.ones(n, 1, dtype=torch.float64), edge_index,
+                               weight).item()) < 1e-12
+
+
 def test_weights_count_like_networkx():
     G = nx.Graph([(0, 1, {"w": 3.0}), (1, 2, {"w": 1.0}), (2, 3, {"w": 3.0}),
                   (3, 0, {"w": 0.5})])
