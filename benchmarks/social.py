@@ -9,10 +9,11 @@ Data sets (:mod:`graphattn.social.datasets`):
 * ``karate``: Zachary's karate club with PyG's four communities and PyG's ``train_mask`` (one
   labelled member per community); the 30 others are the test set. No validation set: the
   model after the last epoch is scored. Identity features.
-* ``karate+modularity``: the same graph, split and models, each trained with the
-  soft-modularity prior of ``examples/karate_club.py`` (loss: cross-entropy on the labelled
-  members minus :func:`~graphattn.social.soft_modularity` of every member's predicted class
-  probabilities, weight 1): does a community prior help, and whom.
+* ``<data set>+modularity`` (``karate``; ``sbm`` and ``lfr`` at 10k nodes): the same
+  graph, split and models, each trained with the soft-modularity prior of
+  ``examples/karate_club.py`` (loss: cross-entropy on the labelled nodes minus
+  :func:`~graphattn.social.soft_modularity` of every node's predicted class probabilities,
+  weight 1, not tuned): does a community prior help, and whom.
 * ``sbm``: :func:`~graphattn.social.stochastic_block_model`, 4 blocks, mean degree 10, mixing
   0.2, noisy one-hot block features (sigma 1); 10% train / 10% val / 80% test.
 * ``lfr``: :func:`~graphattn.social.lfr_benchmark` (``method="fast"`` at every size, for one
@@ -110,13 +111,19 @@ GRAPHATTN = dict(num_layers=3, heads=HEADS, mask="hybrid", global_attention="lin
 
 # ------------------------------------------------------------------------------ data
 
-KARATE = ("karate", "karate+modularity")  # one graph; the second adds the prior to the loss
-MODULARITY = {"karate+modularity": 1.0}  # the prior's weight per data set (default 0: none)
+DATASETS = ("karate", "sbm", "lfr")
+PRIOR, PRIOR_WEIGHT = "+modularity", 1.0  # "<data set>+modularity": its graph, prior in the loss
+
+
+def base_dataset(name: str) -> tuple[str, float]:
+    """``"lfr+modularity"`` -> ``("lfr", 1.0)``: the graph's data set, the prior's weight."""
+    return (name[:-len(PRIOR)], PRIOR_WEIGHT) if name.endswith(PRIOR) else (name, 0.0)
 
 
 def load_data(dataset: str, num_nodes: int | None = None, seed: int = 0):
     """The graph of one (data set, size, seed): same arguments, same graph and split."""
-    if dataset in KARATE:
+    dataset = base_dataset(dataset)[0]
+    if dataset == "karate":
         from torch_geometric.datasets import KarateClub
 
         data = KarateClub()[0]  # PyG's 4 communities and train_mask (one member per class)
@@ -310,7 +317,7 @@ def run_child(spec: dict) -> dict:
             how = "ru_maxrss (includes graph generation)"
         r = train_run(spec["model"], data, spec["epochs"], spec["lr"], spec["weight_decay"],
                       seed, spec.get("eval_every", 1), spec.get("max_seconds"),
-                      spec.get("keep_memory", False), MODULARITY.get(spec["dataset"], 0.0))
+                      spec.get("keep_memory", False), base_dataset(spec["dataset"])[1])
         peak = _rss_mib("VmHWM") if how.startswith("VmHWM") else \
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         r.update(seed=seed, graph_mib=base, peak_mib=peak)
@@ -372,7 +379,7 @@ def plan(quick: bool, sizes: list[int] | None = None) -> list[dict]:
     size, seeds, epochs, evaluation period and per-run time budget (seconds of training
     after which a run stops at the end of its epoch)."""
     cases = [dict(dataset=name, num_nodes=34, seeds=list(range(2 if quick else 10)),
-                  epochs=100, eval_every=1) for name in KARATE]
+                  epochs=100, eval_every=1) for name in ("karate", "karate" + PRIOR)]
     sizes = sizes or ([10_000] if quick else [10_000, 1_000_000, 100_000])
     for n in sizes:
         for ds in ("sbm", "lfr"):
@@ -385,6 +392,8 @@ def plan(quick: bool, sizes: list[int] | None = None) -> list[dict]:
             else:  # 1M nodes: one seed (a model's run takes up to ~20 min)
                 c = dict(seeds=[0], epochs=20, eval_every=2, max_seconds=900)
             cases.append(dict(dataset=ds, num_nodes=n, **c))
+            if n <= 10_000 and not quick:  # the prior for every model, on the small graphs
+                cases.append(dict(dataset=ds + PRIOR, num_nodes=n, **c))
     if not quick and sizes[-1] < 1_000_000 and any(n >= 1_000_000 for n in sizes):
         # LFR at 1M last: the slowest generator, and SBM at 1M already gives the timings
         big = [c for c in cases if c["dataset"] == "lfr" and c["num_nodes"] >= 1_000_000]
@@ -418,10 +427,10 @@ def fmt(v, spec=".3f"):
 
 
 def case_label(r: dict) -> str:
-    if r["dataset"] in KARATE:
-        prior = MODULARITY.get(r["dataset"])
-        return "karate (4 communities)" + (f", modularity prior {prior:g}" if prior else "")
-    return f"{r['dataset'].upper()} {r['num_nodes']:,} nodes"
+    ds, prior = base_dataset(r["dataset"])
+    label = "karate (4 communities)" if ds == "karate" else \
+        f"{ds.upper()} {r['num_nodes']:,} nodes"
+    return label + (f", modularity prior {prior:g}" if prior else "")
 
 
 PEERS = ["GCNConv", "GATConv", "TransformerConv", "SGFormer", "Polynormer"]
@@ -437,7 +446,7 @@ def targets(rows: list[dict]) -> list[str]:
     out = []
     for ds, n in dict.fromkeys((r["dataset"], r["num_nodes"]) for r in rows):
         ours = by.get((ds, n, "graphattn"))
-        if ds in KARATE:
+        if base_dataset(ds)[0] == "karate":
             out += karate_targets(ds, n, by)
             continue
         if ours is None:
@@ -546,7 +555,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
 
 def _order(r: dict) -> tuple:
     names = [*MODELS, WIDE, CHECKPOINTED]
-    return ([*KARATE, "sbm", "lfr"].index(r["dataset"]), r["num_nodes"],
+    ds, prior = base_dataset(r["dataset"])
+    return (DATASETS.index(ds), r["num_nodes"], prior,
             names.index(r["model"]) if r["model"] in names else len(names))
 
 
@@ -583,8 +593,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder for social.json and social.md (default: benchmarks/results for "
                         "the full grid; --quick only prints unless --out is given)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
-    p.add_argument("--datasets", default=",".join([*KARATE, "sbm", "lfr"]),
-                   help="comma-separated subset")
+    p.add_argument("--datasets", default=",".join(d + s for d in DATASETS for s in ("", PRIOR)),
+                   help="comma-separated subset; '<data set>+modularity' trains every model "
+                        "with the soft-modularity prior")
     p.add_argument("--sizes", default=None, help="comma-separated node counts (sbm, lfr)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads per run (default: 1; at 1M nodes 2 if the machine is idle)")
