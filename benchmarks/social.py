@@ -9,7 +9,7 @@ Data sets (:mod:`graphattn.social.datasets`):
 * ``karate``: Zachary's karate club with PyG's four communities and PyG's ``train_mask`` (one
   labelled member per community); the 30 others are the test set. No validation set: the
   model after the last epoch is scored. Identity features.
-* ``<data set>+modularity`` (``karate``; ``sbm`` and ``lfr`` at 10k nodes): the same
+* ``<data set>+modularity`` (``karate``; ``sbm`` and ``lfr`` up to 100k nodes): the same
   graph, split and models, each trained with the soft-modularity prior of
   ``examples/karate_club.py`` (loss: cross-entropy on the labelled nodes minus
   :func:`~graphattn.social.soft_modularity` of every node's predicted class probabilities,
@@ -392,7 +392,7 @@ def plan(quick: bool, sizes: list[int] | None = None) -> list[dict]:
             else:  # 1M nodes: one seed (a model's run takes up to ~20 min)
                 c = dict(seeds=[0], epochs=20, eval_every=2, max_seconds=900)
             cases.append(dict(dataset=ds, num_nodes=n, **c))
-            if n <= 10_000 and not quick:  # the prior for every model, on the small graphs
+            if n <= 100_000 and not quick:  # the prior for every model, below 1M nodes
                 cases.append(dict(dataset=ds + PRIOR, num_nodes=n, **c))
     if not quick and sizes[-1] < 1_000_000 and any(n >= 1_000_000 for n in sizes):
         # LFR at 1M last: the slowest generator, and SBM at 1M already gives the timings
