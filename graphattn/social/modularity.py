@@ -61,11 +61,11 @@ def soft_modularity(prob: Tensor, edge_index: Tensor, edge_weight: Tensor | None
                          f"got {list(w.shape)}")
     if bool((w < 0).any()):
         raise ValueError("edge_weight must be non-negative")
-    two_m = w.sum()
-    if src.numel() == 0 or two_m == 0:
-        return prob.sum() * 0.0  # no edges: no community structure to reward
+    total = w.sum()  # W
+    if total == 0:  # no edges (or only weightless ones): no community structure to reward
+        return prob.sum() * 0.0
     zeros = torch.zeros(n, dtype=prob.dtype, device=prob.device)
-    out_mass = zeros.index_add(0, src, w) @ prob / two_m  # (K): sum_i d_i^out s_i / 2m
-    in_mass = zeros.index_add(0, dst, w) @ prob / two_m
-    within = (w * (prob[src] * prob[dst]).sum(-1)).sum() / two_m
+    out_mass = zeros.index_add(0, src, w) @ prob / total  # (K): S^T d_out / W
+    in_mass = zeros.index_add(0, dst, w) @ prob / total
+    within = (w * (prob[src] * prob[dst]).sum(-1)).sum() / total
     return within - (out_mass * in_mass).sum()
