@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.chem.test_datasets import fake_qm9pack  # noqa: F401  (a fixture)
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "molecules.py"
 SMALL = {"graphattn-hybrid": {"hidden": 16, "layers": 1},
          "attentivefp": {"hidden": 16, "layers": 1, "timesteps": 1}}
@@ -115,3 +117,18 @@ def test_attentivefp_pyg_reads_pyg_from_smiles_features(mb, data_root):
     # the model was built for PyG's 9 atom columns, not graphattn's 49
     assert r["params"] == sum(p.numel() for p in mb.build_model(
         "attentivefp-pyg", cfg, 9, 3).parameters())
+
+
+@pytest.mark.filterwarnings("ignore:QM9. skipped 1")  # the fake folder's invalid row
+def test_qm9_tasks_share_one_fixed_subset(mb, fake_qm9pack, tmp_path):  # noqa: F811
+    root = str(tmp_path / "root")
+    small = mb.load_task("qm9_gap", 0, root=root, qm9_sizes=(2, 1, 1))
+    big = mb.load_task("qm9_gap_110k", 1, root=root, qm9_sizes=(2, 1, 1))
+    assert [d.smiles for d in small["data"]] == [d.smiles for d in big["data"]]
+    assert sorted(d.smiles for d in small["data"]) == ["C", "C#C", "N", "O"]
+    assert small["train"].tolist() == [0, 1] and small["test"].tolist() == [3]
+    with pytest.raises(ValueError, match=r"need 5 molecules, QM9 has 4"):
+        mb.load_task("qm9_gap", 0, root=root, qm9_sizes=(3, 1, 1))
+    # the hours-long task runs only when asked for
+    assert "qm9_gap_110k" in mb.TASKS and "qm9_gap_110k" not in mb.DEFAULT_TASKS
+    assert mb.QM9_SIZES["qm9_gap_110k"] == (110_000, 10_000, 10_000)
