@@ -604,7 +604,9 @@ def run(tasks=DEFAULT_TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None 
     if append and old is not None and old.exists():
         prev = json.loads(old.read_text())
         results = {t: v for t, v in prev["results"].items() if t not in tasks}
-        for key in ("budget", "sizes", "task_configs"):
+        if isinstance(prev["meta"].get("qm9_sizes"), list):  # before sizes per QM9 task
+            prev["meta"]["qm9_sizes"] = {"qm9_gap": prev["meta"]["qm9_sizes"]}
+        for key in ("budget", "sizes", "task_configs", "qm9_sizes"):
             meta[key] = {**{t: v for t, v in prev["meta"].get(key, {}).items()
                             if t in results}, **meta[key]}
         meta["command"] = f"{prev['meta']['command']}; then {command}"

@@ -132,3 +132,17 @@ def test_qm9_tasks_share_one_fixed_subset(mb, fake_qm9pack, tmp_path):  # noqa: 
     # the hours-long task runs only when asked for
     assert "qm9_gap_110k" in mb.TASKS and "qm9_gap_110k" not in mb.DEFAULT_TASKS
     assert mb.QM9_SIZES["qm9_gap_110k"] == (110_000, 10_000, 10_000)
+
+
+@pytest.mark.filterwarnings("ignore:QM9. skipped 1")
+def test_append_merges_qm9_sizes_per_task(mb, fake_qm9pack, tmp_path):  # noqa: F811
+    common = dict(models=["gin"], seeds=[0], epochs=1, out_dir=tmp_path, root=str(tmp_path),
+                  configs={"gin": {"hidden": 8}}, qm9_sizes=(2, 1, 1))
+    mb.run(tasks=["qm9_gap"], **common)
+    doc = json.loads((tmp_path / "molecules.json").read_text())
+    doc["meta"]["qm9_sizes"] = [2, 1, 1]  # the format of results written before 2026-12-03
+    (tmp_path / "molecules.json").write_text(json.dumps(doc))
+    mb.run(tasks=["qm9_gap_110k"], append=True, **common)
+    meta = json.loads((tmp_path / "molecules.json").read_text())["meta"]
+    assert meta["qm9_sizes"] == {"qm9_gap": [2, 1, 1], "qm9_gap_110k": [2, 1, 1]}
+    assert meta["sizes"]["qm9_gap_110k"] == {"train": 2, "val": 1, "test": 1}
