@@ -30,6 +30,12 @@ _HOOKS = ("_propagate_forward_pre_hooks", "_propagate_forward_hooks",
           "_aggregate_forward_pre_hooks", "_aggregate_forward_hooks")
 
 
+def _project(lin: Linear, x: Tensor) -> Tensor:
+    """``lin(x)``; once initialised through :func:`graphattn.nn.functional.linear` (a faster
+    backward for narrow raw features)."""
+    return lin(x) if is_lazy(lin.weight) else GF.linear(x, lin.weight, lin.bias)
+
+
 class GraphSelfAttention(MessagePassing):
     r"""Multi-head graph self-attention, masked by adjacency or fully connected.
 
@@ -213,7 +219,7 @@ class GraphSelfAttention(MessagePassing):
         x_src, x_dst, edge_index, edge_attr = check_inputs(self, x, edge_index, edge_attr,
                                                            batch, attn_bias)
         H, C = self.heads, self.out_channels
-        q = self.lin_query(x_dst).view(-1, H, C)  # (N_t, H, C)
+        q = _project(self.lin_query, x_dst).view(-1, H, C)  # (N_t, H, C)
         kv = self._key_value(x_src)  # (N_s, 2, H, C)
 
         fused = self._fused(q)
@@ -238,7 +244,7 @@ class GraphSelfAttention(MessagePassing):
 
         out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)  # (N_t, H*C | C)
         if self.lin_skip is not None:
-            out = out + self.lin_skip(x_dst)
+            out = out + _project(self.lin_skip, x_dst)
         if self.bias is not None:
             out = out + self.bias
         if return_attention_weights:
@@ -254,7 +260,7 @@ class GraphSelfAttention(MessagePassing):
             kv = torch.stack([lk(x), lv(x)], 1)
         else:
             bias = torch.cat([lk.bias, lv.bias]) if lk.bias is not None else None
-            kv = F.linear(x, torch.cat([lk.weight, lv.weight]), bias)
+            kv = GF.linear(x, torch.cat([lk.weight, lv.weight]), bias)
         return kv.view(-1, 2, self.heads, self.out_channels)
 
     def _adjacency(self, q, k, v, x_src, x_dst, edge_index, edge_attr, attn_bias):

@@ -10,6 +10,7 @@ from torch.nn import Linear
 from torch.utils.checkpoint import checkpoint
 from torch_geometric.data import Data
 
+from graphattn.nn import functional as GF
 from graphattn.nn.encodings import (
     AdjacencyBias,
     DegreeEncoder,
@@ -221,7 +222,7 @@ class GraphTransformer(torch.nn.Module):
             num_graphs = data.num_graphs if batch is not None else 1
         x, edge_attr = self._check(x, edge_index, edge_attr, batch, rwse, lappe)
         N = x.size(0)
-        h = self.lin_in(x)
+        h = GF.linear(x, self.lin_in.weight, self.lin_in.bias)  # fast for few features
         if self.degree is not None:
             h = h + self.degree(edge_index, N)
         if self.rwse is not None:
