@@ -437,8 +437,11 @@ def train_model(model: torch.nn.Module, data: list, split: dict, *, epochs: int,
 def run_one(task: str, name: str, seed: int, budget: dict, cfg: dict, loaded: dict,
             verbose: bool = False) -> dict:
     """Train ``name`` on one task split with one seed."""
-    if cfg.get("features") == "pyg":
-        loaded = dict(loaded, data=pyg_features(loaded["data"]))
+    if cfg.get("features") == "pyg":  # featurized once per task: run() shares the cache
+        cache = loaded.setdefault("cache", {})
+        if "pyg" not in cache:
+            cache["pyg"] = pyg_features(loaded["data"])
+        loaded = dict(loaded, data=cache["pyg"])
     data = loaded["data"]
     torch.manual_seed(seed)
     model = build_model(name, cfg, data[0].x.size(1), data[0].edge_attr.size(1))
@@ -465,7 +468,7 @@ def cross_validate(task: str, name: str, cfg: dict, budget: dict, seeds=(0, 1, 2
     per (seed, fold) and its mean: ``folds x len(seeds)`` held-out sets instead of one
     64-molecule validation set per seed."""
     walk = cfg.get("walk_length", 16) if "rwse" in cfg.get("encodings", ()) else 0
-    graphs, rmses = None, []
+    graphs, rmses, cache = None, [], {}
     for seed in seeds:
         loaded = load_task(task, seed, root=root, limit=limit)
         if graphs is None:
@@ -473,7 +476,7 @@ def cross_validate(task: str, name: str, cfg: dict, budget: dict, seeds=(0, 1, 2
         train = loaded["train"][_perm(loaded["train"].numel(), 1000 + seed)]
         for k, held in enumerate(train.tensor_split(folds)):
             rest = torch.cat([part for j, part in enumerate(train.tensor_split(folds)) if j != k])
-            split = dict(data=graphs, train=rest, val=held, test=held)
+            split = dict(data=graphs, train=rest, val=held, test=held, cache=cache)
             r = run_one(task, name, 100 * seed + k, budget, cfg, split)
             rmses.append(r["val_rmse"])
     return dict(task=task, model=name, config=cfg, budget=budget, seeds=list(seeds),
@@ -624,11 +627,12 @@ def run(tasks=DEFAULT_TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None 
         results[task] = {}
         print(f"== {task} ({UNITS[task]})", flush=True)
         graphs = None  # the graphs of a task are the same for every seed: featurize once
+        cache: dict = {}  # and the other featurizations of them (run_one)
         for seed in seeds:
             loaded = load_task(task, seed, root=root, limit=limit, qm9_sizes=qm9_sizes)
             if graphs is None:
                 graphs = add_rwse(loaded["data"], walk) if walk else loaded["data"]
-            loaded["data"] = graphs
+            loaded["data"], loaded["cache"] = graphs, cache
             meta["sizes"][task] = {k: int(loaded[k].numel()) for k in ("train", "val", "test")}
             for name in models:
                 t0 = time.perf_counter()

@@ -146,3 +146,13 @@ def test_append_merges_qm9_sizes_per_task(mb, fake_qm9pack, tmp_path):  # noqa: 
     meta = json.loads((tmp_path / "molecules.json").read_text())["meta"]
     assert meta["qm9_sizes"] == {"qm9_gap": [2, 1, 1], "qm9_gap_110k": [2, 1, 1]}
     assert meta["sizes"]["qm9_gap_110k"] == {"train": 2, "val": 1, "test": 1}
+
+
+def test_pyg_features_computed_once_per_task(mb, data_root, monkeypatch):
+    calls = []
+    real = mb.pyg_features
+    monkeypatch.setattr(mb, "pyg_features", lambda graphs: calls.append(1) or real(graphs))
+    cfg = {"attentivefp-pyg": {"hidden": 8, "layers": 1, "timesteps": 1}}
+    mb.run(tasks=["freesolv_random"], models=["attentivefp-pyg"], seeds=[0, 1], epochs=1,
+           limit=20, root=data_root, configs=cfg)
+    assert len(calls) == 1  # two seeds, one featurization
