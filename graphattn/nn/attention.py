@@ -31,9 +31,12 @@ _HOOKS = ("_propagate_forward_pre_hooks", "_propagate_forward_hooks",
 
 
 def _project(lin: Linear, x: Tensor) -> Tensor:
-    """``lin(x)``; once initialised through :func:`graphattn.nn.functional.linear` (a faster
-    backward for narrow raw features)."""
-    return lin(x) if is_lazy(lin.weight) else GF.linear(x, lin.weight, lin.bias)
+    """``lin(x)``; for a plain, initialised ``Linear`` without hooks the same product through
+    :func:`graphattn.nn.functional.linear` (a faster backward for narrow raw features)."""
+    if type(lin) is Linear and not is_lazy(lin.weight) and not (lin._forward_hooks
+                                                                 or lin._forward_pre_hooks):
+        return GF.linear(x, lin.weight, lin.bias)
+    return lin(x)
 
 
 class GraphSelfAttention(MessagePassing):

@@ -71,3 +71,19 @@ def test_layer_and_model_unchanged_by_it(fin, monkeypatch):
     ref = outputs_and_grads()
     for a, r in zip([*ours[0], *ours[1]], [*ref[0], *ref[1]]):
         torch.testing.assert_close(a, r)
+
+
+def test_projection_hooks_still_fire():
+    from graphattn import GraphTransformer
+    from graphattn.nn import GraphSelfAttention
+
+    x, ei = torch.randn(5, 4), torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
+    layer = GraphSelfAttention(4, 3, heads=2)
+    model = GraphTransformer(4, 8, 2, num_layers=1, heads=2)
+    seen = []
+    for name, lin in [("query", layer.lin_query), ("skip", layer.lin_skip),
+                      ("input", model.lin_in)]:
+        lin.register_forward_hook(lambda m, i, o, name=name: seen.append((name, o.shape)))
+    layer(x, ei)
+    model(x, ei)
+    assert seen == [("query", (5, 6)), ("skip", (5, 6)), ("input", (5, 8))]
