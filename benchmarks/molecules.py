@@ -64,8 +64,9 @@ MODELS = ("graphattn-adjacency", "graphattn-full", "graphattn-hybrid", "attentiv
           "attentivefp-pyg", "gin")
 UNITS = {"freesolv_random": "kcal/mol", "freesolv_scaffold": "kcal/mol",
          "solubility": "log(mol/L)", "qm9_gap": "eV", "qm9_gap_110k": "eV"}
-# the fixed random QM9 subsets (train, val, test) of each QM9 task; the smaller is a prefix
-# of the larger's draw
+# the fixed random QM9 subsets (train, val, test) of each QM9 task, cut from one draw (seed
+# 0): qm9_gap's validation and test molecules lie in qm9_gap_110k's training part, so a model
+# trained on one task must not be scored on the other's test set
 QM9_SIZES = {"qm9_gap": (20_000, 2_000, 2_000), "qm9_gap_110k": (110_000, 10_000, 10_000)}
 
 # Training budget per task, the same for every model: epochs, batch size, warm-up epochs.
