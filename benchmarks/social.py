@@ -600,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="threads per run (default: 1; at 1M nodes 2 if the machine is idle)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per case (override)")
+    p.add_argument("--seed-list", default=None,
+                   help="comma-separated seeds per case, e.g. 1,2 to add seeds to a 1-seed run")
     p.add_argument("--epochs", type=int, default=None, help="epochs per case (override)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--weight-decay", type=float, default=5e-4)
@@ -645,6 +647,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if args.seeds is not None:
             case["seeds"] = list(range(args.seeds))
+        if args.seed_list:
+            case["seeds"] = [int(v) for v in args.seed_list.split(",")]
         if args.epochs is not None:
             case["epochs"] = args.epochs
         threads = pick_threads(args.threads, case["num_nodes"])

@@ -141,3 +141,11 @@ def test_keep_freed_memory_is_applied_after_the_first_epoch_and_recorded(sb, tmp
     meta = dict(date="d", torch="t", pyg="p", cpu="c", cpus=2, loadavg="0", thp="1")
     md = sb.markdown(meta, [row, plain])
     assert " (kept) |" in md and "THP_MEM_ALLOC_ENABLE=1" in md
+
+
+def test_seed_list_runs_the_named_seeds(sb, tmp_path):
+    out = tmp_path / "out"
+    assert sb.main(["--quick", "--datasets", "karate", "--models", "GCNConv", "--seed-list",
+                    "3,5", "--epochs", "2", "--threads", "1", "--out", str(out)]) == 0
+    (row,) = json.loads((out / "social.json").read_text())["results"]
+    assert row["seeds"] == [3, 5] and len(row["accs"]) == 2
