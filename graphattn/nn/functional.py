@@ -15,7 +15,6 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.parameter import is_lazy
 
 # half-precision dtypes (autocast's): the fused CPU kernels compute in float32 instead
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -37,7 +36,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     Shapes: x ``[N, in]``, weight ``[out, in]``, bias ``[out]`` -> ``[N, out]``.
     """
-    if x.dim() != 2 or weight.size(1) >= NARROW or is_lazy(weight):
+    if x.dim() != 2 or weight.size(1) >= NARROW:
         return F.linear(x, weight, bias)
     w = weight.t().contiguous()
     return x @ w if bias is None else torch.addmm(bias, x, w)
