@@ -599,9 +599,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default=None, help="comma-separated node counts (sbm, lfr)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads per run (default: 1; at 1M nodes 2 if the machine is idle)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per case (override)")
-    p.add_argument("--seed-list", default=None,
-                   help="comma-separated seeds per case, e.g. 1,2 to add seeds to a 1-seed run")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, default=None, help="seeds per case (override)")
+    seeds.add_argument("--seed-list", default=None,
+                       help="comma-separated seeds per case, e.g. 1,2 to add seeds to a 1-seed run")
     p.add_argument("--epochs", type=int, default=None, help="epochs per case (override)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--weight-decay", type=float, default=5e-4)
