@@ -182,11 +182,14 @@ class NativeAttention(torch.autograd.Function):
     r"""Attention of each target over its in-edges by the native kernel.
 
     Inputs (edges in sorted order): q ``[N_t, H, C]``; kv ``[N_s, 2, H, C]`` the keys and
-    the values (``kv[:, 0]``, ``kv[:, 1]``; side by side, so an edge gathers one row); emb
+    the values (``kv[:, 0]``, ``kv[:, 1]``; side by side, so an edge gathers one row), or
+    ``[N_s, C]`` one row that is the key and the value of every head (then ``emb`` must be
+    ``None``, and the row's gradient is the sum over heads, keys and values); emb
     ``[E, H, C]`` (the edge embedding added to keys and values) or ``None``; att ``[H, C]``
     (additive score) or ``None`` (dot score); bias ``[E, H]`` or ``None``; noise ``[E, H]``
     (dropout keep-mask divided by ``1 - p``) or ``None``; ``st`` the
-    :class:`~.sparse_kernel.EdgeStructure`. With bfloat16 ``q`` (autocast), ``kv`` and
+    :class:`~.sparse_kernel.EdgeStructure`; ``scale`` of the dot score (default
+    :math:`C^{-1/2}`). With bfloat16 ``q`` (autocast), ``kv`` and
     ``emb`` are read as bfloat16 and ``out`` and the node gradients are bfloat16; scores,
     sums, ``alpha`` and the other inputs are float32.
 
@@ -195,21 +198,25 @@ class NativeAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, kv, emb, att, bias, noise, st, negative_slope):
+    def forward(ctx, q, kv, emb, att, bias, noise, st, negative_slope, scale=None):
         acc = compute_dtype(q.dtype)
+        shared = kv.dim() == 2
+        if shared and emb is not None:
+            raise ValueError("shared key/value rows take no edge embedding")
         q, kv = q.contiguous(), kv.to(q.dtype).contiguous()
         emb = emb.to(q.dtype).contiguous() if emb is not None else None
         att = att.to(acc).contiguous() if att is not None else None
         bias = bias.to(acc).contiguous() if bias is not None else None
         noise = noise.to(acc).contiguous() if noise is not None else None
         N_t, H, C = q.shape
-        scale, slope = C ** -0.5, float(negative_slope)
+        scale = C ** -0.5 if scale is None else float(scale)
+        slope = float(negative_slope)
         out = q.new_empty(N_t, H, C)
         alpha = q.new_empty(st.num_edges, H, dtype=acc)
-        _call("forward", q.dtype, N_t, H, C, st.offsets, st.src_long, q, kv, emb, att,
+        _call("forward", q.dtype, N_t, H, C, int(shared), st.offsets, st.src_long, q, kv, emb, att,
               bias, noise, scale, slope, out, alpha)
         ctx.save_for_backward(q, kv, emb, att, alpha, noise, out)
-        ctx.st, ctx.scale, ctx.slope = st, scale, slope
+        ctx.st, ctx.scale, ctx.slope, ctx.shared = st, scale, slope, shared
         ctx.needs_bias = bias is not None
         ctx.mark_non_differentiable(alpha)
         return out, alpha
@@ -223,15 +230,19 @@ class NativeAttention(torch.autograd.Function):
         wg, gq = alpha.new_empty(alpha.size(0), 2, H), torch.empty_like(q)  # wg: weight, score grad
         g_emb = torch.empty_like(emb) if emb is not None else None
         g_att = alpha.new_zeros(torch.get_num_threads(), H, C) if att is not None else None
-        _call("backward_dst", q.dtype, N_t, H, C, st.offsets, st.src_long, q, kv, emb,
-              att, noise, alpha, out, g_out, scale, slope, wg, gq, g_emb, g_att)
-        g_kv = torch.empty_like(kv)
-        perm_t, crow_t, dst_t = st.transpose_long
-        _call("backward_src", q.dtype, kv.size(0), H, C, crow_t, perm_t, dst_t, q, kv, emb,
-              att, wg, g_out, scale, slope, g_kv)
+        shared = int(ctx.shared)
+        live = torch.empty(N_t, dtype=torch.uint8)  # targets with a non-zero gradient
+        _call("backward_dst", q.dtype, N_t, H, C, shared, st.offsets, st.src_long, q, kv, emb,
+              att, noise, alpha, out, g_out, scale, slope, wg, gq, g_emb, g_att, live)
+        g_kv = None
+        if ctx.needs_input_grad[1]:  # the pass over the sources (e.g. not for raw features)
+            g_kv = torch.empty_like(kv)
+            perm_t, crow_t, dst_t = st.transpose_long
+            _call("backward_src", q.dtype, kv.size(0), H, C, shared, crow_t, perm_t, dst_t, q,
+                  kv, emb, att, wg, g_out, scale, slope, g_kv, live)
         g_att = g_att.sum(0) if g_att is not None else None
         g_bias = wg[:, 1] if ctx.needs_bias else None
-        return gq, g_kv, g_emb, g_att, g_bias, None, None, None
+        return gq, g_kv, g_emb, g_att, g_bias, None, None, None, None
 
 
 class FullGraphs:

@@ -48,6 +48,27 @@ def test_gradcheck_float64(score, with_noise, with_emb):
 
 
 @pytest.mark.parametrize("score", ["dot", "additive"])
+@pytest.mark.parametrize("with_emb", [False, True])
+def test_targets_with_a_zero_gradient_are_skipped_exactly(score, with_emb):
+    """Targets whose output gradient is all zero (nodes outside the loss, after the last
+    layer) pass none back: the backward skips their edges in both passes and the gradients
+    stay exact (gradcheck through a loss on every third target only)."""
+    st, q, kv, emb, att, bias, noise = inputs(n=12, e=40, seed=4)
+    att = att if score == "additive" else None
+    emb = emb if with_emb else None
+    labelled = (torch.arange(12) % 3 == 0).double().view(-1, 1, 1)
+
+    def f(q, kv, emb, att, bias):
+        return NativeAttention.apply(q, kv, emb, att, bias, noise, st, 0.2)[0] * labelled
+
+    args = (q, kv, emb, att, bias)
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7)
+    out = NativeAttention.apply(q, kv, emb, att, bias, noise, st, 0.2)[0]
+    grads = torch.autograd.grad(out, [q, kv, bias], torch.zeros_like(out))
+    assert all(not g.any() for g in grads)  # a zero gradient everywhere: zeros, not garbage
+
+
+@pytest.mark.parametrize("score", ["dot", "additive"])
 def test_hub_with_10k_neighbours_and_isolated_nodes_equal_reference(score):
     torch.manual_seed(0)
     n = 10_050
@@ -103,6 +124,37 @@ def test_float_kernels_of_every_channel_size_equal_the_float64_kernel(score, H, 
         a = a.detach()
         torch.testing.assert_close(b.detach().double(), a, rtol=1e-5,
                                    atol=1e-5 * float(a.abs().max()))
+
+
+@pytest.mark.parametrize("score", ["dot", "additive"])
+@pytest.mark.parametrize("dtype,H,C", [(torch.float64, 2, 3), (torch.float32, 4, 8),
+                                       (torch.float32, 3, 5), (torch.bfloat16, 2, 8)])
+def test_shared_rows_equal_the_same_row_as_every_key_and_value(score, dtype, H, C):
+    """kv [N, C]: one row read as the key and the value of every head; its gradient is the
+    sum of the expanded [N, 2, H, C] rows' gradients, and the pass over the sources is
+    skipped when the row needs none."""
+    st, q, _, _, att, bias, noise = inputs(n=40, e=300, H=H, C=C, seed=3)
+    x = torch.randn(40, C, dtype=torch.float64)
+    acc = native.compute_dtype(dtype)
+    att = att.detach().to(acc).requires_grad_() if score == "additive" else None
+    q = q.detach().to(dtype).requires_grad_()
+    bias, noise = bias.detach().to(acc), noise.to(acc)
+    shared = x.to(dtype).requires_grad_()
+    expanded = shared.detach().clone().requires_grad_()
+    g = torch.randn(40, H, C).to(dtype)
+    results = []
+    for rows, kv in ((shared, shared), (expanded, expanded[:, None, None].expand(-1, 2, H, C))):
+        out, alpha = NativeAttention.apply(q, kv, None, att, bias, noise, st, 0.2, 0.7)
+        wanted = [t for t in (q, rows, att) if t is not None]
+        results.append((out, alpha, *torch.autograd.grad(out, wanted, g)))
+    tol = dict(rtol=2.0 ** -7, atol=1e-2) if dtype == torch.bfloat16 else {}
+    for a, b in zip(*results):
+        torch.testing.assert_close(a.float(), b.float(), **tol)
+    out, _ = NativeAttention.apply(q, shared.detach(), None, att, bias, noise, st, 0.2, 0.7)
+    (gq,) = torch.autograd.grad(out, [q], g)  # no source pass: the same query gradient
+    torch.testing.assert_close(gq, results[0][2])
+    with pytest.raises(ValueError, match="no edge embedding"):
+        NativeAttention.apply(q, shared, q.new_ones(300, H, C), att, bias, noise, st, 0.2)
 
 
 @pytest.mark.parametrize("score", ["dot", "additive"])
