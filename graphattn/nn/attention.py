@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 from torch.nn.parameter import is_lazy
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
@@ -25,6 +26,8 @@ IMPLS = ("auto", "reference", "fused")
 # full attention of graphs up to this size runs in the native dense kernel (one thread per
 # graph); batches with a larger graph use the bucketed kernels (torch's flash attention)
 NATIVE_FULL_MAX_NODES = 256
+# row widths of raw-feature attention (F + 1, zero-padded): the native kernel's unrolled sizes
+RAW_WIDTHS = (8, 16, 32, 64)
 _HOOKS = ("_propagate_forward_pre_hooks", "_propagate_forward_hooks",
           "_message_forward_pre_hooks", "_message_forward_hooks",
           "_aggregate_forward_pre_hooks", "_aggregate_forward_hooks")
@@ -222,6 +225,26 @@ class GraphSelfAttention(MessagePassing):
         x_src, x_dst, edge_index, edge_attr = check_inputs(self, x, edge_index, edge_attr,
                                                            batch, attn_bias)
         H, C = self.heads, self.out_channels
+        if self._attends_raw(x_src, x_dst, edge_attr):
+            out, index = self._adjacency_raw(x_src, x_dst, edge_index, attn_bias,
+                                             bool(return_attention_weights))
+        else:
+            out, index = self._attend(x_src, x_dst, edge_index, edge_attr, batch, attn_bias,
+                                      bool(return_attention_weights))
+        alpha, self._alpha = self._alpha, None
+
+        out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)  # (N_t, H*C | C)
+        if self.lin_skip is not None:
+            out = out + self.lin_skip(x_dst)
+        if self.bias is not None:
+            out = out + self.bias
+        if return_attention_weights:
+            return out, (index, alpha)
+        return out
+
+    def _attend(self, x_src, x_dst, edge_index, edge_attr, batch, attn_bias, want_alpha):
+        """Project queries, keys and values, then attend: ``[N_t, H, C]`` and the pairs."""
+        H, C = self.heads, self.out_channels
         q = self.lin_query(x_dst).view(-1, H, C)  # (N_t, H, C)
         kv = self._key_value(x_src)  # (N_s, 2, H, C)
 
@@ -235,24 +258,77 @@ class GraphSelfAttention(MessagePassing):
             if wide:
                 q, kv, edge_attr, attn_bias = GF.widen(q, kv, edge_attr, attn_bias)
             if self.mask == "adjacency" and fused:
-                out, index = self._adjacency_fused(q, kv, x_src, x_dst, edge_index, edge_attr,
-                                                   attn_bias, bool(return_attention_weights))
-            elif self.mask == "adjacency":
-                out, index = self._adjacency(q, *kv.unbind(1), x_src, x_dst, edge_index,
-                                             edge_attr, attn_bias)
-            else:
-                out, index = self._full(q, kv, edge_index, edge_attr, batch, attn_bias,
-                                        bool(return_attention_weights))
-        alpha, self._alpha = self._alpha, None
+                return self._adjacency_fused(q, kv, x_src, x_dst, edge_index, edge_attr,
+                                             attn_bias, want_alpha)
+            if self.mask == "adjacency":
+                return self._adjacency(q, *kv.unbind(1), x_src, x_dst, edge_index, edge_attr,
+                                       attn_bias)
+            return self._full(q, kv, edge_index, edge_attr, batch, attn_bias, want_alpha)
 
-        out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)  # (N_t, H*C | C)
-        if self.lin_skip is not None:
-            out = out + self.lin_skip(x_dst)
-        if self.bias is not None:
-            out = out + self.bias
-        if return_attention_weights:
-            return out, (index, alpha)
-        return out
+    def _attends_raw(self, x_src: Tensor, x_dst: Tensor, edge_attr: Tensor | None) -> bool:
+        """Whether this call takes :meth:`_adjacency_raw`: fused adjacency attention with the
+        dot score, the native kernel, no edge embedding, no forward hooks on the projections
+        (they are not called there), and source features narrow enough
+        that gathering them beats gathering keys and values: :math:`F + 1 \le HC` (at most
+        half a key-value row, and no pass over the sources in the backward), or
+        :math:`F + 1 \le C` when they need a gradient (that pass then gathers
+        :math:`2H(F + 1)` instead of :math:`2HC` values per edge)."""
+        if self.mask != "adjacency" or self.score != "dot" or not self._fused(x_dst):
+            return False
+        if self.lin_edge is not None and edge_attr is not None:
+            return False
+        projections = (self.lin_query, self.lin_key, self.lin_value)
+        if any(is_lazy(lin.weight) for lin in projections):
+            return False
+        if any(lin._forward_hooks or lin._forward_pre_hooks for lin in projections) or \
+                _global_forward_hooks or _global_forward_pre_hooks:
+            return False  # the hooks would not see the projections, which do not run
+        cpu_autocast = torch.is_autocast_enabled("cpu")
+        dtype = torch.get_autocast_dtype("cpu") if cpu_autocast else x_dst.dtype
+        if not native.available(dtype, "csr"):
+            return False
+        width, C = x_src.size(1) + 1, self.out_channels
+        return width <= C if x_src.requires_grad else width <= self.heads * C
+
+    def _adjacency_raw(self, x_src, x_dst, edge_index, attn_bias, want_alpha):
+        r""":meth:`_adjacency_fused` with the keys and values projected after the sum: the
+        kernel gathers each source's raw features :math:`\tilde{\mathbf{x}}_j =
+        [\mathbf{x}_j, 1]` (:math:`F + 1` values, one row for every head) instead of its
+        keys and values (:math:`2HC`). Exact, since the projections are linear: with
+        :math:`\tilde{\mathbf{W}}^h = [\mathbf{W}^h \,|\, \mathbf{b}^h]`,
+
+        .. math::
+            \mathbf{q}^{h\top}_i \mathbf{k}^h_j = (\tilde{\mathbf{W}}^{h\top}_k
+            \mathbf{q}^h_i)^\top \tilde{\mathbf{x}}_j, \qquad
+            \sum_j \alpha^h_{ij} \mathbf{v}^h_j = \tilde{\mathbf{W}}^h_v
+            \sum_j \alpha^h_{ij} \tilde{\mathbf{x}}_j
+
+        (the ones column carries the biases, dropped weights included). The query side is
+        one product of ``x_dst`` with :math:`\tilde{\mathbf{W}}_k^\top \mathbf{W}_q`, and
+        the backward skips the pass over the sources when ``x_src`` needs no gradient."""
+        H, C = self.heads, self.out_channels
+        F_src = x_src.size(1)
+        P = next((w for w in RAW_WIDTHS if w > F_src), F_src + 1)  # zero-padded
+
+        def augmented(lin: Linear) -> Tensor:  # [W | b | 0] per head: (H, C, P)
+            bias = lin.bias if lin.bias is not None else lin.weight.new_zeros(H * C)
+            pad = lin.weight.new_zeros(H * C, P - F_src - 1)
+            return torch.cat([lin.weight, bias.unsqueeze(1), pad], 1).view(H, C, P)
+
+        wk, wv, lq = augmented(self.lin_key), augmented(self.lin_value), self.lin_query
+        scale = C ** -0.5
+        w_q = torch.einsum("hcp,hcf->hpf", wk, lq.weight.view(H, C, -1)).reshape(H * P, -1)
+        b_q = None
+        if lq.bias is not None:
+            b_q = torch.einsum("hcp,hc->hp", wk, lq.bias.view(H, C)).reshape(H * P) * scale
+        q = GF.linear(x_dst, w_q * scale, b_q).view(-1, H, P)  # (N_t, H, P), scaled
+        x_aug = torch.cat([x_src, x_src.new_ones(x_src.size(0), 1),
+                           x_src.new_zeros(x_src.size(0), P - F_src - 1)], 1).to(q.dtype)
+        agg, index = self._adjacency_fused(q, x_aug, x_src, x_dst, edge_index, None,
+                                           attn_bias, want_alpha, scale=1.0)
+        # (N_t, H * P) @ block-diagonal (H * P, H * C): every head's values at once
+        w_out = torch.block_diag(*wv.transpose(1, 2).unbind(0)).to(agg.dtype)
+        return (agg.reshape(-1, H * P) @ w_out).view(-1, H, C), index
 
     def _key_value(self, x: Tensor) -> Tensor:
         """Keys and values of the source nodes from one matrix product, ``[N_s, 2, H, C]``:
@@ -297,7 +373,7 @@ class GraphSelfAttention(MessagePassing):
         return True
 
     def _adjacency_fused(self, q, kv, x_src, x_dst, edge_index, edge_attr, attn_bias,
-                         want_alpha):
+                         want_alpha, scale=None):
         """:meth:`_adjacency` by the CSR kernel of :mod:`graphattn.nn.sparse_kernel`.
 
         The edges with self loops handled and their sorted structure are cached per
@@ -332,13 +408,15 @@ class GraphSelfAttention(MessagePassing):
             if attn_bias is not None:
                 attn_bias = torch.cat([attn_bias, attn_bias.new_zeros(n_dst, attn_bias.size(1))])
         out = self._sparse_fused(q, kv, edge_index, edge_attr if use_attr else None,
-                                 attn_bias, want_alpha, st)
+                                 attn_bias, want_alpha, st, scale)
         return out, edge_index
 
-    def _sparse_fused(self, q, kv, edge_index, edge_attr, bias, want_alpha, st=None):
+    def _sparse_fused(self, q, kv, edge_index, edge_attr, bias, want_alpha, st=None,
+                      scale=None):
         """Run the native kernel (:class:`~.native.NativeAttention`), or without it
         :class:`~.sparse_kernel.SparseAttention`, on the given edges (in the order the
-        reference would see them); sets ``self._alpha`` when ``want_alpha``."""
+        reference would see them); sets ``self._alpha`` when ``want_alpha``. ``kv`` may be
+        one shared row per source and ``scale`` other than :math:`C^{-1/2}` (native only)."""
         H, E = self.heads, edge_index.size(1)
         st = st if st is not None else EdgeStructure(edge_index, kv.size(0), q.size(0))
         perm = st.perm  # edge inputs in sorted order, [E, ...]
@@ -354,7 +432,7 @@ class GraphSelfAttention(MessagePassing):
         if native.available(q.dtype, "csr"):  # edge-major: [E, H] in, alpha [E, H] out
             emb = self.lin_edge(attr).view(E, H, q.size(-1)) if attr is not None else None
             out, alpha = NativeAttention.apply(q, kv, emb, att, bias, noise, st,
-                                               self.negative_slope)
+                                               self.negative_slope, scale)
         else:  # head-major: [H, E] in and out
             k, v = kv.unbind(1)
             out, alpha = SparseAttention.apply(

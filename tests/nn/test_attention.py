@@ -344,3 +344,93 @@ def test_autocast_bfloat16_keeps_the_fused_kernels_in_float32(mask, score, monke
     for a, b in zip(g16, g32):
         if b is not None:
             torch.testing.assert_close(a, b, rtol=0.1, atol=0.02 * scale)
+
+
+# --- attention over raw features (keys and values projected after the sum) -------------
+
+def _reference_twin(m: GraphSelfAttention) -> GraphSelfAttention:
+    ref = GraphSelfAttention(m.in_channels, m.out_channels, heads=m.heads, dropout=m.dropout,
+                             root_weight=m.root_weight, bias=m.lin_key.bias is not None,
+                             concat=m.concat, impl="reference").double()
+    ref.load_state_dict(m.state_dict())
+    return ref.train(m.training)
+
+
+@pytest.mark.skipif(not native.available(), reason="the native kernel did not build")
+@settings(max_examples=30, deadline=None)
+@given(graph=graphs(channels=3), heads=st.integers(1, 3), out_channels=st.integers(2, 5),
+       bias=st.booleans(), dropout=st.sampled_from([0.0, 0.4]), concat=st.booleans(),
+       needs_grad=st.booleans(), seed=st.integers(0, 1000))
+def test_raw_feature_attention_equals_reference(graph, heads, out_channels, bias, dropout,
+                                                concat, needs_grad, seed):
+    """On narrow features the fused path gathers [x_j, 1] and projects after the sum: the
+    same outputs, attention weights and gradients (parameters and x) as the reference,
+    dropped attention weights included (same random draws)."""
+    x, ei = graph
+    x = x.clone().requires_grad_(needs_grad)
+    torch.manual_seed(seed)
+    m = GraphSelfAttention(3, out_channels, heads=heads, dropout=dropout, bias=bias,
+                           root_weight=False, concat=concat).double().train()
+    assert m._attends_raw(x, x, None) == (3 + 1 <= (out_channels if needs_grad
+                                                    else heads * out_channels))
+    results = []
+    for mod in (m, _reference_twin(m)):
+        torch.manual_seed(seed)
+        out, (index, alpha) = mod(x, ei, return_attention_weights=True)
+        w = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        wrt = [*mod.parameters()] + ([x] if needs_grad else [])
+        grads = torch.autograd.grad((out * w).sum(), wrt, allow_unused=True)
+        results.append((out, index, alpha, grads))
+    (out, index, alpha, grads), (out_r, index_r, alpha_r, grads_r) = results
+    torch.testing.assert_close(out, out_r)
+    assert torch.equal(index, index_r)
+    torch.testing.assert_close(alpha, alpha_r)
+    for g, g_r in zip(grads, grads_r):
+        if g_r is None:
+            assert g is None or not g.any()
+        else:
+            torch.testing.assert_close(g, g_r)
+
+
+@pytest.mark.skipif(not native.available(), reason="the native kernel did not build")
+def test_raw_feature_attention_gradcheck_float64():
+    x, ei, _, _ = random_batch([5, 4], channels=2, seed=2)
+    m = layer(in_channels=2, out_channels=3, heads=2, root_weight=False)
+    x.requires_grad_(True)
+    assert m._attends_raw(x, x, None)
+    params = [m.lin_query.weight, m.lin_key.weight, m.lin_key.bias, m.lin_value.weight]
+    assert torch.autograd.gradcheck(lambda x, *p: m(x, ei), (x, *params))
+
+
+def test_raw_feature_attention_only_where_it_is_cheaper_and_exact():
+    """Wide features, edge embeddings, the additive score, full attention and the reference
+    implementation keep the key-value kernel."""
+    x = torch.randn(6, 4, dtype=torch.float64)
+    assert layer(in_channels=4, out_channels=3, heads=2)._attends_raw(x, x, None) == \
+        native.available()
+    wide = torch.randn(6, 40, dtype=torch.float64)
+    assert not layer(in_channels=40, out_channels=3, heads=2)._attends_raw(wide, wide, None)
+    assert not layer(in_channels=4, out_channels=3, heads=2)._attends_raw(
+        x.requires_grad_(True), x, None)  # needs a gradient: F + 1 > C
+    ea = torch.randn(3, 2, dtype=torch.float64)
+    assert not layer(edge_dim=2)._attends_raw(x, x, ea)
+    assert not layer(score="additive")._attends_raw(x, x, None)
+    assert not layer(mask="full")._attends_raw(x, x, None)
+    assert not layer(impl="reference")._attends_raw(x, x, None)
+
+
+@pytest.mark.skipif(not native.available(torch.bfloat16), reason="no bfloat16 native kernel")
+def test_raw_feature_attention_under_autocast_bfloat16():
+    x, ei, _, _ = random_batch([6, 9], dtype=torch.float32, seed=4)
+    m = layer(in_channels=4, out_channels=4, heads=2).float().train()
+    assert m._attends_raw(x, x, None)
+    out32 = m(x, ei)
+    g32 = torch.autograd.grad(out32.pow(2).sum(), list(m.parameters()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out16 = m(x, ei)
+    assert out16.dtype == torch.bfloat16
+    torch.testing.assert_close(out16.float(), out32, rtol=0.05, atol=0.05)
+    g16 = torch.autograd.grad(out16.float().pow(2).sum(), list(m.parameters()))
+    scale = max(g.abs().max().item() for g in g32)
+    for a, b in zip(g16, g32):
+        torch.testing.assert_close(a, b, rtol=0.1, atol=0.03 * scale)
