@@ -11,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 from torch_geometric.data import Data
 
 from graphattn.nn import functional as GF
+from graphattn.nn.attention import GraphSelfAttention
 from graphattn.nn.encodings import (
     AdjacencyBias,
     DegreeEncoder,
@@ -23,6 +24,7 @@ from graphattn.nn.layer import GraphTransformerLayer, make_norm
 
 ENCODINGS = ("degree", "rwse", "lappe", "spd", "adjacency")
 TASKS = ("node", "graph")
+INPUT_LAYERS = ("linear", "attention")
 
 
 class _InputLinear(Linear):
@@ -44,7 +46,9 @@ class GraphTransformer(torch.nn.Module):
         out = model(batch)            # a Data / Batch
         out = model(x, edge_index, edge_attr, batch)
 
-    Input encoders project ``x`` (and ``edge_attr``) to ``hidden_channels``; the node
+    Input encoders project ``x`` (and ``edge_attr``) to ``hidden_channels`` (``x`` by a
+    linear map, or with ``input_layer="attention"`` by adjacency attention over the raw
+    features, which is one more hop of message passing); the node
     encodings are added to the projected nodes, the attention biases are built once per
     forward and shared by every layer (as in Graphormer); ``num_layers``
     :class:`~graphattn.nn.GraphTransformerLayer` follow (with a final norm when
@@ -99,6 +103,15 @@ class GraphTransformer(torch.nn.Module):
         residual (str): ``"add"`` or ``"gru"``: how each layer's attention output joins the
             node states (a sum, or Attentive FP's GRU update; see
             :class:`~graphattn.nn.GraphTransformerLayer`). (default: ``"add"``)
+        input_layer (str): How node features become hidden vectors: ``"linear"`` (a
+            linear map) or ``"attention"``: a :class:`~graphattn.nn.GraphSelfAttention`
+            over in-neighbours and self (``heads`` heads, dot score, no skip, edge features
+            not used) on the raw features, so the first hop attends over the input itself.
+            On narrow features (a few per node, as in large social graphs) its kernel
+            gathers the raw features instead of keys and values and needs no pass over the
+            sources in the backward, which makes it much cheaper than a transformer layer:
+            ``input_layer="attention"`` with two layers is the default large-graph model of
+            ``benchmarks/social.py``. Needs ``edge_index``. (default: ``"linear"``)
         checkpoint (bool): In training, recompute each layer's activations in the backward
             pass instead of storing them (:func:`torch.utils.checkpoint.checkpoint`): memory
             of one layer's activations instead of all, for about one more forward pass of
@@ -140,6 +153,7 @@ class GraphTransformer(torch.nn.Module):
         checkpoint: bool = False,
         global_layers: int | None = None,
         residual: str = "add",
+        input_layer: str = "linear",
     ) -> None:
         super().__init__()
         encodings = (encodings,) if isinstance(encodings, str) else tuple(encodings)
@@ -151,9 +165,11 @@ class GraphTransformer(torch.nn.Module):
             global_attention=global_attention, local=local, ffn_ratio=ffn_ratio,
             head_layers=head_layers, walk_length=walk_length, lap_k=lap_k,
             max_degree=max_degree, max_distance=max_distance, checkpoint=checkpoint,
-            global_layers=global_layers, residual=residual)
+            global_layers=global_layers, residual=residual, input_layer=input_layer)
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if input_layer not in INPUT_LAYERS:
+            raise ValueError(f"input_layer must be one of {INPUT_LAYERS}, got {input_layer!r}")
         unknown = [e for e in encodings if e not in ENCODINGS]
         if unknown:
             raise ValueError(f"unknown encodings {unknown}: choose from {ENCODINGS}")
@@ -177,7 +193,13 @@ class GraphTransformer(torch.nn.Module):
         self.task, self.encodings, self.edge_dim = task, encodings, edge_dim
         self.checkpoint = checkpoint
 
-        self.lin_in = _InputLinear(in_channels, hidden_channels)
+        self.input_layer = input_layer
+        self.lin_in = self.attn_in = None
+        if input_layer == "linear":
+            self.lin_in = _InputLinear(in_channels, hidden_channels)
+        else:
+            self.attn_in = GraphSelfAttention(in_channels, hidden_channels // heads, heads=heads,
+                                              root_weight=False)
         self.lin_edge = Linear(edge_dim, hidden_channels) if edge_dim else None
         self.degree = DegreeEncoder(hidden_channels, max_degree) if "degree" in encodings else None
         self.rwse = RWSEEncoder(walk_length, hidden_channels) if "rwse" in encodings else None
@@ -230,7 +252,7 @@ class GraphTransformer(torch.nn.Module):
             num_graphs = data.num_graphs if batch is not None else 1
         x, edge_attr = self._check(x, edge_index, edge_attr, batch, rwse, lappe)
         N = x.size(0)
-        h = self.lin_in(x)
+        h = self.lin_in(x) if self.lin_in is not None else self.attn_in(x, edge_index)
         if self.degree is not None:
             h = h + self.degree(edge_index, N)
         if self.rwse is not None:
@@ -260,8 +282,11 @@ class GraphTransformer(torch.nn.Module):
             got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must have shape [num_nodes, in_channels={self.in_channels}], "
                              f"got {got}")
-        dtype = self.lin_in.weight.dtype
+        first = self.lin_in if self.lin_in is not None else self.attn_in.lin_query
+        dtype = first.weight.dtype
         x = x if x.is_floating_point() else x.to(dtype)  # e.g. integer one-hot features
+        if edge_index is None and self.attn_in is not None:
+            raise ValueError("input_layer='attention' needs edge_index")
         if edge_index is None and (self.degree is not None or self.spd is not None
                                    or self.adjacency is not None):
             raise ValueError(f"encodings {list(self.encodings)} need edge_index")

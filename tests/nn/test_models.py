@@ -55,6 +55,7 @@ CONFIGS = st.fixed_dictionaries(dict(
     norm=st.sampled_from(["layer", "batch", None]),
     global_attention=st.sampled_from(["softmax", "linear"]),
     local=st.sampled_from(["attention", "gine", None]),
+    input_layer=st.sampled_from(["linear", "attention"]),
 ))
 
 
@@ -131,6 +132,7 @@ GRAD_CONFIGS = [
     dict(mask="full", score="additive", pool="sum"),
     dict(mask="adjacency", pool="max", norm=None),
     dict(mask="hybrid", local=None, pool="mean", pre_norm=False),
+    dict(mask="hybrid", global_attention="linear", pool="mean", input_layer="attention"),
 ]
 
 
@@ -223,6 +225,10 @@ def test_bad_configurations_are_refused():
         GraphTransformer(4, 10, 2, 1, heads=4)
     with pytest.raises(ValueError, match="task"):
         GraphTransformer(4, 8, 2, 1, task="edge")
+    with pytest.raises(ValueError, match="input_layer"):
+        GraphTransformer(4, 8, 2, 1, input_layer="mlp")
+    with pytest.raises(ValueError, match="input_layer='attention' needs edge_index"):
+        GraphTransformer(4, 8, 2, 1, mask="full", input_layer="attention")(torch.randn(3, 4))
     for bad in (dict(mask="adjacency", global_layers=1), dict(mask="hybrid", global_layers=3),
                 dict(mask="hybrid", local="gine", global_layers=1),
                 dict(mask="hybrid", global_layers=0)):
@@ -288,3 +294,21 @@ def test_global_layers_puts_the_global_branch_in_the_last_layers_only():
     old = {k: v for k, v in m.config.items() if k != "global_layers"}  # an older checkpoint
     assert all(layer.global_attn is not None
                for layer in GraphTransformer.from_config(old).layers)
+
+
+def test_attention_input_layer_is_adjacency_attention_over_the_raw_features():
+    """input_layer="attention": the hidden vectors are a GraphSelfAttention of x (no skip),
+    not a linear map of it; the rest of the model is unchanged, and the config rebuilds it."""
+    torch.manual_seed(0)
+    m = GraphTransformer(5, 8, 3, num_layers=2, heads=2, mask="hybrid",
+                         global_attention="linear", global_layers=1,
+                         input_layer="attention").double().eval()
+    assert m.lin_in is None and m.attn_in.root_weight is False and m.attn_in.heads == 2
+    data = graph(7, 1)
+    h = m.attn_in(data.x, data.edge_index)
+    for layer in m.layers:
+        h = layer(h, data.edge_index)
+    torch.testing.assert_close(m(data.x, data.edge_index), m.head(m.norm_out(h)))
+    twin = GraphTransformer.from_config(m.config).double().eval()
+    twin.load_state_dict(m.state_dict())
+    torch.testing.assert_close(twin(data.x, data.edge_index), m(data.x, data.edge_index))
