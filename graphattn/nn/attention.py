@@ -266,7 +266,7 @@ class GraphSelfAttention(MessagePassing):
             return self._full(q, kv, edge_index, edge_attr, batch, attn_bias, want_alpha)
 
     def _attends_raw(self, x_src: Tensor, x_dst: Tensor, edge_attr: Tensor | None) -> bool:
-        """Whether this call takes :meth:`_adjacency_raw`: fused adjacency attention with the
+        r"""Whether this call takes :meth:`_adjacency_raw`: fused adjacency attention with the
         dot score, the native kernel, no edge embedding, no forward hooks on the projections
         (they are not called there), and source features narrow enough
         that gathering them beats gathering keys and values: :math:`F + 1 \le HC` (at most
