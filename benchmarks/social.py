@@ -26,31 +26,45 @@ accuracy (the last epoch on karate). Models (hidden size 64, 4 heads where there
 except graphattn's default):
 
 * ``graphattn``: the default large-graph model, ``GraphTransformer(hidden_channels=32,
-  num_layers=3, heads=4, mask="hybrid", global_attention="linear", global_layers=1,
-  dropout=0.2)``: adjacency attention in every layer and O(N) linear global attention in
-  the last (Polynormer's local-then-global order). Chosen mostly on seeds 3-5 (not the
-  reported 0-2), 40 epochs, 1 thread; test accuracy LFR / SBM 10k, 3 seeds: width 32, global
-  in all 3 layers 0.947 / 0.982; width 32, global in the last 0.951 / 0.984; 4 such layers
-  0.962 / 0.987, but a fourth adjacency kernel at 1M nodes; additive score 0.954 on LFR 10k
-  but 0.946 vs 0.965 (dot) on LFR 100k, seed 3; global weights tied to the local ones 0.90 on
-  LFR; GCNConv 0.948 on LFR. ffn_ratio 1 (2026-12-02): seeds 3-5, 10k, LFR / SBM 0.949 /
-  0.982 vs 0.950 / 0.983, seed 3, 100k, 0.969 / 0.987 vs 0.963 / 0.986, a 1M-node step 4.39
-  instead of 4.75 s (kept memory); but on seeds 0-2 LFR 10k 0.944 vs 0.951, below GCNConv's
-  0.948: not adopted. Cheaper variants at 1M nodes (SBM, 2 threads, kept memory, median
-  step, one run each, 2026-12-02 on a host ~3x slower than the table's, where a 2-layer
-  GATConv step took 20.3 s): the default 14.4 s (1.41x GATConv), heads 2 14.2 s, heads 1
-  13.8 s, heads 1 and ffn_ratio 1 12.2 s (1.66x), graphattn adjacency 9.4 s (2.17x, but
-  less accurate than GATConv at 1M): no width-32, 3-layer variant reaches 2x GATConv there;
-  two thirds of the step are the adjacency kernels' gathers and the projections' memory
-  traffic. On seeds 0-2: the previous default (width 64, global in all 3)
-  0.938 / 0.980, 2 layers 0.897 / 0.966, dropout 0 0.925 on LFR (width 64). Width 32
-  instead of 64 quarters the projections and halves the activations; one global branch
-  instead of three removes ~2 GB of fresh allocations per epoch at 1M nodes (a hybrid layer
-  step allocates 6.7 GB there, an adjacency one 4.0 GB).
+  num_layers=2, heads=4, mask="hybrid", global_attention="linear", global_layers=1,
+  dropout=0.2, input_layer="attention")``: adjacency attention over the raw features as the
+  input layer (instead of a linear map), then a layer of adjacency attention and one of
+  adjacency plus O(N) linear global attention (Polynormer's local-then-global order): three
+  hops, as in the previous default, for two transformer layers. On raw features of a few
+  values per node the input attention gathers ``[x_j, 1]`` (padded to 8 or 32 values) instead
+  of keys and values and has no pass over the sources in its backward
+  (:meth:`GraphSelfAttention._adjacency_raw`), so it costs a fraction of a layer. Chosen on
+  seeds 3-5 (not the reported 0-2), 40 epochs, 1 thread, 2026-12-03; test accuracy LFR / SBM
+  10k, mean of 3 seeds: this model 0.965 / 0.986; the previous default (``graphattn 3-layer``)
+  0.950 / 0.983; the same with ``ffn_ratio=1`` 0.965 / 0.985; without norms 0.948 / 0.983;
+  one layer after the input attention 0.943 / 0.976; the input attention added to the
+  linear input map, 2 layers 0.955 / 0.983, 3 layers 0.965 / 0.985 (a third adjacency
+  layer's cost). 100k, seed 3: 0.974 / 0.989 (previous default 0.964 / 0.988). A 1M-node SBM
+  step (2 threads, kept memory, host of 2026-12-03): 5.7-6.2 s against the previous
+  default's 7.0-7.9 s and GATConv's ~10 s.
+* ``graphattn 3-layer`` (``--models``): the default until 2026-12-03,
+  ``GraphTransformer(hidden_channels=32, num_layers=3, heads=4, mask="hybrid",
+  global_attention="linear", global_layers=1, dropout=0.2)`` with a linear input map. Chosen
+  mostly on seeds 3-5, 40 epochs, 1 thread; test accuracy LFR / SBM 10k, 3 seeds: width 32,
+  global in all 3 layers 0.947 / 0.982; width 32, global in the last 0.951 / 0.984; 4 such
+  layers 0.962 / 0.987, but a fourth adjacency kernel at 1M nodes; additive score 0.954 on
+  LFR 10k but 0.946 vs 0.965 (dot) on LFR 100k, seed 3; global weights tied to the local
+  ones 0.90 on LFR; GCNConv 0.948 on LFR. ffn_ratio 1 (2026-12-02): seeds 3-5, 10k, LFR /
+  SBM 0.949 / 0.982 vs 0.950 / 0.983, seed 3, 100k, 0.969 / 0.987 vs 0.963 / 0.986, a
+  1M-node step 4.39 instead of 4.75 s (kept memory); but on seeds 0-2 LFR 10k 0.944 vs
+  0.951, below GCNConv's 0.948: not adopted. Cheaper variants at 1M nodes (SBM, 2 threads,
+  kept memory, median step, one run each, 2026-12-02 on a host ~3x slower than the table's,
+  where a 2-layer GATConv step took 20.3 s): this model 14.4 s (1.41x GATConv), heads 2
+  14.2 s, heads 1 13.8 s, heads 1 and ffn_ratio 1 12.2 s (1.66x), graphattn adjacency 9.4 s
+  (2.17x, but less accurate than GATConv at 1M). On seeds 0-2: the model before (width 64,
+  global in all 3) 0.938 / 0.980, 2 layers 0.897 / 0.966, dropout 0 0.925 on LFR (width
+  64). Width 32 instead of 64 quarters the projections and halves the activations; one
+  global branch instead of three removes ~2 GB of fresh allocations per epoch at 1M nodes
+  (a hybrid layer step allocates 6.7 GB there, an adjacency one 4.0 GB).
 * ``graphattn checkpointed`` (``--models``): the same model with ``checkpoint=True`` (each
   layer recomputed in backward instead of stored).
-* ``graphattn wide`` (``--models``): the previous default, width 64, global attention in
-  all 3 layers.
+* ``graphattn wide`` (``--models``): the default before ``graphattn 3-layer``: width 64,
+  global attention in all 3 layers.
 * ``<model> bf16`` (``--models``, e.g. ``graphattn bf16``): that model trained and
   evaluated under CPU autocast (``torch.autocast("cpu", dtype=torch.bfloat16)``: bfloat16
   matrix products, float32 weights, optimiser and loss); graphattn's adjacency kernel
@@ -98,15 +112,19 @@ import torch.nn.functional as F  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ["graphattn", "graphattn adjacency", "GCNConv", "GATConv", "TransformerConv",
           "SGFormer", "Polynormer"]
-WIDE = "graphattn wide"  # the previous default: width 64, global attention in all 3 layers
+PREVIOUS = "graphattn 3-layer"  # the default until 2026-12-03: a linear input map, 3 layers
+WIDE = "graphattn wide"  # the default before: width 64, global attention in all 3 layers
 CHECKPOINTED = "graphattn checkpointed"  # the default model with checkpoint=True (1M nodes)
+EXTRA = [PREVIOUS, WIDE, CHECKPOINTED]  # run only when named in --models
 BF16 = " bf16"  # suffix: any model under bfloat16 autocast, e.g. "graphattn bf16"
 HIDDEN, HEADS = 64, 4  # the peers' width (and graphattn adjacency's)
 GRAPHATTN_HIDDEN = 32
-# the default large-graph model: adjacency attention in each layer, linear global attention
-# in the last (see the module docstring for how it was chosen)
-GRAPHATTN = dict(num_layers=3, heads=HEADS, mask="hybrid", global_attention="linear",
-                 global_layers=1, dropout=0.2)
+# the default large-graph model: adjacency attention over the raw features as the input
+# layer, then two layers of adjacency attention, linear global attention in the last (see the
+# module docstring for how it was chosen)
+GRAPHATTN = dict(num_layers=2, heads=HEADS, mask="hybrid", global_attention="linear",
+                 global_layers=1, dropout=0.2, input_layer="attention")
+GRAPHATTN_PREVIOUS = dict(GRAPHATTN, num_layers=3, input_layer="linear")
 
 
 # ------------------------------------------------------------------------------ data
@@ -191,9 +209,12 @@ def build_model(name: str, in_channels: int, num_classes: int, seed: int = 0) ->
         return GraphTransformerNode(GraphTransformer(in_channels, GRAPHATTN_HIDDEN, num_classes,
                                                      checkpoint=name == CHECKPOINTED,
                                                      **GRAPHATTN))
+    if name == PREVIOUS:
+        return GraphTransformerNode(GraphTransformer(in_channels, GRAPHATTN_HIDDEN, num_classes,
+                                                     **GRAPHATTN_PREVIOUS))
     if name == WIDE:
-        return GraphTransformerNode(GraphTransformer(in_channels, HIDDEN, num_classes,
-                                                     **dict(GRAPHATTN, global_layers=None)))
+        return GraphTransformerNode(GraphTransformer(
+            in_channels, HIDDEN, num_classes, **dict(GRAPHATTN_PREVIOUS, global_layers=None)))
     if name == "graphattn adjacency":
         return TwoLayer(GraphSelfAttention(in_channels, C, heads=HEADS),
                         GraphSelfAttention(HIDDEN, num_classes, heads=1))
@@ -211,7 +232,7 @@ def build_model(name: str, in_channels: int, num_classes: int, seed: int = 0) ->
         model = Polynormer(in_channels, HIDDEN, num_classes, local_layers=2, global_layers=1)
         model._global = True  # PyG's switch: use the global attention (off at construction)
         return model
-    raise ValueError(f"unknown model {name!r}: choose from {[*MODELS, WIDE, CHECKPOINTED]}, "
+    raise ValueError(f"unknown model {name!r}: choose from {[*MODELS, *EXTRA]}, "
                      f"each also with the suffix {BF16!r}")
 
 
@@ -461,7 +482,8 @@ def targets(rows: list[dict]) -> list[str]:
                        f"{'met' if ok else 'not met'}")
         if n < 1_000_000:
             continue
-        for name in ("graphattn", "graphattn" + BF16, CHECKPOINTED, WIDE, "graphattn adjacency"):
+        for name in ("graphattn", "graphattn" + BF16, CHECKPOINTED, PREVIOUS, WIDE,
+                     "graphattn adjacency"):
             r0 = by.get((ds, n, name))
             if r0 is None:
                 continue
@@ -554,7 +576,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
 
 
 def _order(r: dict) -> tuple:
-    names = [*MODELS, WIDE, CHECKPOINTED]
+    names = [*MODELS, *EXTRA]
     ds, prior = base_dataset(r["dataset"])
     return (DATASETS.index(ds), r["num_nodes"], prior,
             names.index(r["model"]) if r["model"] in names else len(names))

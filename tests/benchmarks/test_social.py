@@ -123,8 +123,11 @@ def test_over_memory_budget_is_recorded(sb):
 
 def test_default_model_is_hybrid_with_one_global_layer_and_the_wide_one_global_everywhere(sb):
     default = sb.build_model("graphattn", 4, 3).model
-    assert default.hidden_channels == 32
-    assert [layer.global_attn is not None for layer in default.layers] == [False, False, True]
+    assert default.hidden_channels == 32 and default.attn_in is not None
+    assert [layer.global_attn is not None for layer in default.layers] == [False, True]
+    previous = sb.build_model(sb.PREVIOUS, 4, 3).model
+    assert previous.lin_in is not None
+    assert [layer.global_attn is not None for layer in previous.layers] == [False, False, True]
     wide = sb.build_model(sb.WIDE, 4, 3).model
     assert wide.hidden_channels == 64 and all(layer.global_attn is not None
                                               for layer in wide.layers)
