@@ -134,6 +134,8 @@ def build_model(args, data, task: str, out_channels: int):
         kwargs["pool"] = args.pool
     if "dropout" in params:
         kwargs["dropout"] = args.dropout
+    if args.input_layer != "linear":
+        kwargs["input_layer"] = args.input_layer
     torch.manual_seed(args.seed)
     return GraphTransformer(**kwargs)
 
@@ -394,6 +396,10 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--score", choices=("dot", "additive"), default="dot")
     t.add_argument("--hidden", type=int, default=64)
     t.add_argument("--layers", type=int, default=3)
+    t.add_argument("--input-layer", choices=("linear", "attention"), default="linear",
+                   help="how node features become hidden vectors: a linear map, or adjacency "
+                        "attention over the raw features (one more hop; cheap on narrow "
+                        "features, e.g. large social graphs)")
     t.add_argument("--heads", type=int, default=4)
     t.add_argument("--pool", default="mean", help="graph pooling (graph tasks)")
     t.add_argument("--encodings", default=None,

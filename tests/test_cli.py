@@ -128,7 +128,10 @@ def test_resume_continues_to_the_same_result(workdir):
 def test_social_train_and_explain(workdir):
     out = workdir / "karate"
     assert cli.main(["train", "--dataset", "karate", "--out", str(out), "--epochs", "15",
-                     "--lr", "0.02", "--modularity", "1", *MODEL]) == 0
+                     "--lr", "0.02", "--modularity", "1", "--input-layer", "attention",
+                     *MODEL]) == 0
+    config = json.loads((out / "config.json").read_text())["model_config"]
+    assert config["input_layer"] == "attention"
     final = json.loads((out / "metrics.json").read_text())["final"]
     assert "accuracy" in final["train"] and "roc_auc" in final["val"]
     png = workdir / "karate.png"
