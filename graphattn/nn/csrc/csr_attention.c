@@ -126,10 +126,11 @@ INLINE void forward_row(int64_t i, int64_t H, const int64_t C, const int ADD, co
 /* Pass 1 of the backward, per target: the per-edge weights and score gradients wg, gq, the
  * edge embedding's gradient, and (additive) this thread's partial sum of att's gradient. */
 INLINE void backward_dst_row(int64_t i, int64_t H, const int64_t C, const int ADD,
-                             const int SH, const int64_t *crow, const int64_t *col, const S *q, const S *kv,
-                             const S *emb, const T *att, const T *noise, const T *alpha,
-                             const S *out, const S *gout, T scale, T slope, T *wg, S *gq,
-                             S *gemb, T *ga, uint8_t *live, int64_t n_e) {
+                             const int SH, const int64_t *crow, const int64_t *col,
+                             const S *q, const S *kv, const S *emb, const T *att,
+                             const T *noise, const T *alpha, const S *out, const S *gout,
+                             T scale, T slope, T *wg, S *gq, S *gemb, T *ga, uint8_t *live,
+                             int64_t n_e) {
     const int64_t HC = H * C, a = crow[i], b = crow[i + 1];
     KV_LAYOUT(SH, H, C);
     T gqi[HC], gobuf[HC];
@@ -198,10 +199,10 @@ INLINE void backward_dst_row(int64_t i, int64_t H, const int64_t C, const int AD
 
 /* Pass 2 of the backward, per source (transposed structure): its row of gkv. */
 INLINE void backward_src_row(int64_t j, int64_t H, const int64_t C, const int ADD,
-                             const int SH, const int64_t *crow_t, const int64_t *perm_t, const int64_t *dst_t,
-                             const S *q, const S *kv, const S *emb, const T *att, const T *wg,
-                             const S *gout, T scale, T slope, S *gkv, const uint8_t *live,
-                             int64_t n_e) {
+                             const int SH, const int64_t *crow_t, const int64_t *perm_t,
+                             const int64_t *dst_t, const S *q, const S *kv, const S *emb,
+                             const T *att, const T *wg, const S *gout, T scale, T slope,
+                             S *gkv, const uint8_t *live, int64_t n_e) {
     const int64_t HC = H * C;
     KV_LAYOUT(SH, H, C);
     T g2[2 * HC], kbuf[HC], qbuf[HC], gobuf[HC], ebuf[HC];
@@ -247,7 +248,7 @@ void NAME(csr_attention_forward)(
     double scale, double slope, S *out, T *alpha, int nthreads) {
     const int64_t n_e = crow[n_t];
     const int SH = shared != 0;
-#define BODY(CC, A) forward_row(r, H, CC, A, SH, crow, col, q, kv, emb, att, bias, noise,         \
+#define BODY(CC, A) forward_row(r, H, CC, A, SH, crow, col, q, kv, emb, att, bias, noise,     \
                                 (T)scale, (T)slope, out, alpha, n_e)
     DISPATCH(C, att != NULL, n_t, BODY);
 #undef BODY
@@ -260,8 +261,8 @@ void NAME(csr_attention_backward_dst)(
     uint8_t *live, int nthreads) {
     const int64_t n_e = crow[n_t];
     const int SH = shared != 0;
-#define BODY(CC, A) backward_dst_row(r, H, CC, A, SH, crow, col, q, kv, emb, att, noise, alpha,   \
-                                     out, gout, (T)scale, (T)slope, wg, gq, gemb,             \
+#define BODY(CC, A) backward_dst_row(r, H, CC, A, SH, crow, col, q, kv, emb, att, noise,     \
+                                     alpha, out, gout, (T)scale, (T)slope, wg, gq, gemb,     \
                                      A ? gatt + (int64_t)omp_get_thread_num() * H * CC : NULL, \
                                      live, n_e)
     DISPATCH(C, att != NULL, n_t, BODY);
@@ -275,8 +276,8 @@ void NAME(csr_attention_backward_src)(
     const uint8_t *live, int nthreads) {
     const int64_t n_e = crow_t[n_s];
     const int SH = shared != 0;
-#define BODY(CC, A) backward_src_row(r, H, CC, A, SH, crow_t, perm_t, dst_t, q, kv, emb, att, wg, \
-                                     gout, (T)scale, (T)slope, gkv, live, n_e)
+#define BODY(CC, A) backward_src_row(r, H, CC, A, SH, crow_t, perm_t, dst_t, q, kv, emb, att, \
+                                     wg, gout, (T)scale, (T)slope, gkv, live, n_e)
     DISPATCH(C, att != NULL, n_s, BODY);
 #undef BODY
 }
