@@ -328,7 +328,7 @@ def run_child(spec: dict) -> dict:
     """All seeds of one (data set, size, model), in this process: accuracy per seed, median
     seconds per epoch, peak RSS while training."""
     torch.set_num_threads(spec["threads"])
-    accs, seconds, cpu, peaks, per_seed, num_edges = [], [], [], [], [], None
+    per_seed, num_edges = [], None
     how = "VmHWM after clear_refs (graph built)"
     for seed in spec["seeds"]:
         data = load_data(spec["dataset"], spec.get("num_nodes"), seed)
@@ -343,18 +343,39 @@ def run_child(spec: dict) -> dict:
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         r.update(seed=seed, graph_mib=base, peak_mib=peak)
         per_seed.append(r)
-        accs.append(r["test_acc"])
-        seconds.append(r["s_per_epoch"])
-        cpu.append(r["cpu_s_per_epoch"])
-        peaks.append(peak)
         del data
-    return dict(accs=accs, acc_mean=statistics.mean(accs),
-                acc_std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                s_per_epoch=statistics.median(seconds), cpu_s_per_epoch=statistics.median(cpu),
-                kept_freed_memory=all(r["kept_freed_memory"] for r in per_seed),
-                peak_mib=max(peaks), memory_how=how,
+    return dict(summarise(per_seed), memory_how=how,
                 ru_maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 num_edges=num_edges, runs=per_seed)
+
+
+def summarise(runs: list[dict]) -> dict:
+    """A row's figures from its runs (one per seed): mean and std of the test accuracy, the
+    median over seeds of the seconds per epoch, the largest peak."""
+    accs = [r["test_acc"] for r in runs]
+    return dict(accs=accs, acc_mean=statistics.mean(accs),
+                acc_std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                s_per_epoch=statistics.median(r["s_per_epoch"] for r in runs),
+                cpu_s_per_epoch=statistics.median(r["cpu_s_per_epoch"] for r in runs),
+                kept_freed_memory=all(r["kept_freed_memory"] for r in runs),
+                peak_mib=max(r["peak_mib"] for r in runs))
+
+
+def merge_seeds(old: dict, new: dict) -> dict | None:
+    """``old`` with the runs of ``new``, a run of the same case on other seeds (``--append
+    --merge-seeds``), its figures recomputed over all runs; ``None`` when the two cannot be
+    one row (a failed run, a seed run twice, other epochs or threads)."""
+    same = ("dataset", "num_nodes", "model", "epochs", "threads", "memory_how")
+    if old.get("status") != "ok" or new.get("status") != "ok" or set(old["seeds"]) & \
+            set(new["seeds"]) or any(old.get(k) != new.get(k) for k in same):
+        return None
+    runs = sorted(old["runs"] + new["runs"], key=lambda r: r["seed"])
+    commits = [old["graphattn_commit"], new["graphattn_commit"]]
+    return dict(old, **summarise(runs), runs=runs, seeds=[r["seed"] for r in runs],
+                epochs_run=min(old["epochs_run"], new["epochs_run"]),
+                ru_maxrss_mib=max(old["ru_maxrss_mib"], new["ru_maxrss_mib"]),
+                graphattn_commit=commits[0] if commits[0] == commits[1] else
+                f"{commits[0]} (seeds {old['seeds']}), {commits[1]} (seeds {new['seeds']})")
 
 
 def run_isolated(spec: dict, max_rss_gb: float, timeout: float) -> dict:
@@ -636,8 +657,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--append", action="store_true",
                    help="add to the rows of an existing social.json in the output folder "
                         "(a row of the same data set, size and model is replaced)")
+    p.add_argument("--merge-seeds", action="store_true",
+                   help="with --append: add this run's seeds to the row of the same data set, "
+                        "size and model (e.g. --seed-list 1,2 beside seed 0) instead of "
+                        "replacing it; rows that cannot merge are both kept")
     p.add_argument("--_child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.merge_seeds and not args.append:
+        p.error("--merge-seeds adds to the rows of an existing social.json: give --append too")
     if args._child:
         print(json.dumps(run_child(json.loads(args._child))))
         return 0
@@ -681,7 +708,17 @@ def main(argv: list[str] | None = None) -> int:
             row = run_case(case, model, threads, args.lr, args.weight_decay,
                            max_rss_gb=args.max_rss_gb, keep_memory=args.keep_freed_memory)
             key = (row["dataset"], row["num_nodes"], row["model"])
-            old_rows = [r for r in old_rows if (r["dataset"], r["num_nodes"], r["model"]) != key]
+            same = [r for r in old_rows if (r["dataset"], r["num_nodes"], r["model"]) == key]
+            old_rows = [r for r in old_rows if r not in same]
+            if args.merge_seeds and same:
+                merged = merge_seeds(same[0], row)
+                if merged is None:
+                    print(f"   {model}: not merged (status, seeds, epochs or threads differ "
+                          f"from the row of seeds {same[0]['seeds']}); both kept", flush=True)
+                    old_rows.append(same[0])
+                    row = dict(row, model=f"{model} (seeds {row['seeds']})")
+                else:
+                    row = merged
             rows.append(row)
             acc = (f"{row['acc_mean']:.3f} ± {row['acc_std']:.3f}"
                    if row.get("acc_mean") is not None else "-")

@@ -152,3 +152,26 @@ def test_seed_list_runs_the_named_seeds(sb, tmp_path):
                     "3,5", "--epochs", "2", "--threads", "1", "--out", str(out)]) == 0
     (row,) = json.loads((out / "social.json").read_text())["results"]
     assert row["seeds"] == [3, 5] and len(row["accs"]) == 2
+
+
+def test_merge_seeds_adds_a_runs_seeds_to_its_row(sb, tmp_path):
+    """--append --merge-seeds: seed 1 run after seed 0 gives one row of seeds [0, 1] whose
+    figures are those of both runs; a row of other epochs is not merged but kept."""
+    base = ["--quick", "--datasets", "karate", "--models", "GCNConv", "--epochs", "3",
+            "--threads", "1", "--out", str(tmp_path)]
+    assert sb.main([*base, "--seed-list", "0"]) == 0
+    first = json.loads((tmp_path / "social.json").read_text())["results"][0]
+    assert sb.main([*base, "--seed-list", "1", "--append", "--merge-seeds"]) == 0
+    rows = json.loads((tmp_path / "social.json").read_text())["results"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["seeds"] == [0, 1] and [r["seed"] for r in row["runs"]] == [0, 1]
+    assert row["accs"][0] == first["accs"][0]
+    assert row["acc_mean"] == pytest.approx(sum(row["accs"]) / 2)
+    assert row["peak_mib"] == max(r["peak_mib"] for r in row["runs"])
+
+    assert sb.merge_seeds(row, dict(row, seeds=[1], runs=row["runs"][1:])) is None  # seed 1 twice
+    other = dict(row, seeds=[2], epochs=4, runs=[dict(row["runs"][0], seed=2)])
+    assert sb.merge_seeds(row, other) is None
+    with pytest.raises(SystemExit):
+        sb.main([*base, "--merge-seeds"])  # without --append
