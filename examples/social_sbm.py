@@ -12,8 +12,8 @@ adjacency-masked attention, the last one with linear global attention as well (e
 attends to all others through a kernel, O(N), never an N x N matrix). The whole graph goes
 through the model in every step (no sampling). Prints the test accuracy at
 the best validation epoch, seconds per epoch and the peak resident memory.
-Seed 0, 100k members, 20 epochs, 1 thread of a shared (busy) 2-core CPU: test accuracy
-0.986, 3.2 s/epoch, 1.5 GB peak:
+Seed 0, 100k members, 20 epochs, 2 threads of a 2-core CPU that another job shared
+(2026-12-03): test accuracy 0.989, 1.5 s/epoch, 1.2 GB peak:
 
     python examples/social_sbm.py                      # 100k members, a couple of minutes
     python examples/social_sbm.py --num-nodes 1000000  # 1M members, 10M friendships
