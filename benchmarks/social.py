@@ -617,12 +617,23 @@ def write(out_dir: Path | None, meta: dict, rows: list[dict]) -> None:
 
 def run_case(case: dict, model: str, threads: int, lr: float, weight_decay: float,
              isolate: bool = True, max_rss_gb: float = 14.0, keep_memory: bool = False) -> dict:
-    """One (data set, size, model) row: all seeds, in a subprocess unless ``isolate=False``."""
+    """One (data set, size, model) row: all seeds, in a subprocess unless ``isolate=False``;
+    with ``keep_memory`` a subprocess per seed (a heap that is never trimmed would carry one
+    seed's fragments into the next seed's peak)."""
     spec = dict(case, model=model, threads=threads, lr=lr, weight_decay=weight_decay,
                 keep_memory=keep_memory)
     budget = (case.get("max_seconds") or 600) * len(case["seeds"]) + 300
-    result = run_isolated(spec, max_rss_gb, budget) if isolate else \
-        dict(run_child(spec), status="ok")
+    if not isolate:
+        result = dict(run_child(spec), status="ok")
+    elif keep_memory and len(case["seeds"]) > 1:
+        parts = [run_isolated(dict(spec, seeds=[s]), max_rss_gb, budget) for s in case["seeds"]]
+        failed = [r for r in parts if r["status"] != "ok"]
+        runs = [run for r in parts for run in r.get("runs", [])]
+        result = failed[0] if failed else dict(
+            summarise(runs), memory_how=parts[0]["memory_how"], num_edges=parts[-1]["num_edges"],
+            ru_maxrss_mib=max(r["ru_maxrss_mib"] for r in parts), runs=runs, status="ok")
+    else:
+        result = run_isolated(spec, max_rss_gb, budget)
     row = dict(dataset=case["dataset"], num_nodes=case["num_nodes"], model=model,
                seeds=case["seeds"], epochs=case["epochs"], threads=threads,
                graphattn_commit=_git_commit(), **result)
@@ -712,10 +723,15 @@ def main(argv: list[str] | None = None) -> int:
             key = (row["dataset"], row["num_nodes"], row["model"])
             same = [r for r in old_rows if (r["dataset"], r["num_nodes"], r["model"]) == key]
             old_rows = [r for r in old_rows if r not in same]
+            if args.merge_seeds and same and row["status"] != "ok":
+                print(f"   {model}: seeds {row['seeds']} {row['status']}; the row of seeds "
+                      f"{same[0]['seeds']} is kept as it was", flush=True)
+                old_rows.append(same[0])
+                continue
             if args.merge_seeds and same:
                 merged = merge_seeds(same[0], row)
                 if merged is None:
-                    print(f"   {model}: not merged (status, seeds, epochs or threads differ "
+                    print(f"   {model}: not merged (seeds, epochs or threads differ "
                           f"from the row of seeds {same[0]['seeds']}); both kept", flush=True)
                     old_rows.append(same[0])
                     row = dict(row, model=f"{model} (seeds {row['seeds']})")

@@ -175,3 +175,33 @@ def test_merge_seeds_adds_a_runs_seeds_to_its_row(sb, tmp_path):
     assert sb.merge_seeds(row, other) is None
     with pytest.raises(SystemExit):
         sb.main([*base, "--merge-seeds"])  # without --append
+
+
+def test_kept_memory_runs_each_seed_in_its_own_process(sb, monkeypatch):
+    """With keep_memory (a heap never trimmed) every seed gets a fresh process, and the row
+    sums them up as one run of all seeds would; a failed seed fails the row."""
+    calls = []
+
+    def fake(spec, max_rss_gb, timeout):
+        calls.append(spec["seeds"])
+        s = spec["seeds"][0]
+        if s == 9:
+            return dict(status="out of memory: over 22 GB resident")
+        run = dict(seed=s, test_acc=0.5 + s / 10, s_per_epoch=1.0 + s, cpu_s_per_epoch=2.0,
+                   kept_freed_memory=True, peak_mib=100.0 * (s + 1), epochs_run=3)
+        return dict(status="ok", memory_how="VmHWM", num_edges=10, ru_maxrss_mib=50.0 + s,
+                    runs=[run])
+
+    monkeypatch.setattr(sb, "run_isolated", fake)
+    case = dict(dataset="sbm", num_nodes=300, seeds=[0, 1, 2], epochs=3)
+    row = sb.run_case(case, "GCNConv", 2, 0.01, 5e-4, keep_memory=True)
+    assert calls == [[0], [1], [2]]
+    assert row["status"] == "ok" and row["seeds"] == [0, 1, 2]
+    assert row["accs"] == [0.5, 0.6, 0.7] and row["acc_mean"] == pytest.approx(0.6)
+    assert row["s_per_epoch"] == 2.0 and row["peak_mib"] == 300.0
+    assert row["ru_maxrss_mib"] == 52.0 and row["epochs_run"] == 3
+    assert sb.run_case(dict(case, seeds=[0, 9]), "GCNConv", 2, 0.01, 5e-4,
+                       keep_memory=True)["status"].startswith("out of memory")
+    calls.clear()
+    sb.run_case(case, "GCNConv", 2, 0.01, 5e-4)  # without kept memory: one process
+    assert calls == [[0, 1, 2]]
