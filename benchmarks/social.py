@@ -361,6 +361,17 @@ def summarise(runs: list[dict]) -> dict:
                 peak_mib=max(r["peak_mib"] for r in runs))
 
 
+def combine(parts: list[dict]) -> dict:
+    """Results of one case on disjoint seeds (:func:`run_child`'s, or rows) as one result:
+    the first failure if any, else the figures recomputed over all runs in seed order."""
+    failed = [r for r in parts if r["status"] != "ok"]
+    if failed:
+        return failed[0]
+    runs = sorted((run for r in parts for run in r["runs"]), key=lambda run: run["seed"])
+    return dict(parts[0], **summarise(runs), runs=runs, num_edges=parts[-1]["num_edges"],
+                ru_maxrss_mib=max(r["ru_maxrss_mib"] for r in parts))
+
+
 def merge_seeds(old: dict, new: dict) -> dict | None:
     """``old`` with the runs of ``new``, a run of the same case on other seeds (``--append
     --merge-seeds``), its figures recomputed over all runs; ``None`` when the two cannot be
@@ -369,11 +380,10 @@ def merge_seeds(old: dict, new: dict) -> dict | None:
     if old.get("status") != "ok" or new.get("status") != "ok" or set(old["seeds"]) & \
             set(new["seeds"]) or any(old.get(k) != new.get(k) for k in same):
         return None
-    runs = sorted(old["runs"] + new["runs"], key=lambda r: r["seed"])
+    merged = combine([old, new])
     commits = [old["graphattn_commit"], new["graphattn_commit"]]
-    return dict(old, **summarise(runs), runs=runs, seeds=[r["seed"] for r in runs],
-                epochs_run=min(old["epochs_run"], new["epochs_run"]),
-                ru_maxrss_mib=max(old["ru_maxrss_mib"], new["ru_maxrss_mib"]),
+    return dict(merged, seeds=[r["seed"] for r in merged["runs"]],
+                epochs_run=min(r["epochs_run"] for r in merged["runs"]),
                 graphattn_commit=commits[0] if commits[0] == commits[1] else
                 f"{commits[0]} (seeds {old['seeds']}), {commits[1]} (seeds {new['seeds']})")
 
@@ -626,12 +636,8 @@ def run_case(case: dict, model: str, threads: int, lr: float, weight_decay: floa
     if not isolate:
         result = dict(run_child(spec), status="ok")
     elif keep_memory and len(case["seeds"]) > 1:
-        parts = [run_isolated(dict(spec, seeds=[s]), max_rss_gb, budget) for s in case["seeds"]]
-        failed = [r for r in parts if r["status"] != "ok"]
-        runs = [run for r in parts for run in r.get("runs", [])]
-        result = failed[0] if failed else dict(
-            summarise(runs), memory_how=parts[0]["memory_how"], num_edges=parts[-1]["num_edges"],
-            ru_maxrss_mib=max(r["ru_maxrss_mib"] for r in parts), runs=runs, status="ok")
+        result = combine([run_isolated(dict(spec, seeds=[s]), max_rss_gb, budget)
+                          for s in case["seeds"]])
     else:
         result = run_isolated(spec, max_rss_gb, budget)
     row = dict(dataset=case["dataset"], num_nodes=case["num_nodes"], model=model,
