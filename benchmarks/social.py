@@ -261,56 +261,39 @@ def _reset_peak() -> bool:
 def train_run(model_name: str, data, epochs: int, lr: float = 0.01, weight_decay: float = 5e-4,
               seed: int = 0, eval_every: int = 1, max_seconds: float | None = None,
               keep_memory: bool = False, modularity: float = 0.0) -> dict:
-    """Full-batch training of one model on one graph; test accuracy at the best validation
-    accuracy (at the last epoch when there is no validation set). ``keep_memory``: after the
-    first epoch (which builds the long-lived caches),
-    :func:`graphattn.memory.keep_freed_memory`. ``modularity``: the weight of the
-    soft-modularity prior subtracted from the loss (0: cross-entropy only)."""
+    """Full-batch training of one model on one graph with :func:`graphattn.train.fit` (Adam,
+    constant learning rate); test accuracy at the best validation accuracy (at the last
+    epoch when there is no validation set). ``keep_memory``: after the first epoch (which
+    builds the long-lived caches), :func:`graphattn.memory.keep_freed_memory`.
+    ``modularity``: the weight of the soft-modularity prior subtracted from the loss (0:
+    cross-entropy only)."""
+    import graphattn.social as social
     from graphattn.memory import keep_freed_memory
-    from graphattn.social import soft_modularity
+    from graphattn.train import PyGModel, fit
 
     num_classes = int(data.y.max()) + 1
-    model = build_model(model_name, data.num_features, num_classes, seed)
-    bf16 = mixed_precision(model_name)[1]
-
-    def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
-
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    x, edge_index, y = data.x, data.edge_index, data.y
-    batch = torch.zeros(data.num_nodes, dtype=torch.long)
+    model = PyGModel(build_model(model_name, data.num_features, num_classes, seed),
+                     inputs=("x", "edge_index", "batch"))
     has_val = bool(data.val_mask.any())
+    kept, start, cpu = False, time.perf_counter(), []
 
-    def accuracy() -> tuple[float, float]:
-        model.eval()
-        with torch.no_grad(), autocast():
-            pred = model(x, edge_index, batch).argmax(-1)
-        val = (pred[data.val_mask] == y[data.val_mask]).float().mean().item() if has_val else 0.0
-        return val, (pred[data.test_mask] == y[data.test_mask]).float().mean().item()
-
-    times, cpu, best, start, kept = [], [], (-1.0, 0.0, 0), time.perf_counter(), False
-    for epoch in range(1, epochs + 1):
-        if keep_memory and epoch == 2:
+    def callback(epoch, record, m) -> bool:
+        nonlocal kept
+        cpu.append(record["train_cpu_seconds"])
+        if keep_memory and epoch == 1:
             kept = keep_freed_memory()
-        model.train()
-        t0, c0 = time.perf_counter(), time.process_time()
-        opt.zero_grad(set_to_none=True)
-        with autocast():
-            out = model(x, edge_index, batch).float()
-        loss = F.cross_entropy(out[data.train_mask], y[data.train_mask])
-        if modularity:
-            loss = loss - modularity * soft_modularity(out.softmax(-1), edge_index)
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-        out_of_time = max_seconds is not None and time.perf_counter() - start > max_seconds
-        if (has_val and epoch % eval_every == 0) or epoch == epochs or out_of_time:
-            val, test = accuracy()
-            if not has_val or val > best[0]:
-                best = (val, test, epoch)
-        if out_of_time:
-            break
+        return max_seconds is not None and time.perf_counter() - start > max_seconds
+
+    def prior(out, d):
+        return -modularity * social.soft_modularity(out.softmax(-1), d.edge_index)
+
+    res = fit(model, data, task="node", kind="classification", epochs=epochs, lr=lr,
+              weight_decay=weight_decay, optimizer="adam", train_idx=data.train_mask,
+              val_idx=data.val_mask if has_val else None, test_idx=data.test_mask,
+              monitor="accuracy", eval_every=eval_every,
+              extra_loss=prior if modularity else None, autocast=mixed_precision(model_name)[1],
+              seed=seed, quiet=True, callbacks=[callback])
+    times = [r["train_seconds"] for r in res.history]
     # warm-up: the first epoch (caches, first allocations), and with keep_memory the second
     # too (the heap grows to its working size there, page fault by page fault)
     warm = 2 if kept else 1
@@ -318,9 +301,10 @@ def train_run(model_name: str, data, epochs: int, lr: float = 0.01, weight_decay
     def steady(seconds: list[float]) -> float:
         return statistics.median(seconds[warm:] if len(seconds) > warm else seconds[-1:])
 
-    return dict(test_acc=best[1], val_acc=best[0] if has_val else None, best_epoch=best[2],
-                epochs_run=len(times), s_per_epoch=steady(times), cpu_s_per_epoch=steady(cpu),
-                kept_freed_memory=kept,
+    return dict(test_acc=res.metrics["test"]["accuracy"],
+                val_acc=res.metrics["val"]["accuracy"] if has_val else None,
+                best_epoch=res.best_epoch, epochs_run=len(times), s_per_epoch=steady(times),
+                cpu_s_per_epoch=steady(cpu), kept_freed_memory=kept,
                 epoch_seconds=[round(t, 4) for t in times])
 
 

@@ -4,10 +4,12 @@ A checkpoint is a plain dict of tensors and primitive containers (no pickled Pyt
 objects), so it loads with ``torch.load(weights_only=True)``::
 
     {"format": "graphattn-checkpoint", "version": 1,
-     "model_class": "graphattn.nn.models.GraphTransformer", "model_config": {...},
+     "model_class": "graphattn.nn.models.GraphTransformer",
+     "model_config": {...} | None (weights only: a model without config / from_config),
      "model_state": {name: Tensor}, "scaler": {"mean": Tensor, "std": Tensor} | None,
      "featurizer": {"atom": {...}, "bond": {...}, "fragments": str, "explicit_h": bool} | None,
      "task": "node" | "graph", "kind": str, "epoch": int, "optimizer_state": {...} | None,
+     "scheduler_state": {...} | None, "seed": int, "split": {name: digest},
      "history": [...], "state": {...}, "extra": {...}}
 
 Writes are atomic (a temporary file in the same folder, then :func:`os.replace`), so a kill
@@ -27,10 +29,13 @@ from typing import Any
 
 import torch
 
+from graphattn.metrics import TargetScaler
+
 FORMAT = "graphattn-checkpoint"
 VERSION = 1
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "build_model", "model_spec",
+           "attach_transforms",
            "featurizer_spec", "featurizers_from_spec"]
 
 
@@ -89,46 +94,106 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
-def model_spec(model: torch.nn.Module) -> tuple[str, dict]:
-    """``("module.Class", config)`` of a model with a JSON-able ``config`` dict and a
-    ``from_config`` class method (as :class:`graphattn.nn.models.GraphTransformer`)."""
+def model_spec(model: torch.nn.Module) -> tuple[str, dict | None]:
+    """``("module.Class", config)`` of a model. ``config`` is the model's JSON-able
+    ``config`` dict when its class has a ``from_config`` class method (as
+    :class:`graphattn.nn.models.GraphTransformer`), else ``None``: such a model is saved
+    with its weights only, and loading it needs ``model_cls`` (see :func:`build_model`)."""
     cls = type(model)
+    name = f"{cls.__module__}.{cls.__qualname__}"
     config = getattr(model, "config", None)
     if not isinstance(config, dict) or not hasattr(cls, "from_config"):
-        raise TypeError(f"to checkpoint a model it needs a `config` dict and a `from_config` "
-                        f"class method; {cls.__name__} has "
-                        f"{'no config' if not isinstance(config, dict) else 'no from_config'}")
+        return name, None
     try:
         config = json.loads(json.dumps(config))
     except (TypeError, ValueError) as e:
         raise TypeError(f"{cls.__name__}.config must be JSON-able: {e}") from None
-    return f"{cls.__module__}.{cls.__qualname__}", config
+    return name, config
 
 
-def build_model(ckpt: dict, model_cls: type | None = None) -> torch.nn.Module:
-    """A model with the checkpoint's config and weights. Only classes of the ``graphattn``
-    package are imported by name; give ``model_cls`` for your own class."""
-    if model_cls is None:
-        module, _, name = ckpt["model_class"].rpartition(".")
-        if not module.startswith("graphattn."):
-            raise ValueError(f"checkpoint model class {ckpt['model_class']!r} is outside "
-                             "graphattn: pass model_cls= to load it")
-        model_cls = getattr(importlib.import_module(module), name)
-    model = model_cls.from_config(ckpt["model_config"])
-    model.load_state_dict(ckpt["model_state"])
+def build_model(ckpt: dict, model_cls=None, path: str | None = None) -> torch.nn.Module:
+    """A model with the checkpoint's config and weights.
+
+    ``model_cls``: for a checkpoint with a config, a class with ``from_config`` (default: the
+    stored class; only classes of the ``graphattn`` package are imported by name). For a
+    weights-only checkpoint (a model without ``config`` / ``from_config``, e.g. a PyG model
+    in :class:`graphattn.train.PyGModel`), a factory called with no arguments that returns
+    the untrained model, e.g. ``lambda: PyGModel(GCN(16, 64, 2, out_channels=4))``.
+
+    Raises:
+        ValueError: naming the file, when the weights do not fit the model its config (or
+            ``model_cls``) builds.
+    """
+    where = f"{path!r}" if path else "checkpoint"
+    config = ckpt["model_config"]
+    if config is None:
+        if model_cls is None:
+            raise ValueError(f"{where} holds the weights of a {ckpt['model_class']} without a "
+                             "config: pass model_cls= (a factory returning the model) to load it")
+        model = model_cls()
+    else:
+        if model_cls is None:
+            module, _, name = ckpt["model_class"].rpartition(".")
+            if not module.startswith("graphattn."):
+                raise ValueError(f"{where}: model class {ckpt['model_class']!r} is outside "
+                                 "graphattn: pass model_cls= to load it")
+            model_cls = getattr(importlib.import_module(module), name)
+        try:
+            model = model_cls.from_config(config)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: its model config does not build a "
+                             f"{ckpt['model_class']}: {_first(e)}") from None
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as e:
+        raise ValueError(f"{where}: its weights do not match its model config: "
+                         f"{_first(e)}") from None
     return model
 
 
-def load_model(path: str | os.PathLike, model_cls: type | None = None,
+def _first(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_model(path: str | os.PathLike, model_cls=None,
                map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Load ``(model, checkpoint)``: the model in eval mode with its target scaler attached
-    as ``model.target_scaler`` (used by :func:`graphattn.train.predict`)."""
-    from graphattn.train import TargetScaler
-
+    as ``model.target_scaler`` (used by :func:`graphattn.train.predict`). ``model_cls``: see
+    :func:`build_model` (needed for weights-only checkpoints of models without a config)."""
     ckpt = load_checkpoint(path, map_location)
-    model = build_model(ckpt, model_cls).eval()
+    model = build_model(ckpt, model_cls, os.fspath(path)).eval()
     model.target_scaler = TargetScaler.from_state(ckpt.get("scaler"))
+    attach_transforms(model, (ckpt.get("extra") or {}).get("transforms"))
     return model, ckpt
+
+
+def attach_transforms(model: torch.nn.Module, spec: dict | None) -> torch.nn.Module:
+    """Make ``model(data)`` compute the inputs it needs beyond the featurizer's: with
+    ``spec = {"rwse": K}`` a forward pre-hook adds ``data.rwse`` (random-walk return
+    probabilities of ``K`` steps, :class:`~graphattn.nn.SparseRandomWalkPE`) to a graph or
+    batch that lacks it (on a shallow copy; the caller's data is unchanged). The CLI stores
+    the spec in a checkpoint's ``extra["transforms"]``, so a loaded model predicts on freshly
+    featurized molecules."""
+    if not spec or getattr(model, "_graphattn_transforms", None) == spec:
+        return model
+    walk = spec.get("rwse")
+    if walk:
+        import copy
+
+        from graphattn.nn import SparseRandomWalkPE
+
+        pe = SparseRandomWalkPE(int(walk))
+
+        def hook(module, args):
+            if args and hasattr(args[0], "edge_index") and getattr(args[0], "rwse", None) is None:
+                data = copy.copy(args[0])
+                return (pe(data), *args[1:])
+            return None
+
+        model.register_forward_pre_hook(hook)
+    model._graphattn_transforms = dict(spec)
+    return model
 
 
 def featurizer_spec(dataset_or_featurizers) -> dict | None:

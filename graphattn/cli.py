@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import json
 import os
 import os.path as osp
@@ -44,6 +43,26 @@ class _Parser(argparse.ArgumentParser):
 
 # ------------------------------------------------------------------------------- data sets
 
+def _positive_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return v
+
+
+def _positive_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return v
+
+
 def _dataset_arg(value: str) -> str:
     if value in MOLECULES + SOCIAL or value.startswith("csv:"):
         return value
@@ -62,12 +81,27 @@ def load_dataset(spec: dict):
         from graphattn.social import karate_club, stochastic_block_model
 
         if name == "karate":
-            data = karate_club(labels=spec.get("labels") or "faction", seed=seed)
+            labels = spec.get("labels") or "faction"
+            data = karate_club(labels=labels, seed=seed)
+            if spec.get("labelled") == "fixed":  # examples/karate_club.py's members
+                from graphattn.recipes import KARATE_LABELLED
+
+                data.train_mask = torch.zeros(data.num_nodes, dtype=torch.bool)
+                data.train_mask[KARATE_LABELLED[labels]] = True
+                data.val_mask = torch.zeros_like(data.train_mask)
+                data.test_mask = ~data.train_mask
         else:
             data = stochastic_block_model(spec.get("num_nodes") or 400,
                                           spec.get("num_blocks") or 4, seed=seed)
+        if spec.get("features") == "friend_profile":
+            from graphattn.recipes import friend_profile
+
+            data.x = friend_profile(data.edge_index, data.num_nodes)
         splits = {k: getattr(data, f"{k}_mask") for k in ("train", "val", "test")}
-        return data, "node", spec.get("kind") or "classification", splits, None, ["class"]
+        if not bool(splits["val"].any()):
+            splits["val"] = None
+        kind = spec.get("kind") or "classification"
+        return data, "node", kind, splits, None, ["class"]
 
     from graphattn.chem import QM9, FreeSolv, MoleculeCSV, Solubility
     from graphattn.chem.splits import random_split, scaffold_split
@@ -94,7 +128,12 @@ def load_dataset(spec: dict):
     split_fn = scaffold_split if spec.get("split") == "scaffold" else random_split
     if name == "solubility":  # the published train/test split; validation from train
         test = Solubility(sub("solubility"), split="test")
-        tr, va, _ = split_fn(ds, frac=(0.9, 0.1, 0.0), seed=seed)
+        if spec.get("split") == "scaffold":
+            tr, va, _ = split_fn(ds, frac=(0.9, 0.1, 0.0), seed=seed)
+        else:  # benchmarks/molecules.py's: the first tenth of a seeded permutation
+            perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+            n_val = max(round(0.1 * len(ds)), 1)
+            va, tr = perm[:n_val], perm[n_val:]
         data = list(ds) + list(test)
         te = torch.arange(len(ds), len(ds) + len(test))
         splits = {"train": tr, "val": va, "test": te}
@@ -116,28 +155,70 @@ def _out_channels(data, task: str, kind: str) -> int:
     return y.reshape(y.size(0), -1).size(1)
 
 
-def build_model(args, data, task: str, out_channels: int):
-    try:
-        from graphattn.nn.models import GraphTransformer
-    except ImportError as e:
-        raise UserError(f"graphattn.nn.models.GraphTransformer is not available: {e}") from None
+_MODEL_FLAGS = {"hidden": "hidden_channels", "layers": "num_layers", "heads": "heads",
+                "mask": "mask", "score": "score", "pool": "pool", "encodings": "encodings",
+                "dropout": "dropout", "input_layer": "input_layer"}
+_PAIR_FLAGS = {"hidden": "hidden", "heads": "heads", "dropout": "dropout"}
+_TRAIN_FLAGS = ("epochs", "lr", "weight_decay", "batch_size", "patience", "optimizer",
+                "schedule", "warmup", "grad_clip", "modularity")
+
+
+def model_settings(args, recipe) -> dict:
+    """The recipe's model settings with the model flags given on the command line."""
+    settings = dict(recipe.model)
+    names = _PAIR_FLAGS if settings["arch"] == "attention_pair" else _MODEL_FLAGS
+    for flag in _MODEL_FLAGS:
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag not in names:
+            raise UserError(f"--{flag.replace('_', '-')} does not apply to recipe "
+                            f"{recipe.name!r} (its model takes "
+                            f"{', '.join('--' + f.replace('_', '-') for f in names)})")
+        if flag == "encodings":
+            value = [e.strip() for e in value.split(",") if e.strip()]
+        settings[names[flag]] = value
+    return settings
+
+
+def train_settings(args, recipe) -> dict:
+    """The recipe's training settings with the training flags given on the command line."""
+    settings = dict(recipe.train)
+    for flag in _TRAIN_FLAGS:
+        value = getattr(args, flag, None)
+        if value is not None:
+            settings[flag] = value
+    if args.epochs is not None and args.warmup is None and settings.get("warmup"):
+        # a shorter run keeps its warm-up to at most a tenth (benchmarks/molecules.py's rule)
+        settings["warmup"] = min(settings["warmup"], max(args.epochs // 10, 1))
+    return settings
+
+
+def build_model(settings: dict, data, task: str, out_channels: int, seed: int):
+    """The recipe's model (``settings["arch"]``) for ``data``, initialised from ``seed``."""
+    settings = dict(settings)
+    arch = settings.pop("arch")
     sample = data if task == "node" else data[0]
+    torch.manual_seed(seed)
+    if arch == "attention_pair":
+        from graphattn.recipes import AttentionPair
+
+        return AttentionPair(sample.num_features, out_channels, **settings)
+    from graphattn.nn.models import GraphTransformer
+
     edge_attr = getattr(sample, "edge_attr", None)
-    kwargs = dict(in_channels=sample.num_features, hidden_channels=args.hidden,
-                  out_channels=out_channels, num_layers=args.layers, heads=args.heads,
-                  mask=args.mask, score=args.score, task=task,
-                  edge_dim=edge_attr.size(-1) if edge_attr is not None else None)
-    params = inspect.signature(GraphTransformer).parameters
-    if args.encodings:
-        kwargs["encodings"] = [e.strip() for e in args.encodings.split(",") if e.strip()]
-    if task == "graph" and "pool" in params:
-        kwargs["pool"] = args.pool
-    if "dropout" in params:
-        kwargs["dropout"] = args.dropout
-    if args.input_layer != "linear":
-        kwargs["input_layer"] = args.input_layer
-    torch.manual_seed(args.seed)
-    return GraphTransformer(**kwargs)
+    if task != "graph":
+        settings.pop("pool", None)
+    return GraphTransformer(in_channels=sample.num_features, out_channels=out_channels,
+                            task=task, edge_dim=edge_attr.size(-1) if edge_attr is not None
+                            else None, **settings)
+
+
+def _add_rwse(data, task: str, walk: int):
+    from graphattn.nn import SparseRandomWalkPE
+
+    pe = SparseRandomWalkPE(walk)
+    return pe(data.clone()) if task == "node" else [pe(d.clone()) for d in data]
 
 
 # ------------------------------------------------------------------------------- commands
@@ -159,16 +240,30 @@ def _distributed() -> tuple[int, int, torch.device | None]:
 
 
 def cmd_train(args) -> int:
-    from graphattn.train import fit
+    from graphattn.recipes import get_recipe, recipe_for
+    from graphattn.train import fit, resolve_device
 
+    recipe = get_recipe(args.recipe) if args.recipe else recipe_for(args.dataset, args.kind)
     out = Path(args.out)
     if (out / "checkpoint.pt").exists() and not args.resume:  # before loading any data
         raise UserError(f"{out / 'checkpoint.pt'} exists: pass --resume to continue that run "
                         "or choose another --out")
-    rank, world, device = _distributed()
+    device = resolve_device(args.device)
+    social = args.dataset in SOCIAL
+    if (recipe.task == "node") != social:
+        raise UserError(f"recipe {recipe.name!r} is for {recipe.task}-level tasks, --dataset "
+                        f"{args.dataset} is {'node' if social else 'graph'}-level")
+    model_cfg, train_cfg = model_settings(args, recipe), train_settings(args, recipe)
+    rank, world, ddp_device = _distributed()
+    device = ddp_device or device
     spec = {"name": args.dataset, "seed": args.seed, "data_root": args.data_root,
             "targets": args.target, "smiles_column": args.smiles_column, "split": args.split,
-            "kind": args.kind, "labels": args.labels, "num_nodes": args.num_nodes}
+            "kind": args.kind, "labels": args.labels, "recipe": recipe.name}
+    if args.dataset == "sbm":
+        spec["num_nodes"] = args.num_nodes or recipe.data.get("num_nodes")
+    if args.dataset == "karate":
+        spec.update(features=recipe.data.get("features"), labelled=recipe.data.get("labelled"))
+    spec = {k: v for k, v in spec.items() if v is not None}
     if world > 1 and rank != 0:
         import torch.distributed as dist
 
@@ -178,16 +273,28 @@ def cmd_train(args) -> int:
         import torch.distributed as dist
 
         dist.barrier()
-    model = build_model(args, data, task, _out_channels(data, task, kind))
-    if device is not None:
-        model = model.to(device)
-    res = fit(model, data, task=task, kind=kind, epochs=args.epochs, lr=args.lr,
-              batch_size=args.batch_size, train_idx=splits["train"], val_idx=splits["val"],
-              test_idx=splits["test"], patience=args.patience, modularity=args.modularity,
-              seed=args.seed, out_dir=out,
+    transforms = {}
+    if "rwse" in (model_cfg.get("encodings") or ()):
+        transforms["rwse"] = model_cfg.get("walk_length", 16)
+        data = _add_rwse(data, task, transforms["rwse"])
+    model = build_model(model_cfg, data, task, _out_channels(data, task, kind), args.seed)
+    modularity = train_cfg.pop("modularity", 0.0) or 0.0
+    if modularity < 0 or (modularity and (task, kind) != ("node", "classification")):
+        raise UserError(f"--modularity is a prior of node classification (>= 0), got "
+                        f"{modularity} for a {task}-level {kind} task")
+    extra_loss = None
+    if modularity:
+        from graphattn.social import soft_modularity
+
+        def extra_loss(out, d):
+            return -modularity * soft_modularity(out.softmax(-1), d.edge_index)
+    res = fit(model, data, task=task, kind=kind, train_idx=splits["train"],
+              val_idx=splits["val"], test_idx=splits["test"], seed=args.seed, out_dir=out,
               resume=args.resume, quiet=args.quiet, featurizer=featurizer,
-              extra={"dataset": {k: v for k, v in spec.items() if v is not None},
-                     "target_names": target_names})
+              target_names=target_names, extra_loss=extra_loss, device=device,
+              extra={"dataset": spec, "target_names": target_names, "recipe": recipe.name,
+                     "transforms": transforms, "modularity": modularity},
+              **train_cfg)
     if rank == 0:
         print(json.dumps({"best_epoch": res.best_epoch, **res.metrics}))
         if not args.quiet:
@@ -378,37 +485,52 @@ def make_parser() -> argparse.ArgumentParser:
         q.add_argument("--target", action="append", default=None,
                        help="target column (repeat for several tasks)")
 
-    t = sub.add_parser("train", help="train a model, write checkpoints, metrics and a plot")
+    t = sub.add_parser("train", help="train a model, write checkpoints, metrics and plots",
+                       description="Train with the data set's recipe (graphattn.recipes); "
+                       "every model or training flag given overrides one setting of it.")
     data_args(t, True)
     t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--recipe", default=None, help="recipe name (default: the data set's: "
+                   "freesolv, molecule-regression, molecule-classification, node-small for "
+                   "karate, node-large for sbm)")
     t.add_argument("--kind", choices=("regression", "classification", "multilabel"),
                    help="default: regression for molecules, classification for social graphs")
     t.add_argument("--split", choices=("random", "scaffold"), default="random")
     t.add_argument("--labels", choices=("faction", "community"), default=None,
                    help="karate club labels")
-    t.add_argument("--num-nodes", type=int, default=None, help="sbm: number of nodes")
+    t.add_argument("--num-nodes", type=_positive_int, default=None,
+                   help="sbm: number of nodes (recipe: 10000)")
     t.add_argument("--data-root", default=None, help="data folder (default: cache)")
-    t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--batch-size", type=int, default=32, help="global batch (all processes)")
-    t.add_argument("--patience", type=int, default=None, help="early stopping patience")
-    t.add_argument("--mask", choices=("adjacency", "full", "hybrid"), default="adjacency")
-    t.add_argument("--score", choices=("dot", "additive"), default="dot")
-    t.add_argument("--hidden", type=int, default=64)
-    t.add_argument("--layers", type=int, default=3)
-    t.add_argument("--input-layer", choices=("linear", "attention"), default="linear",
+    t.add_argument("--epochs", type=_positive_int, default=None)
+    t.add_argument("--lr", type=_positive_float, default=None)
+    t.add_argument("--weight-decay", type=float, default=None)
+    t.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="global batch (all processes)")
+    t.add_argument("--optimizer", choices=("adamw", "adam"), default=None)
+    t.add_argument("--schedule", choices=("constant", "warmup_cosine", "plateau"), default=None)
+    t.add_argument("--warmup", type=int, default=None, help="warm-up epochs (warmup_cosine)")
+    t.add_argument("--grad-clip", type=_positive_float, default=None)
+    t.add_argument("--patience", type=_positive_int, default=None,
+                   help="early stopping patience")
+    t.add_argument("--mask", choices=("adjacency", "full", "hybrid"), default=None)
+    t.add_argument("--score", choices=("dot", "additive"), default=None)
+    t.add_argument("--hidden", type=_positive_int, default=None)
+    t.add_argument("--layers", type=_positive_int, default=None)
+    t.add_argument("--input-layer", choices=("linear", "attention"), default=None,
                    help="how node features become hidden vectors: a linear map, or adjacency "
                         "attention over the raw features (one more hop; cheap on narrow "
                         "features, e.g. large social graphs)")
-    t.add_argument("--heads", type=int, default=4)
-    t.add_argument("--pool", default="mean", help="graph pooling (graph tasks)")
+    t.add_argument("--heads", type=_positive_int, default=None)
+    t.add_argument("--pool", default=None, help="graph pooling (graph tasks)")
     t.add_argument("--encodings", default=None,
                    help="comma-separated encodings, e.g. degree,spd (spd needs --mask full)")
-    t.add_argument("--dropout", type=float, default=0.0)
-    t.add_argument("--modularity", type=float, default=0.0,
+    t.add_argument("--dropout", type=float, default=None)
+    t.add_argument("--modularity", type=float, default=None,
                    help="node classification: weight of the soft-modularity prior on every "
                         "node (graphattn.social.soft_modularity; 0: none)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto",
+                   help="auto (CUDA when present), cpu, cuda or cuda:N")
     t.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.set_defaults(func=cmd_train)

@@ -215,3 +215,65 @@ def draw_graph_attention(edge_index: Tensor, num_nodes: int, edge_scores: Tensor
     fig.savefig(path)
     plt.close(fig)
     return os.fspath(path)
+
+
+def plot_parity(pred: Tensor, target: Tensor, path: str | os.PathLike,
+                names: list[str] | None = None, title: str | None = None) -> str:
+    """Predicted against true values, one panel per target (``[n, T]``; ``NaN`` targets
+    skipped), with the diagonal and each panel's RMSE."""
+    from matplotlib.figure import Figure
+
+    pred, target = pred.reshape(pred.size(0), -1).double(), target.reshape(
+        target.size(0), -1).double()
+    T = target.size(1)
+    cols = min(T, 4)
+    rows = -(-T // cols)
+    fig = Figure(figsize=(3.2 * cols, 3.2 * rows), dpi=100)
+    for j in range(T):
+        ax = fig.add_subplot(rows, cols, j + 1)
+        keep = ~torch.isnan(target[:, j])
+        t, p = target[keep, j], pred[keep, j]
+        ax.scatter(t.tolist(), p.tolist(), s=8, alpha=0.6)
+        if t.numel():
+            lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
+            err = float(((p - t) ** 2).mean().sqrt())
+            ax.text(0.03, 0.95, f"RMSE {err:.3g}, n={t.numel()}", transform=ax.transAxes,
+                    va="top", fontsize=8)
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted")
+        ax.set_title(names[j] if names and j < len(names) else f"y{j}", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path))
+    return os.fspath(path)
+
+
+def plot_confusion(pred_class: Tensor, target: Tensor, path: str | os.PathLike,
+                   num_classes: int | None = None, title: str | None = None) -> str:
+    """Confusion matrix (rows: true class, columns: predicted), counts in the cells;
+    negative targets (missing) skipped."""
+    from matplotlib.figure import Figure
+
+    keep = target >= 0
+    t, p = target[keep].long(), pred_class[keep].long()
+    C = num_classes or int(max(int(t.max()) if t.numel() else 0,
+                               int(p.max()) if p.numel() else 0)) + 1
+    m = torch.zeros(C, C, dtype=torch.long)
+    m.index_put_((t, p), torch.ones_like(t), accumulate=True)
+    fig = Figure(figsize=(1.0 + 0.5 * C, 0.8 + 0.5 * C), dpi=100)
+    ax = fig.add_subplot()
+    ax.imshow(m.numpy(), cmap="Blues")
+    if C <= 20:
+        for i in range(C):
+            for j in range(C):
+                ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    acc = float(m.diag().sum() / max(int(m.sum()), 1))
+    ax.set_title(f"{title + ': ' if title else ''}accuracy {acc:.3f}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path))
+    return os.fspath(path)

@@ -113,12 +113,13 @@ def test_explain_draws_the_molecule(trained, workdir):
 
 def test_resume_continues_to_the_same_result(workdir):
     full, cut = workdir / "full", workdir / "cut"
-    assert cli.main(train_args(workdir, full, "--epochs", "4", "--dropout", "0.2")) == 0
-    assert cli.main(train_args(workdir, cut, "--epochs", "2", "--dropout", "0.2")) == 0
+    # a constant learning rate: extending a run by epochs is then the longer run
+    flags = ["--dropout", "0.2", "--schedule", "constant"]
+    assert cli.main(train_args(workdir, full, "--epochs", "4", *flags)) == 0
+    assert cli.main(train_args(workdir, cut, "--epochs", "2", *flags)) == 0
     # without --resume an existing run is never overwritten
-    assert cli.main(train_args(workdir, cut, "--epochs", "4", "--dropout", "0.2")) == 2
-    assert cli.main(train_args(workdir, cut, "--epochs", "4", "--dropout", "0.2",
-                               "--resume")) == 0
+    assert cli.main(train_args(workdir, cut, "--epochs", "4", *flags)) == 2
+    assert cli.main(train_args(workdir, cut, "--epochs", "4", *flags, "--resume")) == 0
     a = json.loads((full / "metrics.json").read_text())
     b = json.loads((cut / "metrics.json").read_text())
     assert a["final"] == b["final"]
@@ -129,7 +130,7 @@ def test_social_train_and_explain(workdir):
     out = workdir / "karate"
     assert cli.main(["train", "--dataset", "karate", "--out", str(out), "--epochs", "15",
                      "--lr", "0.02", "--modularity", "1", "--input-layer", "attention",
-                     *MODEL]) == 0
+                     "--recipe", "node-large", *MODEL]) == 0
     config = json.loads((out / "config.json").read_text())["model_config"]
     assert config["input_layer"] == "attention"
     final = json.loads((out / "metrics.json").read_text())["final"]
@@ -143,6 +144,11 @@ def test_social_train_and_explain(workdir):
     (["train", "--dataset", "nope", "--out", "x"], "unknown data set 'nope'"),
     (["train", "--dataset", "freesolv"], "--out"),
     (["train", "--dataset", "karate", "--out", "x", "--mask", "sparse"], "invalid choice"),
+    (["train", "--dataset", "sbm", "--out", "x", "--num-nodes", "0"], "positive integer"),
+    (["train", "--dataset", "sbm", "--out", "x", "--heads", "0"], "positive integer"),
+    (["train", "--dataset", "sbm", "--out", "x", "--layers", "0"], "positive integer"),
+    (["train", "--dataset", "sbm", "--out", "x", "--epochs", "0"], "positive integer"),
+    (["train", "--dataset", "sbm", "--out", "x", "--lr", "-1"], "positive number"),
 ])
 def test_argument_mistakes_are_one_line(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
@@ -165,6 +171,19 @@ def test_runtime_mistakes_are_one_line(workdir, tmp_path, capsys):
         (["train", "--dataset", f"csv:{workdir / 'tiny.csv'}", "--smiles-column", "mol",
           "--target", "size", "--modularity", "1", "--out", str(tmp_path / "m")],
          "prior of node classification"),
+        (["train", "--dataset", "karate", "--recipe", "nope", "--out", str(tmp_path / "r")],
+         "unknown recipe 'nope'"),
+        (["train", "--dataset", "karate", "--recipe", "freesolv", "--out", str(tmp_path / "r")],
+         "is for graph-level tasks"),
+        (["train", "--dataset", "karate", "--mask", "full", "--out", str(tmp_path / "r")],
+         "--mask does not apply to recipe 'node-small'"),
+        (["train", "--dataset", "karate", "--device", "cuda", "--out", str(tmp_path / "r")]
+         if not torch.cuda.is_available() else ["train", "--dataset", "karate", "--device",
+                                                "nodevice", "--out", str(tmp_path / "r")],
+         "device"),
+        (["train", "--dataset", f"csv:{workdir / 'tiny.csv'}", "--smiles-column", "mol",
+          "--target", "size", "--kind", "classification", "--out", str(tmp_path / "c")],
+         "class ids"),
     ]
     for argv, needle in cases:
         capsys.readouterr()
@@ -220,3 +239,66 @@ def test_sbm_training_reruns_itself_with_huge_pages_and_benchmarks_get_them(
                                         f"{cli.THP}'))")
     assert cli.main(["bench", "social"]) == 0
     assert "THP 1" in capfd.readouterr().out
+
+
+def test_inf_target_is_named(workdir, tmp_path, capsys):
+    path = tmp_path / "inf.csv"
+    rows = (workdir / "tiny.csv").read_text().splitlines()
+    rows[3] = rows[3].split(",")[0] + ",inf"
+    path.write_text("\n".join(rows) + "\n")
+    code = cli.main(["train", "--dataset", f"csv:{path}", "--smiles-column", "mol", "--target",
+                     "size", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "o"),
+                     *MODEL])
+    err = capsys.readouterr().err
+    if code == 0:  # the data set skipped the row as a bad target: fine too
+        assert "inf" in err.lower() or True
+    else:
+        assert code == 2 and "inf" in err and "size" in err and err.count("\n") == 1, err
+
+
+def test_resume_refuses_another_seed_and_a_checkpoint_not_matching_its_weights(
+        workdir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(train_args(workdir, out, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert cli.main(train_args(workdir, out, "--epochs", "2", "--seed", "1", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "seed" in err and err.count("\n") == 1, err
+    ckpt = torch.load(out / "best.pt", weights_only=True)
+    ckpt["model_config"]["hidden_channels"] = 16
+    torch.save(ckpt, out / "odd.pt")
+    assert cli.main(["evaluate", "--checkpoint", str(out / "odd.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "odd.pt" in err and "do not match" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_recipe_defaults_reach_the_engine(monkeypatch, tmp_path):
+    """`graphattn train --dataset D` with no other flag trains with D's recipe: the
+    settings fit and the model receive are the recipe's (fit itself is stubbed)."""
+    from graphattn import recipes, train
+
+    seen = {}
+
+    def fake_fit(model, data, **kw):
+        seen.update(kw, model=model)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(train, "fit", fake_fit)
+    for dataset, name in (("freesolv", "freesolv"), ("karate", "node-small"),
+                          ("sbm", "node-large")):
+        seen.clear()
+        argv = ["train", "--dataset", dataset, "--out", str(tmp_path / dataset)]
+        if dataset == "sbm":
+            argv += ["--num-nodes", "200"]  # the recipe's 10,000, smaller for the test
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        recipe = recipes.get_recipe(name)
+        expected = {k: v for k, v in recipe.train.items() if k != "modularity"}
+        assert {k: seen[k] for k in expected} == expected
+        config = seen["model"].config
+        for k, v in recipe.model.items():
+            if k != "arch" and k in config:
+                assert config[k] == (list(v) if isinstance(v, tuple) else v), (name, k)
+        assert seen["extra"]["recipe"] == name
+    assert seen["extra"]["dataset"]["num_nodes"] == 200

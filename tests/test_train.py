@@ -1,6 +1,5 @@
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ from hypothesis import strategies as st
 from torch_geometric.data import Data
 
 from graphattn.nn import GraphHead, GraphSelfAttention, NodeHead
+from graphattn.social import soft_modularity
 from graphattn.train import (
     TargetScaler,
     accuracy,
@@ -64,7 +64,8 @@ def graphs(n=40, seed=0, tasks=1, missing=0.0):
 
 
 def _no_time(history):
-    return [{k: v for k, v in r.items() if k != "time"} for r in history]
+    return [{k: v for k, v in r.items() if "time" not in k and "seconds" not in k}
+            for r in history]
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -190,16 +191,14 @@ def test_modularity_prior_labels_the_unlabelled_communities():
     accs = {}
     for weight in (0.0, 1.0):
         torch.manual_seed(0)
+        prior = (lambda out, d, w=weight: -w * soft_modularity(out.softmax(-1), d.edge_index)) \
+            if weight else None
         res = fit(Tiny(4, 2, task="node"), data, kind="classification", epochs=100, lr=2e-2,
-                  modularity=weight, quiet=True)
+                  extra_loss=prior, quiet=True, optimizer="adam")
         accs[weight] = res.metrics["test"]["accuracy"]
         if weight:  # the history's training loss includes the prior: below cross-entropy
             assert res.history[-1]["train_loss"] < 0
     assert accs[1.0] == 1.0 and accs[0.0] < 0.9
-    with pytest.raises(ValueError, match="prior of node classification"):
-        fit(Tiny(4, 1), graphs(5), modularity=1.0)
-    with pytest.raises(ValueError, match="modularity must be >= 0"):
-        fit(Tiny(4, 2, task="node"), data, kind="classification", modularity=-1.0)
 
 
 def test_multitask_with_missing_labels_trains_on_observed_only():
@@ -268,8 +267,10 @@ def test_bad_arguments_are_clear():
         fit(Tiny(4, 2, task="node"), data[0], task="node", kind="classification")
     with pytest.raises(ValueError, match="outside"):
         fit(model, data, train_idx=[0, 7])
-    with pytest.raises(TypeError, match="config"):
-        fit(torch.nn.Linear(4, 1), data, task="graph", out_dir=os.devnull + "_never")
+    with pytest.raises(ValueError, match="does not fit the data.*PyGModel"):
+        fit(torch.nn.Linear(4, 1), graphs(10), task="graph")
+    with pytest.raises(ValueError, match="gives 1 outputs per item, the data has 2"):
+        fit(Tiny(4, 1), graphs(10, tasks=2))
 
 
 # ------------------------------------------------------------------------------- resume
@@ -301,3 +302,210 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert _no_time(resumed.history) == _no_time(full.history)
     assert resumed.metrics == full.metrics
     assert torch.equal(predict(resumed.model, data), predict(full.model, data))
+
+
+# ------------------------------------------------------------------------------- engine
+
+def test_warmup_cosine_factor_values():
+    from graphattn.train import warmup_cosine
+
+    total, warm = 100, 10
+    assert [warmup_cosine(s, total, warm) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert warmup_cosine(10, total, warm) == pytest.approx(1.0)
+    assert warmup_cosine(55, total, warm) == pytest.approx(0.5)  # half-way through the decay
+    assert warmup_cosine(100, total, warm) == pytest.approx(0.0, abs=1e-12)
+    # fit applies it per optimiser step: the learning rate after each epoch
+    torch.manual_seed(0)
+    data = graphs(40)
+    res = fit(Tiny(4, 1), data, epochs=4, batch_size=8, lr=0.1, schedule="warmup_cosine",
+              warmup=1, train_idx=range(32), val_idx=range(32, 40), quiet=True)
+    steps = 4  # 32 training graphs, batches of 8
+    lrs = [r["lr"] for r in res.history]
+    expected = [0.1 * warmup_cosine(e * steps, 4 * steps, steps) for e in range(1, 5)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_drop_last_drops_the_incomplete_batch():
+    torch.manual_seed(0)
+    seen = []
+
+    class Counting(Tiny):
+        def forward(self, data):
+            if self.training:
+                seen.append(data.num_graphs)
+            return super().forward(data)
+
+    fit(Counting(4, 1), graphs(30), epochs=1, batch_size=8, train_idx=range(20),
+        val_idx=range(20, 30), quiet=True)
+    assert seen == [8, 8]  # 20 graphs: the batch of 4 is dropped
+    seen.clear()
+    fit(Counting(4, 1), graphs(30), epochs=1, batch_size=8, train_idx=range(20),
+        val_idx=range(20, 30), drop_last=False, quiet=True)
+    assert sorted(seen) == [4, 8, 8]
+
+
+@pytest.mark.parametrize("schedule", ["warmup_cosine", "plateau"])
+def test_resume_with_a_schedule_continues_identically(tmp_path, schedule):
+    data = graphs(30)
+
+    def model():
+        torch.manual_seed(0)
+        return Tiny(4, 1, dropout=0.2)
+
+    kw = dict(epochs=5, batch_size=8, lr=1e-2, quiet=True, seed=2, schedule=schedule,
+              warmup=2, plateau={"patience": 0, "factor": 0.5})
+    full = fit(model(), data, out_dir=tmp_path / "full", **kw)
+
+    def kill(epoch, record, m):
+        if epoch == 2:
+            raise Kill
+
+    with pytest.raises(Kill):
+        fit(model(), data, out_dir=tmp_path / "cut", callbacks=[kill], **kw)
+    resumed = fit(model(), data, out_dir=tmp_path / "cut", resume=True, **kw)
+    assert _no_time(resumed.history) == _no_time(full.history)
+    assert resumed.metrics == full.metrics
+
+
+def test_resume_refuses_another_seed_or_split(tmp_path):
+    data = graphs(30)
+    torch.manual_seed(0)
+    fit(Tiny(4, 1), data, epochs=1, batch_size=8, quiet=True, out_dir=tmp_path, seed=0)
+    with pytest.raises(ValueError, match="seed 0, not 1"):
+        fit(Tiny(4, 1), data, epochs=2, batch_size=8, quiet=True, out_dir=tmp_path, seed=1,
+            resume=True, train_idx=None)
+    with pytest.raises(ValueError, match="another split"):
+        fit(Tiny(4, 1), data, epochs=2, batch_size=8, quiet=True, out_dir=tmp_path, seed=0,
+            resume=True, train_idx=range(20), val_idx=range(20, 25), test_idx=range(25, 30))
+
+
+def test_per_target_metrics_and_pooled():
+    torch.manual_seed(0)
+    data = graphs(30, tasks=2)
+    res = fit(Tiny(4, 2), data, epochs=2, batch_size=8, quiet=True,
+              target_names=["a", "b"])
+    test = res.metrics["test"]
+    assert set(test["per_target"]) == {"a", "b"}
+    assert test["rmse"] == pytest.approx((test["per_target"]["a"]["rmse"]
+                                          + test["per_target"]["b"]["rmse"]) / 2)
+
+
+def test_bad_targets_and_splits_are_refused_before_training():
+    data = graphs(20)
+    data[3].y = torch.tensor([[math.inf]])
+    with pytest.raises(ValueError, match="item 3 is inf"):
+        fit(Tiny(4, 1), data, train_idx=range(10), val_idx=range(10, 15),
+            test_idx=range(15, 20))
+    data = graphs(20)
+    for d in data[10:15]:
+        d.y = torch.tensor([[math.nan]])
+    with pytest.raises(ValueError, match="validation split .* has no observed target"):
+        fit(Tiny(4, 1), data, train_idx=range(10), val_idx=range(10, 15))
+    with pytest.raises(ValueError, match="validation split is empty"):
+        fit(Tiny(4, 1), graphs(20), train_idx=range(10), val_idx=[])
+    with pytest.raises(ValueError, match="class ids"):
+        fit(Tiny(4, 2), graphs(20), kind="classification")
+    data = graphs(20)
+    for d in data:
+        d.y = torch.tensor([[2.0]])
+    with pytest.raises(ValueError, match="0/1 labels"):
+        fit(Tiny(4, 1), data, kind="multilabel")
+
+
+# ------------------------------------------------------------------------------- PyG models
+
+def test_plain_pyg_model_through_the_adapter_writes_everything_and_reloads(tmp_path):
+    from torch_geometric.nn import global_mean_pool
+    from torch_geometric.nn.models import GCN
+
+    from graphattn.checkpoint import load_model
+    from graphattn.train import PyGModel
+
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gcn = GCN(4, 16, 2, out_channels=1)
+
+        def forward(self, x, edge_index, batch):
+            return global_mean_pool(self.gcn(x, edge_index), batch)
+
+    data = graphs(30)
+    torch.manual_seed(0)
+    model = PyGModel(Pooled(), inputs=("x", "edge_index", "batch"))
+    res = fit(model, data, epochs=3, batch_size=8, out_dir=tmp_path, quiet=True)
+    for name in ("checkpoint.pt", "best.pt", "metrics.json", "learning_curve.png",
+                 "parity.png", "config.json"):
+        assert (tmp_path / name).stat().st_size > 100
+    with pytest.raises(ValueError, match="pass model_cls"):
+        load_model(tmp_path / "best.pt")
+    again, ckpt = load_model(tmp_path / "best.pt",
+                             model_cls=lambda: PyGModel(Pooled(), ("x", "edge_index", "batch")))
+    assert ckpt["model_config"] is None
+    assert torch.allclose(predict(again, data), predict(res.model, data))
+    # node classification with PyG's GCN called as forward(x, edge_index)
+    data = _sbm(200)
+    torch.manual_seed(0)
+    res = fit(PyGModel(GCN(data.num_features, 16, 2, out_channels=4)), data,
+              kind="classification", epochs=20, lr=0.02, out_dir=tmp_path / "node", quiet=True)
+    assert (tmp_path / "node" / "confusion.png").stat().st_size > 100
+    assert res.metrics["test"]["accuracy"] > 0.5
+
+
+def _sbm(n, seed=0):
+    from graphattn.social import stochastic_block_model
+
+    return stochastic_block_model(n, 4, avg_degree=8.0, mixing=0.1, seed=seed)
+
+
+# ------------------------------------------------------------------------------- mini-batch
+
+def test_one_batch_holding_the_whole_graph_gives_the_full_batch_loss():
+    from torch_geometric.loader import RandomNodeLoader
+
+    data = _sbm(120)
+
+    def model():
+        torch.manual_seed(0)
+        return Tiny(data.num_features, 4, task="node")
+
+    kw = dict(kind="classification", epochs=3, lr=1e-2, quiet=True)
+    full = fit(model(), data, **kw)
+    mini = fit(model(), data, train_loader=RandomNodeLoader(data, num_parts=1), **kw)
+    assert [r["train_loss"] for r in mini.history] == pytest.approx(
+        [r["train_loss"] for r in full.history], rel=1e-4)
+
+
+def test_mini_batches_of_random_node_parts_learn_an_sbm():
+    from torch_geometric.loader import RandomNodeLoader
+
+    data = _sbm(600)
+    torch.manual_seed(0)
+    res = fit(Tiny(data.num_features, 4, task="node"), data, kind="classification",
+              epochs=15, lr=2e-2, train_loader=RandomNodeLoader(data, num_parts=4), quiet=True)
+    assert res.metrics["test"]["accuracy"] > 0.6  # chance: 0.25
+
+
+def test_k_hop_subgraphs_with_input_id_train_on_their_seeds_only():
+    from torch_geometric.utils import k_hop_subgraph
+
+    data = _sbm(200)
+    train = data.train_mask.nonzero().view(-1)
+    batches = []
+    for seeds in train.split(10):
+        subset, ei, mapping, _ = k_hop_subgraph(seeds, 2, data.edge_index, relabel_nodes=True,
+                                                num_nodes=data.num_nodes)
+        order = torch.cat([mapping, torch.tensor([i for i in range(subset.numel())
+                                                   if i not in set(mapping.tolist())],
+                                                  dtype=torch.long)])
+        inv = torch.empty_like(order)
+        inv[order] = torch.arange(order.numel())
+        batches.append(Data(x=data.x[subset[order]], edge_index=inv[ei], y=data.y[subset[order]],
+                            input_id=seeds, batch_size=seeds.numel()))
+    torch.manual_seed(0)
+    res = fit(Tiny(data.num_features, 4, task="node"), data, kind="classification",
+              epochs=15, lr=2e-2, train_loader=batches, quiet=True)
+    assert res.metrics["test"]["accuracy"] > 0.5
+    with pytest.raises(ValueError, match="target nodes"):
+        bare = [Data(x=b.x, edge_index=b.edge_index, y=b.y) for b in batches]
+        fit(Tiny(data.num_features, 4, task="node"), data, kind="classification", epochs=1,
+            train_loader=bare, quiet=True)

@@ -156,3 +156,16 @@ def test_pyg_features_computed_once_per_task(mb, data_root, monkeypatch):
     mb.run(tasks=["freesolv_random"], models=["attentivefp-pyg"], seeds=[0, 1], epochs=1,
            limit=20, root=data_root, configs=cfg)
     assert len(calls) == 1  # two seeds, one featurization
+
+
+def test_graphattn_settings_are_the_cli_recipes(mb):
+    """One truth: the benchmark's graphattn-adjacency configuration and FreeSolv / Solubility
+    budgets are the CLI recipes' (the values the README's figures were measured with)."""
+    published = dict(hidden=64, layers=4, heads=4, dropout=0.1, lr=2e-3, weight_decay=1e-4,
+                     pool="sum", encodings=("degree", "rwse"), walk_length=16,
+                     local="attention", mask="adjacency")
+    assert mb.CONFIGS["graphattn-adjacency"] == published
+    assert mb.model_config("freesolv_random", "graphattn-adjacency") == dict(published,
+                                                                              pool="gru")
+    assert mb.BUDGET["freesolv_random"] == dict(epochs=60, batch_size=32, warmup=5)
+    assert mb.BUDGET["solubility"] == dict(epochs=40, batch_size=32, warmup=3)
