@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 from rdkit import Chem, RDLogger
 from rdkit.Chem import Descriptors
-from torch_geometric.loader import DataLoader
 
 from graphattn.nn import GraphTransformer, SparseRandomWalkPE
+from graphattn.train import fit
 
 try:  # graphattn's featurizer: one-hot atoms and bonds
     from graphattn.chem import from_smiles
@@ -59,35 +58,22 @@ def build_dataset(walk_length: int = 8) -> list:
 def main(seed: int = 0, epochs: int = 60) -> tuple[float, float]:
     torch.manual_seed(seed)
     data_list = build_dataset()
-    perm = torch.randperm(len(data_list)).tolist()
+    perm = torch.randperm(len(data_list))
     n_test = len(data_list) // 5
-    test = [data_list[i] for i in perm[:n_test]]
-    train = [data_list[i] for i in perm[n_test:]]
-    y_train = torch.cat([d.y for d in train])
-    mean, std = y_train.mean(), y_train.std()
-
+    test_idx, train_idx = perm[:n_test], perm[n_test:]
+    y = torch.cat([d.y for d in data_list])
     model = GraphTransformer(
-        train[0].num_features, 64, 1, num_layers=3, heads=4, mask="full", task="graph",
-        pool="sum", edge_dim=train[0].edge_attr.size(1),
+        data_list[0].num_features, 64, 1, num_layers=3, heads=4, mask="full", task="graph",
+        pool="sum", edge_dim=data_list[0].edge_attr.size(1),
         encodings=("degree", "rwse", "spd"), walk_length=8, max_distance=6)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    loader = DataLoader(train, batch_size=16, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
-    for _ in range(epochs):
-        model.train()
-        for batch in loader:
-            opt.zero_grad()
-            loss = F.mse_loss(model(batch), (batch.y - mean) / std)
-            loss.backward()
-            opt.step()
-
-    model.eval()
-    batch = next(iter(DataLoader(test, batch_size=len(test))))
-    with torch.no_grad():
-        pred = model(batch) * std + mean
-    mae = (pred - batch.y).abs().mean().item()
-    baseline = (mean - batch.y).abs().mean().item()
-    print(f"{len(train)} training / {len(test)} test molecules, target Crippen logP: "
+    # the engine: AdamW, targets standardised on the training molecules, no validation split
+    # (the last epoch's weights are kept)
+    res = fit(model, data_list, kind="regression", epochs=epochs, lr=2e-3, weight_decay=1e-4,
+              batch_size=16, train_idx=train_idx, test_idx=test_idx, drop_last=False,
+              seed=seed, quiet=True)
+    mae = res.metrics["test"]["mae"]
+    baseline = (y[train_idx].mean() - y[test_idx]).abs().mean().item()
+    print(f"{len(train_idx)} training / {len(test_idx)} test molecules, target Crippen logP: "
           f"seed {seed} test MAE {mae:.3f} (predicting the training mean: {baseline:.3f})")
     return mae, baseline
 

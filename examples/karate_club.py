@@ -40,68 +40,43 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
-from torch_geometric.data import Data
-from torch_geometric.utils import add_self_loops, degree
 
-from graphattn.nn import GraphSelfAttention
+from graphattn.recipes import KARATE_LABELLED, AttentionPair, friend_profile, get_recipe
 from graphattn.social import karate_club, soft_modularity
+from graphattn.train import fit
 from graphattn.viz import attention_weights, draw_graph_attention, node_edge_scores
 
-LABELLED = {"community": [0, 4, 8, 24], "faction": [0, 33]}
 
-
-def load(labels: str = "community") -> Data:
+def load(labels: str = "community"):
     """The club with friend-profile features and one labelled member per class."""
     data = karate_club(labels)  # x: one-hot identity [34, 34]; same members as PyG's
-    N = data.num_nodes
-    edge_index, _ = add_self_loops(data.edge_index, num_nodes=N)
-    src, dst = edge_index
-    x = torch.zeros(N, N)
-    x[dst, src] = 1.0 / degree(dst, N)[dst]  # row i: i and its friends, weight 1 / (deg + 1)
-    data.x = x
-    data.train_mask = torch.zeros(N, dtype=torch.bool)
-    data.train_mask[LABELLED[labels]] = True
+    data.x = friend_profile(data.edge_index, data.num_nodes)
+    data.train_mask = torch.zeros(data.num_nodes, dtype=torch.bool)
+    data.train_mask[KARATE_LABELLED[labels]] = True
+    data.val_mask = torch.zeros_like(data.train_mask)  # 4 labels: no validation members
     data.test_mask = ~data.train_mask
     return data
 
 
-class Net(torch.nn.Module):
-    """Two adjacency-masked self-attention layers: 4 heads of ``hidden``, then one head
-    giving the class scores."""
-
-    def __init__(self, in_channels: int, num_classes: int, hidden: int = 8, heads: int = 4):
-        super().__init__()
-        self.attn1 = GraphSelfAttention(in_channels, hidden, heads=heads)
-        self.attn2 = GraphSelfAttention(hidden * heads, num_classes, heads=1)
-
-    def forward(self, data: Data) -> torch.Tensor:
-        x = F.dropout(data.x, p=0.5, training=self.training)
-        x = F.elu(self.attn1(x, data.edge_index))
-        x = F.dropout(x, p=0.5, training=self.training)
-        return self.attn2(x, data.edge_index)
-
-
 def main(seed: int = 0, labels: str = "community", out: str | None = None,
          epochs: int = 300, modularity: float = 1.0) -> float:
-    torch.manual_seed(seed)
+    recipe = get_recipe("node-small")  # what `graphattn train --dataset karate` trains
     data = load(labels)
-    model = Net(data.num_features, len(data.classes))
-    opt = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
-    for _ in range(epochs):
-        model.train()
-        opt.zero_grad()
-        logits = model(data)
-        loss = F.cross_entropy(logits[data.train_mask], data.y[data.train_mask])
-        if modularity:  # the community prior, on every member
-            loss = loss - modularity * soft_modularity(logits.softmax(-1), data.edge_index)
-        loss.backward()
-        opt.step()
-    model.eval()
+    torch.manual_seed(seed)
+    settings = {k: v for k, v in recipe.model.items() if k != "arch"}
+    model = AttentionPair(data.num_features, len(data.classes), **settings)
+    train = {k: v for k, v in recipe.train.items() if k != "modularity"}
+
+    def prior(logits, d):  # the community prior, on every member
+        return -modularity * soft_modularity(logits.softmax(-1), d.edge_index)
+
+    res = fit(model, data, task="node", kind="classification", train_idx=data.train_mask,
+              test_idx=data.test_mask, **dict(train, epochs=epochs), seed=seed, quiet=True,
+              extra_loss=prior if modularity else None)
+    acc = res.metrics["test"]["accuracy"]
     with torch.no_grad():
-        pred = model(data).argmax(-1)
+        pred = model.eval()(data).argmax(-1)
     test = data.test_mask
-    acc = (pred[test] == data.y[test]).float().mean().item()
     print(f"karate club, {len(data.classes)} {labels} labels, {int(data.train_mask.sum())} "
           f"labelled members: seed {seed} test accuracy {acc:.3f} on {int(test.sum())} members")
     if out:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 from torch_geometric.datasets import KarateClub
 
 from graphattn.nn import GraphTransformer, LaplacianPE
+from graphattn.train import fit
 
 
 def main(seed: int = 0, epochs: int = 150, mask: str = "hybrid") -> float:
@@ -29,18 +29,10 @@ def main(seed: int = 0, epochs: int = 150, mask: str = "hybrid") -> float:
     model = GraphTransformer(data.num_features, 16, int(data.y.max()) + 1, num_layers=2,
                              heads=4, mask=mask, task="node", encodings=encodings, lap_k=4,
                              dropout=0.2)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=5e-3)
-    for _ in range(epochs):
-        model.train()
-        opt.zero_grad()
-        loss = F.cross_entropy(model(data)[data.train_mask], data.y[data.train_mask])
-        loss.backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        pred = model(data).argmax(-1)
     test = ~data.train_mask
-    acc = (pred[test] == data.y[test]).float().mean().item()
+    res = fit(model, data, kind="classification", epochs=epochs, lr=5e-3, weight_decay=5e-3,
+              train_idx=data.train_mask, test_idx=test, seed=seed, quiet=True)
+    acc = res.metrics["test"]["accuracy"]
     print(f"karate club, mask={mask!r}, encodings {encodings}, 4 labelled members: "
           f"seed {seed} test accuracy {acc:.3f} on {int(test.sum())} members")
     return acc

@@ -20,13 +20,15 @@ from torch_geometric.nn import GCNConv
 
 from graphattn.nn import GraphSelfAttention
 from graphattn.nn.linear_attention import LinearGlobalAttention
+from graphattn.train import PyGModel, fit
 
 
 class MyModel(torch.nn.Module):
     def __init__(self, in_channels: int, hidden: int, num_classes: int):
         super().__init__()
         self.gcn = GCNConv(in_channels, hidden)
-        self.local = GraphSelfAttention(hidden, hidden // 4, heads=4, score="additive")
+        self.local = GraphSelfAttention(hidden, hidden // 4, heads=4, score="additive",
+                                        add_self_loops=True)
         self.glob = LinearGlobalAttention(hidden, hidden // 4, heads=4)
         self.out = torch.nn.Linear(hidden, num_classes)
 
@@ -41,18 +43,12 @@ def main(seed: int = 0, epochs: int = 150) -> float:
     torch.manual_seed(seed)
     data = KarateClub()[0]
     model = MyModel(data.num_features, 16, int(data.y.max()) + 1)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
-    for _ in range(epochs):
-        model.train()
-        opt.zero_grad()
-        out = model(data.x, data.edge_index)
-        F.cross_entropy(out[data.train_mask], data.y[data.train_mask]).backward()
-        opt.step()
+    # graphattn's engine trains it through the adapter that calls forward(x, edge_index)
+    res = fit(PyGModel(model, inputs=("x", "edge_index")), data, kind="classification",
+              epochs=epochs, lr=0.01, weight_decay=5e-4, optimizer="adam",
+              train_idx=data.train_mask, test_idx=~data.train_mask, seed=seed, quiet=True)
+    acc = res.metrics["test"]["accuracy"]
     model.eval()
-    with torch.no_grad():
-        pred = model(data.x, data.edge_index).argmax(-1)
-    test = ~data.train_mask
-    acc = (pred[test] == data.y[test]).float().mean().item()
     print(f"GCNConv + GraphSelfAttention + LinearGlobalAttention: test accuracy {acc:.3f}")
 
     # the attention layer's weights: one row per edge (given edges, then self loops)

@@ -32,10 +32,10 @@ import time
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from graphattn.nn import GraphTransformer  # noqa: E402
 from graphattn.social import stochastic_block_model  # noqa: E402
+from graphattn.train import fit  # noqa: E402
 
 
 def main(num_nodes: int = 100_000, epochs: int = 20, seed: int = 0, hidden: int = 32,
@@ -51,28 +51,16 @@ def main(num_nodes: int = 100_000, epochs: int = 20, seed: int = 0, hidden: int 
     model = GraphTransformer(data.num_features, hidden, 4, num_layers=2, heads=4,
                              mask="hybrid", global_attention="linear", global_layers=1,
                              dropout=0.2, input_layer="attention")
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
 
-    def accuracy(pred: torch.Tensor, mask: torch.Tensor) -> float:
-        return (pred[mask] == data.y[mask]).float().mean().item()
+    def log(epoch, record, m):
+        val = f"  val {record['val']['accuracy']:.3f}" if "val" in record else ""
+        print(f"epoch {epoch:3d}  loss {record['train_loss']:.3f}{val}  "
+              f"({record['train_seconds']:.2f} s/epoch)", flush=True)
 
-    times, best = [], (-1.0, 0.0, 0)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        t = time.perf_counter()
-        opt.zero_grad()
-        loss = F.cross_entropy(model(data)[data.train_mask], data.y[data.train_mask])
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
-        model.eval()
-        with torch.no_grad():
-            pred = model(data).argmax(-1)
-        val, test = accuracy(pred, data.val_mask), accuracy(pred, data.test_mask)
-        if val > best[0]:
-            best = (val, test, epoch)
-        print(f"epoch {epoch:3d}  loss {loss.item():.3f}  val {val:.3f}  "
-              f"({times[-1]:.2f} s/epoch)", flush=True)
+    res = fit(model, data, kind="classification", epochs=epochs, lr=0.01, optimizer="adam",
+              monitor="accuracy", seed=seed, quiet=True, callbacks=[log])
+    times = [r["train_seconds"] for r in res.history]
+    best = (None, res.metrics["test"]["accuracy"], res.best_epoch)
     per_epoch = statistics.median(times[1:] or times)  # the first step warms up
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
     print(f"test accuracy {best[1]:.3f} (epoch {best[2]}, best validation)  "

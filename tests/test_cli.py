@@ -220,7 +220,7 @@ def test_sbm_training_reruns_itself_with_huge_pages_and_benchmarks_get_them(
     calls = []
     monkeypatch.setattr(cli.os, "execv", lambda exe, argv: calls.append((exe, argv)))
     monkeypatch.delenv(cli.THP, raising=False)
-    argv = ["train", "--dataset", "sbm", "--out", str(tmp_path / "never"), "--epochs", "0"]
+    argv = ["train", "--dataset", "sbm", "--out", str(tmp_path / "never"), "--epochs", "1"]
     monkeypatch.setattr(cli.sys, "argv", ["graphattn", *argv])
     monkeypatch.setattr(cli, "cmd_train", lambda args: 0)  # execv is stubbed: stop here
     assert cli.main() == 0
