@@ -632,6 +632,69 @@ def run_case(case: dict, model: str, threads: int, lr: float, weight_decay: floa
     return row
 
 
+# ------------------------------------------------------------------------------ mini-batch
+
+def minibatch_run(dataset: str, num_nodes: int, seed: int = 0, epochs: int = 20,
+                  num_parts: int = 8, eval_every: int = 2, lr: float = 0.01,
+                  weight_decay: float = 5e-4) -> dict:
+    """The default graphattn model trained in mini-batches by :func:`graphattn.train.fit`:
+    each epoch visits ``num_parts`` random node parts of the graph
+    (:class:`~torch_geometric.loader.RandomNodeLoader`: a part's induced subgraph, the loss
+    on its training nodes); validation and test run full batch without gradients. Peak
+    memory is the process's resident high-water mark from after the graph is built (the
+    graph, the model, the largest training step and the full-graph evaluation)."""
+    from torch_geometric.loader import RandomNodeLoader
+
+    from graphattn.train import PyGModel, fit
+
+    data = load_data(dataset, num_nodes, seed)
+    base = _rss_mib("VmRSS")
+    how = "VmHWM after clear_refs (graph built)" if _reset_peak() else "ru_maxrss"
+    num_classes = int(data.y.max()) + 1
+    model = PyGModel(build_model("graphattn", data.num_features, num_classes, seed),
+                     inputs=("x", "edge_index", "batch"))
+    loader = RandomNodeLoader(data, num_parts=num_parts, shuffle=True)
+    res = fit(model, data, task="node", kind="classification", epochs=epochs, lr=lr,
+              weight_decay=weight_decay, optimizer="adam", train_idx=data.train_mask,
+              val_idx=data.val_mask, test_idx=data.test_mask, monitor="accuracy",
+              eval_every=eval_every, train_loader=loader, seed=seed, quiet=True)
+    peak = _rss_mib("VmHWM") if how.startswith("VmHWM") else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    times = [r["train_seconds"] for r in res.history]
+    return dict(dataset=dataset, num_nodes=num_nodes, seed=seed, epochs=epochs,
+                num_parts=num_parts, test_acc=res.metrics["test"]["accuracy"],
+                val_acc=res.metrics["val"]["accuracy"], best_epoch=res.best_epoch,
+                s_per_epoch=statistics.median(times[1:] or times), graph_mib=base,
+                peak_mib=peak, memory_how=how, threads=torch.get_num_threads(),
+                graphattn_commit=_git_commit())
+
+
+def minibatch_main(args) -> int:
+    """``--minibatch PARTS``: :func:`minibatch_run` for every size and seed; rows appended to
+    ``OUT/social-minibatch.json`` and a table printed."""
+    torch.set_num_threads(args.threads or 1)
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [1_000_000]
+    seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else \
+        list(range(args.seeds or 1))
+    datasets = [d for d in args.datasets.split(",") if d in DATASETS and d != "karate"]
+    out_dir = args.out if args.out is not None else RESULTS
+    path = out_dir / "social-minibatch.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    for ds in datasets or ["sbm"]:
+        for n in sizes:
+            for seed in seeds:
+                r = minibatch_run(ds, n, seed, args.epochs or 20, args.minibatch)
+                print(f"{ds} {n:,} nodes seed {seed}: {args.minibatch} parts, test accuracy "
+                      f"{r['test_acc']:.4f}, {r['s_per_epoch']:.2f} s/epoch, peak "
+                      f"{r['peak_mib'] / 1024:.2f} GB", flush=True)
+                rows = [x for x in rows if (x["dataset"], x["num_nodes"], x["seed"],
+                                            x["num_parts"]) != (ds, n, seed, args.minibatch)]
+                rows.append(r)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="karate + 10k nodes, few seeds")
@@ -664,8 +727,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --append: add this run's seeds to the row of the same data set, "
                         "size and model (e.g. --seed-list 1,2 beside seed 0) instead of "
                         "replacing it; rows that cannot merge are both kept")
+    p.add_argument("--minibatch", type=int, default=None, metavar="PARTS",
+                   help="train the default graphattn model in mini-batches of PARTS random "
+                        "node parts (graphattn.train.fit with a RandomNodeLoader) at --sizes "
+                        "(default 1M) and append to OUT/social-minibatch.json")
     p.add_argument("--_child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.minibatch:
+        return minibatch_main(args)
     if args.merge_seeds and not args.append:
         p.error("--merge-seeds adds to the rows of an existing social.json: give --append too")
     if args._child:

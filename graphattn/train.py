@@ -22,8 +22,10 @@ the data attributes passed positionally::
 
 Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in
 :class:`~torch.nn.parallel.DistributedDataParallel` and DDP averages the gradients: graph
-tasks shard every global batch of ``batch_size`` graphs over the processes
-(:class:`~torch.utils.data.distributed.DistributedSampler`); full-batch node tasks shard the
+tasks draw the same global batches of ``batch_size`` graphs in every process and each takes
+every ``W``-th graph of a batch (a run on ``W`` processes follows a one-process run up to
+float rounding when no labels are missing and there is no dropout: each process draws its
+own dropout masks); full-batch node tasks shard the
 training nodes (each process the loss of its share, weighted so the average is the loss of
 all training nodes); mini-batch node tasks give each process every ``W``-th batch of the
 loader. Only rank 0 writes files.
@@ -45,7 +47,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import BatchSampler, RandomSampler
 from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
@@ -304,6 +306,24 @@ def _subset(dataset, idx: Tensor):
 def _split_digest(split: dict[str, Tensor]) -> dict[str, str]:
     return {k: f"{v.numel()}:{hashlib.sha1(v.long().numpy().tobytes()).hexdigest()[:16]}"
             for k, v in split.items()}
+
+
+class _Shard:
+    """Process ``rank``'s share (every ``world``-th graph) of each global batch; a last
+    batch with fewer graphs than processes is skipped."""
+
+    def __init__(self, batches: BatchSampler, rank: int, world: int):
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __iter__(self):
+        for batch in self.batches:
+            if len(batch) >= self.world:
+                yield batch[self.rank::self.world]
+
+    def __len__(self) -> int:
+        n, b = len(self.batches.sampler), self.batches.batch_size
+        full, rest = divmod(n, b)
+        return full + (0 if self.batches.drop_last or rest < self.world else 1)
 
 
 def _node_targets(batch) -> Tensor:
@@ -617,16 +637,13 @@ def fit(
                 raise ValueError(f"train_loader has {n_batches} batches for {world} processes")
     else:
         train_set = _subset(data, split["train"])
-        per = batch_size // world
-        if world > 1:  # every process its share of each global batch
-            sampler = DistributedSampler(train_set, num_replicas=world, rank=rank,
-                                         shuffle=True, seed=seed)
-            loader = DataLoader(train_set, batch_size=per, sampler=sampler,
-                                drop_last=drop_last and len(sampler) > per)
-        else:  # one shuffling generator for the whole run, its state saved in checkpoints
-            loader = DataLoader(train_set, batch_size=per, shuffle=True,
-                                generator=shuffle_gen,
-                                drop_last=drop_last and len(train_set) > per)
+        # one shuffling generator for the whole run (its state saved in checkpoints); under
+        # torchrun every process draws the same global batches and takes its share of each
+        batches = BatchSampler(RandomSampler(train_set, generator=shuffle_gen), batch_size,
+                               drop_last=drop_last and len(train_set) > batch_size)
+        if world > 1:
+            batches = _Shard(batches, rank, world)
+        loader = DataLoader(train_set, batch_sampler=batches, generator=shuffle_gen)
         steps_per_epoch = len(loader)
     sched = _scheduler(opt, schedule, steps_per_epoch, epochs, warmup,
                        {"factor": 0.5, "patience": 10, **(plateau or {})})
@@ -734,8 +751,6 @@ def fit(
                 batches = (b for i, b in enumerate(train_loader)
                            if i % world == rank and i < steps_per_epoch * world)
             else:
-                if world > 1:
-                    sampler.set_epoch(epoch)
                 batches = iter(loader)
             for batch in batches:
                 batch = batch.to(device)

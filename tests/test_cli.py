@@ -302,3 +302,24 @@ def test_recipe_defaults_reach_the_engine(monkeypatch, tmp_path):
                 assert config[k] == (list(v) if isinstance(v, tuple) else v), (name, k)
         assert seen["extra"]["recipe"] == name
     assert seen["extra"]["dataset"]["num_nodes"] == 200
+
+
+def test_one_log_line_per_epoch_off_a_terminal_and_quiet_silences(workdir, tmp_path, capsys):
+    base = train_args(workdir, tmp_path / "a", "--epochs", "2")
+    loud = [a for a in base if a != "--quiet"]
+    assert cli.main(loud) == 0
+    err = capsys.readouterr().err.splitlines()
+    lines = [line for line in err if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+    assert all("train_loss" in line and "val_rmse" in line and line.endswith("s")
+               for line in lines)
+    assert cli.main(train_args(workdir, tmp_path / "b", "--epochs", "2")) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_train_writes_a_parity_plot_and_a_confusion_matrix(trained, workdir):
+    assert (trained / "parity.png").read_bytes()[:4] == b"\x89PNG"
+    out = workdir / "karate-confusion"
+    assert cli.main(["train", "--dataset", "karate", "--epochs", "3", "--quiet", "--out",
+                     str(out)]) == 0
+    assert (out / "confusion.png").stat().st_size > 1000
