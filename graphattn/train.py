@@ -740,11 +740,16 @@ def fit(
             with amp():
                 out = _forward(train_model, node_data)
             out = out.float()
-            loss = masked_loss(out[local], y_all[local], LOSS[kind]) * share
-            if extra_loss is not None:
-                loss = loss + extra_loss(out, node_data)
+            data_loss = masked_loss(out[local], y_all[local], LOSS[kind]) * share
+            loss = data_loss + extra_loss(out, node_data) if extra_loss is not None \
+                else data_loss
             step(loss)
-            train_loss = loss.item() / share if share else loss.item()
+            train_loss = loss.item()
+            if world > 1:  # the loss of all training nodes, as one process reports it
+                part = torch.tensor([data_loss.item() / world], dtype=torch.float64,
+                                    device=device)
+                dist.all_reduce(part)
+                train_loss = float(part) + (loss.item() - data_loss.item())
         else:
             total, count = 0.0, 0
             if task == "node":

@@ -50,3 +50,19 @@ def test_two_processes_match_one(tmp_path):
         assert r2["train_loss"] == pytest.approx(r1["train_loss"], rel=1e-4)
     # only rank 0 wrote: no stray temporary files from a second writer
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
+
+
+def test_full_batch_node_task_shards_the_training_nodes(tmp_path):
+    """Two processes each take half of the training nodes, weighted so that DDP's average
+    of their gradients is the gradient of the loss on all of them: the run follows one
+    process (no dropout), the modularity prior included."""
+    common = ["train", "--dataset", "sbm", "--num-nodes", "300", "--epochs", "3",
+              "--dropout", "0", "--modularity", "0.5", "--quiet"]
+    _run([sys.executable, "-m", "graphattn", *common, "--out", str(tmp_path / "one")])
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+          "2", "-m", "graphattn", *common, "--out", str(tmp_path / "two")])
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert _close(one["final"], two["final"])
+    for r1, r2 in zip(one["history"], two["history"]):
+        assert r2["train_loss"] == pytest.approx(r1["train_loss"], rel=1e-4)
