@@ -73,7 +73,8 @@ def _dataset_arg(value: str) -> str:
 
 def load_dataset(spec: dict):
     """``(data, task, kind, splits, featurizer, target_names)`` for a data set spec (the
-    ``dataset`` entry a checkpoint stores), with splits made from ``spec["seed"]``."""
+    ``dataset`` entry a checkpoint stores), with splits made from ``spec["seed"]`` (no
+    ``"val"`` entry when the data set has no validation items)."""
     from graphattn.checkpoint import featurizer_spec
 
     name, seed, root = spec["name"], spec.get("seed") or 0, spec.get("data_root")
@@ -98,8 +99,8 @@ def load_dataset(spec: dict):
 
             data.x = friend_profile(data.edge_index, data.num_nodes)
         splits = {k: getattr(data, f"{k}_mask") for k in ("train", "val", "test")}
-        if not bool(splits["val"].any()):
-            splits["val"] = None
+        if not bool(splits["val"].any()):  # no validation members (karate's recipe)
+            del splits["val"]
         kind = spec.get("kind") or "classification"
         return data, "node", kind, splits, None, ["class"]
 
@@ -289,7 +290,7 @@ def cmd_train(args) -> int:
         def extra_loss(out, d):
             return -modularity * soft_modularity(out.softmax(-1), d.edge_index)
     res = fit(model, data, task=task, kind=kind, train_idx=splits["train"],
-              val_idx=splits["val"], test_idx=splits["test"], seed=args.seed, out_dir=out,
+              val_idx=splits.get("val"), test_idx=splits["test"], seed=args.seed, out_dir=out,
               resume=args.resume, quiet=args.quiet, featurizer=featurizer,
               target_names=target_names, extra_loss=extra_loss, device=device,
               extra={"dataset": spec, "target_names": target_names, "recipe": recipe.name,
