@@ -3,6 +3,8 @@
     python benchmarks/social.py            # full grid, writes benchmarks/results/social.{json,md}
     python benchmarks/social.py --quick    # karate + 10k nodes, few seeds (< 3 min); prints only
                                            # unless --out is given
+    python benchmarks/social.py --minibatch 4 --sizes 1000000   # the default model trained
+                                           # in mini-batches of 4 random node parts
 
 Data sets (:mod:`graphattn.social.datasets`):
 
@@ -20,8 +22,9 @@ Data sets (:mod:`graphattn.social.datasets`):
   generator across sizes), mu 0.2, mean degree 10, power-law communities of N/20 to N/5
   members (about 10 classes), 16 noisy features; same split.
 
-For every graph size and seed all models see the same graph, features, split, epochs,
-learning rate and weight decay; the test accuracy is taken at the epoch of best validation
+Every run trains through :func:`graphattn.train.fit` (Adam, constant learning rate), the
+engine of ``graphattn train``. For every graph size and seed all models see the same graph,
+features, split, epochs, learning rate and weight decay; the test accuracy is taken at the epoch of best validation
 accuracy (the last epoch on karate). Models (hidden size 64, 4 heads where there are heads,
 except graphattn's default):
 
