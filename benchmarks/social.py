@@ -24,9 +24,9 @@ Data sets (:mod:`graphattn.social.datasets`):
 
 Every run trains through :func:`graphattn.train.fit` (Adam, constant learning rate), the
 engine of ``graphattn train``. For every graph size and seed all models see the same graph,
-features, split, epochs, learning rate and weight decay; the test accuracy is taken at the epoch of best validation
-accuracy (the last epoch on karate). Models (hidden size 64, 4 heads where there are heads,
-except graphattn's default):
+features, split, epochs, learning rate and weight decay; the test accuracy is taken at the
+epoch of best validation accuracy (the last epoch on karate). Models (hidden size 64, 4
+heads where there are heads, except graphattn's default):
 
 * ``graphattn``: the default large-graph model, ``GraphTransformer(hidden_channels=32,
   num_layers=2, heads=4, mask="hybrid", global_attention="linear", global_layers=1,
