@@ -116,10 +116,12 @@ def compute_metrics(out: Tensor, target: Tensor, kind: str,
     return res
 
 
-def check_targets(y: Tensor, kind: str, names: list[str] | None = None) -> None:
+def check_targets(y: Tensor, kind: str, names: list[str] | None = None,
+                  items: Tensor | None = None) -> None:
     """Refuse targets the loss would silently mangle: infinite values (any kind),
     classification labels that are not class ids (integers; ``NaN`` or negative = missing),
-    multilabel labels that are not 0 / 1 (``NaN`` = missing). ``y`` is ``[n, T]`` or ``[n]``.
+    multilabel labels that are not 0 / 1 (``NaN`` = missing). ``y`` is ``[n, T]`` or ``[n]``;
+``items`` (optional) the data set index of each row, used in the message.
 
     Raises:
         ValueError: naming the target and the first offending item and value.
@@ -132,13 +134,16 @@ def check_targets(y: Tensor, kind: str, names: list[str] | None = None) -> None:
         return
     y2 = y.reshape(y.size(0), -1)
 
+    def item(i: int) -> int:
+        return int(items[i]) if items is not None else i
+
     def name(j: int) -> str:
         return names[j] if names and j < len(names) else f"y{j}"
 
     inf = torch.isinf(y2)
     if inf.any():
         i, j = inf.nonzero()[0].tolist()
-        raise ValueError(f"target {name(j)!r} of item {i} is {float(y2[i, j])}: infinite "
+        raise ValueError(f"target {name(j)!r} of item {item(i)} is {float(y2[i, j])}: infinite "
                          "targets cannot be trained on (remove the item or mark it missing "
                          "with NaN)")
     observed = ~torch.isnan(y2)
@@ -147,14 +152,14 @@ def check_targets(y: Tensor, kind: str, names: list[str] | None = None) -> None:
         if bad.any():
             i, j = bad.nonzero()[0].tolist()
             raise ValueError(f"kind='classification' needs class ids (integers), but target "
-                             f"{name(j)!r} of item {i} is {float(y2[i, j])!r}; use "
+                             f"{name(j)!r} of item {item(i)} is {float(y2[i, j])!r}; use "
                              "kind='regression' for real-valued targets")
     elif kind == "multilabel":
         bad = observed & (y2 != 0) & (y2 != 1)
         if bad.any():
             i, j = bad.nonzero()[0].tolist()
             raise ValueError(f"kind='multilabel' needs 0/1 labels (NaN: missing), but target "
-                             f"{name(j)!r} of item {i} is {float(y2[i, j])!r}")
+                             f"{name(j)!r} of item {item(i)} is {float(y2[i, j])!r}")
 
 
 @dataclass

@@ -595,7 +595,7 @@ def fit(
     targets = {k: _targets_of(data, task, v) for k, v in split.items()}
     for name, y in targets.items():
         try:
-            check_targets(y, kind, target_names)
+            check_targets(y, kind, target_names, split[name])
         except ValueError as e:
             raise ValueError(f"{name} split: {e}") from None
     train_y = _target(targets["train"], kind)
