@@ -206,3 +206,14 @@ def test_kept_memory_runs_each_seed_in_its_own_process(sb, monkeypatch):
     calls.clear()
     sb.run_case(case, "GCNConv", 2, 0.01, 5e-4)  # without kept memory: one process
     assert calls == [[0, 1, 2]]
+
+
+def test_minibatch_mode_trains_the_default_model_from_random_node_parts(sb, tmp_path):
+    r = sb.minibatch_run("sbm", 400, seed=0, epochs=2, num_parts=2)
+    assert r["num_parts"] == 2 and 0.0 <= r["test_acc"] <= 1.0 and r["peak_mib"] > 0
+    assert sb.main(["--minibatch", "2", "--sizes", "300", "--datasets", "sbm", "--epochs", "1",
+                    "--out", str(tmp_path)]) == 0
+    import json
+
+    rows = json.loads((tmp_path / "social-minibatch.json").read_text())["rows"]
+    assert [(r["num_nodes"], r["num_parts"], r["seed"]) for r in rows] == [(300, 2, 0)]
