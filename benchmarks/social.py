@@ -682,7 +682,8 @@ def minibatch_main(args) -> int:
     datasets = [d for d in args.datasets.split(",") if d in DATASETS and d != "karate"]
     out_dir = args.out if args.out is not None else RESULTS
     path = out_dir / "social-minibatch.json"
-    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    rows = doc.get("rows", [])
     for ds in datasets or ["sbm"]:
         for n in sizes:
             for seed in seeds:
@@ -694,7 +695,7 @@ def minibatch_main(args) -> int:
                                             x["num_parts"]) != (ds, n, seed, args.minibatch)]
                 rows.append(r)
                 out_dir.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+                path.write_text(json.dumps(dict(doc, rows=rows), indent=1) + "\n")
     return 0
 
 
