@@ -6,12 +6,14 @@ from graphattn.nn import (
     GraphTransformerLayer,
     LinearGlobalAttention,
 )
+from graphattn.nn.models import GraphTransformerConfig
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it
 
 __all__ = [
     "GraphSelfAttention",
     "GraphTransformer",
+    "GraphTransformerConfig",
     "GraphTransformerLayer",
     "LinearGlobalAttention",
     "__version__",

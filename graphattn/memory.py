@@ -14,11 +14,11 @@ def keep_freed_memory() -> bool:
     ``[N, C]`` activations of 100-400 MB. By default glibc maps each such block afresh and
     unmaps it when the tensor is freed, so every step page-faults (and the kernel
     zero-fills) all of them again; on a virtual machine that hands freed pages back to its
-    host this can cost more than the arithmetic (here: 7.3 s of a 1M-node step, 5.5 s with
-    this call; ``benchmarks/results/social.md``). After this call large blocks come from the
-    heap (``M_MMAP_MAX = 0``) and the heap is never trimmed (``M_TRIM_THRESHOLD = -1``): a
-    block freed in one step is reused in the next. The cost is resident memory: the
-    process keeps its largest footprint, plus fragmentation (8.8 instead of 7.4 GB there).
+    host this can cost more than the arithmetic (``benchmarks/results/social.md`` has the
+    figures). After this call large blocks come from the heap (``M_MMAP_MAX = 0``) and the
+    heap is never trimmed (``M_TRIM_THRESHOLD = -1``): a block freed in one step is reused
+    in the next. The cost is resident memory: the process keeps its largest footprint, plus
+    fragmentation.
 
     Call it once, after the first step (which builds the long-lived caches) or before
     training; it applies to the whole process and cannot be undone. Returns ``False`` (and

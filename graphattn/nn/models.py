@@ -1,7 +1,13 @@
-"""GraphTransformer: input encoders, optional encodings, transformer layers and a head."""
+"""GraphTransformer: input encoders, optional encodings, transformer layers and a head,
+configured by one :class:`GraphTransformerConfig`."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,9 +28,190 @@ from graphattn.nn.encodings import (
 from graphattn.nn.heads import GraphHead, NodeHead
 from graphattn.nn.layer import GraphTransformerLayer, make_norm
 
+MASKS = ("adjacency", "full", "hybrid")
 ENCODINGS = ("degree", "rwse", "lappe", "spd", "adjacency")
 TASKS = ("node", "graph")
 INPUT_LAYERS = ("linear", "attention")
+
+
+@dataclass(frozen=True)
+class GraphTransformerConfig:
+    r"""Everything that defines a :class:`GraphTransformer`, in one place.
+
+    ``GraphTransformer(in_channels, hidden_channels, out_channels, num_layers, **options)``
+    builds one of these from its arguments; :attr:`GraphTransformer.config` is
+    :meth:`to_dict` of it (what checkpoints store) and :meth:`GraphTransformer.from_config`
+    takes either form back. The constructor checks the combination and raises a
+    ``ValueError`` naming what was wrong.
+
+    **One meaning of** ``mask``: the set of nodes each node attends to, the same word as
+    :class:`~graphattn.nn.GraphSelfAttention`'s ``mask``:
+
+    * ``"adjacency"``: its in-neighbours and itself, as
+      ``GraphSelfAttention(mask="adjacency")``.
+    * ``"full"``: every node of its own graph (never across the graphs of a batch), by a
+      softmax ``GraphSelfAttention(mask="full")`` (edges bias the scores) or by
+      :class:`~graphattn.nn.LinearGlobalAttention` (:math:`O(N)`, edges not read), as
+      ``global_attention`` says.
+    * ``"hybrid"``: both sets, as two branches whose outputs are summed (the GraphGPS
+      pattern): the adjacency branch (attention, or GINE message passing with
+      ``local="gine"``) and the full branch.
+
+    A single attention reads one set, so :class:`~graphattn.nn.GraphSelfAttention` takes the
+    first two values; a transformer layer also takes ``"hybrid"``, its pair of branches.
+    ``local`` only says how the adjacency branch of ``"hybrid"`` is computed;
+    ``global_attention`` how the full set is (``"full"`` and ``"hybrid"``);
+    ``global_layers`` keeps the full branch in the last layers only, so the layers before
+    it read the adjacency set. ``mask="hybrid"`` with ``local=None`` has no adjacency
+    branch: it is ``"full"``, and is stored as such (with a ``DeprecationWarning``).
+
+    Args:
+        in_channels (int): Node feature size.
+        hidden_channels (int): Width of the transformer, a multiple of ``heads``.
+        out_channels (int): Outputs per node or per graph.
+        num_layers (int): Transformer layers.
+        heads (int): Attention heads. (default: ``4``)
+        mask (str): ``"adjacency"``, ``"full"`` or ``"hybrid"``, see above.
+            (default: ``"adjacency"``)
+        score (str): ``"dot"`` or ``"additive"``. (default: ``"dot"``)
+        task (str): ``"node"`` or ``"graph"``. (default: ``"node"``)
+        pool (str): Graph pooling: ``"mean"``, ``"sum"``, ``"max"``, ``"attention"``,
+            ``"cls"``, ``"gru"`` or ``"atomwise"`` (see :class:`~graphattn.nn.GraphHead`).
+            (default: ``"mean"``)
+        edge_dim (int, optional): Edge feature size. (default: ``None``)
+        encodings (sequence of str): Encoding names (see :class:`GraphTransformer`); one
+            string is one name. (default: ``()``)
+        dropout (float): Dropout in layers and head. (default: ``0.0``)
+        attn_dropout (float): Dropout on attention weights. (default: ``0.0``)
+        norm (str, optional): ``"layer"``, ``"batch"`` or ``None``. (default: ``"layer"``)
+        pre_norm (bool): Pre-norm layers. (default: ``True``)
+        global_attention (str): How the full set is attended: ``"softmax"`` or
+            ``"linear"``. (default: ``"softmax"``)
+        local (str, optional): The adjacency branch of ``"hybrid"``: ``"attention"``,
+            ``"gine"`` or ``None``. (default: ``"attention"``)
+        ffn_ratio (int): FFN width over ``hidden_channels``. (default: ``2``)
+        head_layers (int): MLP layers of the head. (default: ``2``)
+        walk_length (int): RWSE steps. (default: ``16``)
+        lap_k (int): LapPE eigenvectors. (default: ``8``)
+        max_degree (int): Degree clip. (default: ``64``)
+        max_distance (int): Shortest-path clip. (default: ``8``)
+        checkpoint (bool): In training, recompute each layer's activations in the backward
+            pass instead of storing them (:func:`torch.utils.checkpoint.checkpoint`): memory
+            of one layer's activations instead of all, for about one more forward pass of
+            time. For full-batch training on graphs of a million nodes. (default: ``False``)
+        global_layers (int, optional): With ``mask="hybrid"`` and ``local="attention"``:
+            only the last ``global_layers`` layers have the full branch, the ones before
+            are adjacency attention alone (Polynormer's local-then-global order). ``None``:
+            every layer. For large node-classification graphs one global layer after
+            local ones is as accurate as a global branch in every layer, at a fraction of
+            its cost (see ``benchmarks/social.py``). (default: ``None``)
+        residual (str): ``"add"`` or ``"gru"``: how each layer's attention output joins the
+            node states (a sum, or Attentive FP's GRU update; see
+            :class:`~graphattn.nn.GraphTransformerLayer`). (default: ``"add"``)
+        input_layer (str): How node features become hidden vectors: ``"linear"`` (a
+            linear map) or ``"attention"``: a :class:`~graphattn.nn.GraphSelfAttention`
+            over in-neighbours and self (``heads`` heads, dot score, no skip, edge features
+            not used) on the raw features, so the first hop attends over the input itself.
+            On narrow features (a few per node, as in large social graphs) its kernel
+            gathers the raw features instead of keys and values and needs no pass over the
+            sources in the backward, which makes it much cheaper than a transformer layer:
+            ``input_layer="attention"`` with two layers is the default large-graph model of
+            ``benchmarks/social.py``. Needs ``edge_index``. (default: ``"linear"``)
+    """
+
+    in_channels: int
+    hidden_channels: int
+    out_channels: int
+    num_layers: int
+    heads: int = 4
+    mask: str = "adjacency"
+    score: str = "dot"
+    task: str = "node"
+    pool: str = "mean"
+    edge_dim: int | None = None
+    encodings: tuple[str, ...] = ()
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    norm: str | None = "layer"
+    pre_norm: bool = True
+    global_attention: str = "softmax"
+    local: str | None = "attention"
+    ffn_ratio: int = 2
+    head_layers: int = 2
+    walk_length: int = 16
+    lap_k: int = 8
+    max_degree: int = 64
+    max_distance: int = 8
+    checkpoint: bool = False
+    global_layers: int | None = None
+    residual: str = "add"
+    input_layer: str = "linear"
+
+    def __post_init__(self) -> None:
+        enc = self.encodings
+        object.__setattr__(self, "encodings", (enc,) if isinstance(enc, str) else tuple(enc))
+        if self.mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {self.mask!r}")
+        if self.mask == "hybrid" and self.local is None:
+            warnings.warn("mask='hybrid' with local=None has no adjacency branch: it is "
+                          "mask='full' and is stored as such", DeprecationWarning, stacklevel=4)
+            object.__setattr__(self, "mask", "full")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.input_layer not in INPUT_LAYERS:
+            raise ValueError(f"input_layer must be one of {INPUT_LAYERS}, "
+                             f"got {self.input_layer!r}")
+        unknown = [e for e in self.encodings if e not in ENCODINGS]
+        if unknown:
+            raise ValueError(f"unknown encodings {unknown}: choose from {ENCODINGS}")
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+        if self.heads < 1 or self.hidden_channels < 1 or self.hidden_channels % self.heads:
+            raise ValueError(f"hidden_channels must be a positive multiple of heads, got "
+                             f"hidden_channels={self.hidden_channels}, heads={self.heads}")
+        if self.global_layers is not None and (
+                self.mask != "hybrid" or self.local != "attention"
+                or not 1 <= self.global_layers <= self.num_layers):
+            raise ValueError(f"global_layers needs mask='hybrid', local='attention' and "
+                             f"1 <= global_layers <= num_layers={self.num_layers}, got "
+                             f"global_layers={self.global_layers}, mask={self.mask!r}, "
+                             f"local={self.local!r}")
+        biases = [e for e in self.encodings if e in ("spd", "adjacency")]
+        if biases and (self.mask == "adjacency" or self.global_attention != "softmax"):
+            raise ValueError(f"encodings {biases} bias a softmax global attention: use "
+                             f"mask='full' or 'hybrid' with global_attention='softmax', got "
+                             f"mask={self.mask!r}, global_attention={self.global_attention!r}")
+
+    def layer_masks(self) -> list[str]:
+        """The ``mask`` of each transformer layer: ``mask``, except that with
+        ``global_layers`` the layers before the last ``global_layers`` are
+        ``"adjacency"``."""
+        first_global = self.num_layers - (self.global_layers or self.num_layers)
+        return [self.mask if i >= first_global else "adjacency"
+                for i in range(self.num_layers)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of every field (``encodings`` as a list), in field order."""
+        d = dataclasses.asdict(self)
+        d["encodings"] = list(self.encodings)
+        return d
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> GraphTransformerConfig:
+        """The config of a dict such as :meth:`to_dict` writes. Keys a dict from an older
+        version lacks take their defaults; an unknown key raises a ``ValueError``."""
+        if not isinstance(config, Mapping):
+            raise TypeError(f"a GraphTransformer config must be a GraphTransformerConfig or "
+                            f"a dict, got {type(config).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(config) - set(names))
+        if unknown:
+            raise ValueError(f"unknown GraphTransformer options {unknown}: expected some "
+                             f"of {names}")
+        missing = [n for n in names[:4] if n not in config]
+        if missing:
+            raise ValueError(f"a GraphTransformer config needs {names[:4]}, missing {missing}")
+        return cls(**config)
 
 
 class _InputLinear(Linear):
@@ -72,50 +259,10 @@ class GraphTransformer(torch.nn.Module):
         hidden_channels (int): Width of the transformer, a multiple of ``heads``.
         out_channels (int): Outputs per node or per graph.
         num_layers (int): Transformer layers.
-        heads (int): Attention heads. (default: ``4``)
-        mask (str): ``"adjacency"``, ``"full"`` or ``"hybrid"``. (default: ``"adjacency"``)
-        score (str): ``"dot"`` or ``"additive"``. (default: ``"dot"``)
-        task (str): ``"node"`` or ``"graph"``. (default: ``"node"``)
-        pool (str): Graph pooling: ``"mean"``, ``"sum"``, ``"max"``, ``"attention"``,
-            ``"cls"``, ``"gru"`` or ``"atomwise"`` (see :class:`~graphattn.nn.GraphHead`).
-            (default: ``"mean"``)
-        edge_dim (int, optional): Edge feature size. (default: ``None``)
-        encodings (sequence of str): Encoding names, see above. (default: ``()``)
-        dropout (float): Dropout in layers and head. (default: ``0.0``)
-        attn_dropout (float): Dropout on attention weights. (default: ``0.0``)
-        norm (str, optional): ``"layer"``, ``"batch"`` or ``None``. (default: ``"layer"``)
-        pre_norm (bool): Pre-norm layers. (default: ``True``)
-        global_attention (str): ``"softmax"`` or ``"linear"``. (default: ``"softmax"``)
-        local (str, optional): Local branch of ``"hybrid"``: ``"attention"``, ``"gine"``
-            or ``None``. (default: ``"attention"``)
-        ffn_ratio (int): FFN width over ``hidden_channels``. (default: ``2``)
-        global_layers (int, optional): With ``mask="hybrid"`` and ``local="attention"``:
-            only the last ``global_layers`` layers have the global branch, the ones before
-            are adjacency attention alone (Polynormer's local-then-global order). ``None``:
-            every layer. For large node-classification graphs one global layer after
-            local ones is as accurate as a global branch in every layer, at a fraction of
-            its cost (see ``benchmarks/social.py``). (default: ``None``)
-        head_layers (int): MLP layers of the head. (default: ``2``)
-        walk_length (int): RWSE steps. (default: ``16``)
-        lap_k (int): LapPE eigenvectors. (default: ``8``)
-        max_degree (int): Degree clip. (default: ``64``)
-        max_distance (int): Shortest-path clip. (default: ``8``)
-        residual (str): ``"add"`` or ``"gru"``: how each layer's attention output joins the
-            node states (a sum, or Attentive FP's GRU update; see
-            :class:`~graphattn.nn.GraphTransformerLayer`). (default: ``"add"``)
-        input_layer (str): How node features become hidden vectors: ``"linear"`` (a
-            linear map) or ``"attention"``: a :class:`~graphattn.nn.GraphSelfAttention`
-            over in-neighbours and self (``heads`` heads, dot score, no skip, edge features
-            not used) on the raw features, so the first hop attends over the input itself.
-            On narrow features (a few per node, as in large social graphs) its kernel
-            gathers the raw features instead of keys and values and needs no pass over the
-            sources in the backward, which makes it much cheaper than a transformer layer:
-            ``input_layer="attention"`` with two layers is the default large-graph model of
-            ``benchmarks/social.py``. Needs ``edge_index``. (default: ``"linear"``)
-        checkpoint (bool): In training, recompute each layer's activations in the backward
-            pass instead of storing them (:func:`torch.utils.checkpoint.checkpoint`): memory
-            of one layer's activations instead of all, for about one more forward pass of
-            time. For full-batch training on graphs of a million nodes. (default: ``False``)
+        **options: The other fields of :class:`GraphTransformerConfig`, by keyword, with
+            its defaults (``heads=4``, ``mask="adjacency"``, ``score="dot"``,
+            ``task="node"``, ...); its docstring documents each, and the one meaning of
+            ``mask``.
 
     Shapes:
         - **input:** a :class:`~torch_geometric.data.Data` / ``Batch``, or node features
@@ -125,107 +272,63 @@ class GraphTransformer(torch.nn.Module):
         - **output:** :math:`(N, \text{out})` (node task) or :math:`(B, \text{out})` (graph).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        hidden_channels: int,
-        out_channels: int,
-        num_layers: int,
-        heads: int = 4,
-        mask: str = "adjacency",
-        score: str = "dot",
-        task: str = "node",
-        pool: str = "mean",
-        edge_dim: int | None = None,
-        encodings: tuple[str, ...] | list[str] = (),
-        dropout: float = 0.0,
-        attn_dropout: float = 0.0,
-        norm: str | None = "layer",
-        pre_norm: bool = True,
-        global_attention: str = "softmax",
-        local: str | None = "attention",
-        ffn_ratio: int = 2,
-        head_layers: int = 2,
-        walk_length: int = 16,
-        lap_k: int = 8,
-        max_degree: int = 64,
-        max_distance: int = 8,
-        checkpoint: bool = False,
-        global_layers: int | None = None,
-        residual: str = "add",
-        input_layer: str = "linear",
-    ) -> None:
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 num_layers: int, **options: Any) -> None:
         super().__init__()
-        encodings = (encodings,) if isinstance(encodings, str) else tuple(encodings)
-        self.config: dict[str, Any] = dict(
-            in_channels=in_channels, hidden_channels=hidden_channels,
-            out_channels=out_channels, num_layers=num_layers, heads=heads, mask=mask,
-            score=score, task=task, pool=pool, edge_dim=edge_dim, encodings=list(encodings),
-            dropout=dropout, attn_dropout=attn_dropout, norm=norm, pre_norm=pre_norm,
-            global_attention=global_attention, local=local, ffn_ratio=ffn_ratio,
-            head_layers=head_layers, walk_length=walk_length, lap_k=lap_k,
-            max_degree=max_degree, max_distance=max_distance, checkpoint=checkpoint,
-            global_layers=global_layers, residual=residual, input_layer=input_layer)
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        if input_layer not in INPUT_LAYERS:
-            raise ValueError(f"input_layer must be one of {INPUT_LAYERS}, got {input_layer!r}")
-        unknown = [e for e in encodings if e not in ENCODINGS]
-        if unknown:
-            raise ValueError(f"unknown encodings {unknown}: choose from {ENCODINGS}")
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        if hidden_channels < 1 or hidden_channels % heads:
-            raise ValueError(f"hidden_channels must be a positive multiple of heads, got "
-                             f"hidden_channels={hidden_channels}, heads={heads}")
-        if global_layers is not None and (mask != "hybrid" or local != "attention"
-                                          or not 1 <= global_layers <= num_layers):
-            raise ValueError(f"global_layers needs mask='hybrid', local='attention' and "
-                             f"1 <= global_layers <= num_layers={num_layers}, got "
-                             f"global_layers={global_layers}, mask={mask!r}, local={local!r}")
-        biases = [e for e in encodings if e in ("spd", "adjacency")]
-        if biases and (mask == "adjacency" or global_attention != "softmax"):
-            raise ValueError(f"encodings {biases} bias a softmax global attention: use "
-                             f"mask='full' or 'hybrid' with global_attention='softmax', got "
-                             f"mask={mask!r}, global_attention={global_attention!r}")
+        cfg = GraphTransformerConfig(in_channels, hidden_channels, out_channels, num_layers,
+                                     **options)
+        self.cfg = cfg
+        heads, edge_dim, encodings = cfg.heads, cfg.edge_dim, cfg.encodings
         self.in_channels, self.hidden_channels, self.out_channels = (
             in_channels, hidden_channels, out_channels)
-        self.task, self.encodings, self.edge_dim = task, encodings, edge_dim
-        self.checkpoint = checkpoint
+        self.task, self.encodings, self.edge_dim = cfg.task, encodings, edge_dim
+        self.checkpoint = cfg.checkpoint
 
-        self.input_layer = input_layer
+        self.input_layer = cfg.input_layer
         self.lin_in = self.attn_in = None
-        if input_layer == "linear":
+        if cfg.input_layer == "linear":
             self.lin_in = _InputLinear(in_channels, hidden_channels)
         else:
             self.attn_in = GraphSelfAttention(in_channels, hidden_channels // heads, heads=heads,
                                               root_weight=False)
         self.lin_edge = Linear(edge_dim, hidden_channels) if edge_dim else None
-        self.degree = DegreeEncoder(hidden_channels, max_degree) if "degree" in encodings else None
-        self.rwse = RWSEEncoder(walk_length, hidden_channels) if "rwse" in encodings else None
-        self.lappe = LapPEEncoder(lap_k, hidden_channels) if "lappe" in encodings else None
-        self.spd = SPDBias(heads, max_distance) if "spd" in encodings else None
+        self.degree = (DegreeEncoder(hidden_channels, cfg.max_degree)
+                       if "degree" in encodings else None)
+        self.rwse = (RWSEEncoder(cfg.walk_length, hidden_channels)
+                     if "rwse" in encodings else None)
+        self.lappe = LapPEEncoder(cfg.lap_k, hidden_channels) if "lappe" in encodings else None
+        self.spd = SPDBias(heads, cfg.max_distance) if "spd" in encodings else None
         self.adjacency = AdjacencyBias(heads) if "adjacency" in encodings else None
-        first_global = num_layers - (global_layers or num_layers)
         self.layers = torch.nn.ModuleList([
-            GraphTransformerLayer(hidden_channels, heads,
-                                  mask=mask if i >= first_global else "adjacency", score=score,
-                                  local=local, global_attention=global_attention,
+            GraphTransformerLayer(hidden_channels, heads, mask=mask, score=cfg.score,
+                                  local=cfg.local, global_attention=cfg.global_attention,
                                   edge_dim=hidden_channels if edge_dim else None,
-                                  dropout=dropout, attn_dropout=attn_dropout,
-                                  ffn_ratio=ffn_ratio, norm=norm, pre_norm=pre_norm,
-                                  residual=residual)
-            for i in range(num_layers)])
-        self.norm_out = make_norm(norm if pre_norm else None, hidden_channels)
-        self.head = (NodeHead(hidden_channels, out_channels, num_layers=head_layers,
-                              dropout=dropout) if task == "node" else
-                     GraphHead(hidden_channels, out_channels, pool=pool,
-                               num_layers=head_layers, dropout=dropout, heads=heads))
+                                  dropout=cfg.dropout, attn_dropout=cfg.attn_dropout,
+                                  ffn_ratio=cfg.ffn_ratio, norm=cfg.norm,
+                                  pre_norm=cfg.pre_norm, residual=cfg.residual)
+            for mask in cfg.layer_masks()])
+        self.norm_out = make_norm(cfg.norm if cfg.pre_norm else None, hidden_channels)
+        self.head = (NodeHead(hidden_channels, out_channels, num_layers=cfg.head_layers,
+                              dropout=cfg.dropout) if cfg.task == "node" else
+                     GraphHead(hidden_channels, out_channels, pool=cfg.pool,
+                               num_layers=cfg.head_layers, dropout=cfg.dropout, heads=heads))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """:meth:`GraphTransformerConfig.to_dict` of :attr:`cfg`: JSON-able, what
+        checkpoints store, and what :meth:`from_config` takes back."""
+        return self.cfg.to_dict()
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> GraphTransformer:
-        """Rebuild a model from its :attr:`config` (e.g. one stored in a checkpoint)."""
-        return cls(**config)
+    def from_config(cls, config: GraphTransformerConfig | Mapping[str, Any]) -> GraphTransformer:
+        """Build a model from a :class:`GraphTransformerConfig` or from its dict (e.g. the
+        :attr:`config` stored in a checkpoint; keys added since it was written take their
+        defaults)."""
+        if not isinstance(config, GraphTransformerConfig):
+            config = GraphTransformerConfig.from_dict(config)
+        c = config.to_dict()
+        return cls(c.pop("in_channels"), c.pop("hidden_channels"), c.pop("out_channels"),
+                   c.pop("num_layers"), **c)
 
     def reset_parameters(self) -> None:
         for m in self.children():
@@ -312,3 +415,14 @@ class GraphTransformer(torch.nn.Module):
         return (f"{self.__class__.__name__}({c['in_channels']}, {c['hidden_channels']}, "
                 f"{c['out_channels']}, num_layers={c['num_layers']}, mask={c['mask']!r}, "
                 f"task={c['task']!r}, encodings={tuple(self.encodings)})")
+
+
+# help() and inspect.signature(GraphTransformer) list every option with its default
+GraphTransformer.__init__.__signature__ = inspect.Signature(
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD
+                         if i < 4 else inspect.Parameter.KEYWORD_ONLY,
+                         default=(inspect.Parameter.empty if f.default is dataclasses.MISSING
+                                  else f.default), annotation=f.type)
+       for i, f in enumerate(dataclasses.fields(GraphTransformerConfig))],
+    return_annotation=None)

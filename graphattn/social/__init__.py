@@ -3,7 +3,9 @@ prior."""
 
 from graphattn.social.convert import from_networkx, node_index, to_networkx
 from graphattn.social.datasets import (
+    LFR_MAX_NODES,
     SOCIAL_DATASETS,
+    degree_corrected_sbm,
     karate_club,
     lfr_benchmark,
     pyg_social,
@@ -13,7 +15,9 @@ from graphattn.social.datasets import (
 from graphattn.social.modularity import soft_modularity
 
 __all__ = [
+    "LFR_MAX_NODES",
     "SOCIAL_DATASETS",
+    "degree_corrected_sbm",
     "from_networkx",
     "karate_club",
     "lfr_benchmark",

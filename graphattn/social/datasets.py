@@ -5,12 +5,13 @@ Every function returns one :class:`~torch_geometric.data.Data` with ``x``, an un
 ``train_mask``/``val_mask``/``test_mask`` from :func:`split_masks`. Everything random takes a
 ``seed``: same seed, same graph, features and masks.
 
-Generated node features (:func:`stochastic_block_model`, :func:`lfr_benchmark`) are
-*informative but noisy*: node ``i`` gets ``x_i = c_{y_i} + σ ε_i`` with ``ε_i ~ N(0, I)``,
-where the class centre ``c_k`` is the one-hot vector ``e_k`` when ``feature_dim >=
-num_classes`` and otherwise a random unit vector (seeded). With ``σ = feature_noise = 1`` a
-per-node classifier on two classes is right only about 76% of the time (``Φ(1/(σ√2))``), so
-a model gains by averaging over neighbours, which mostly share the class.
+Generated node features (:func:`stochastic_block_model`, :func:`degree_corrected_sbm`,
+:func:`lfr_benchmark`) are *informative but noisy*: node ``i`` gets ``x_i = c_{y_i} + σ
+ε_i`` with ``ε_i ~ N(0, I)``, where the class centre ``c_k`` is the one-hot vector ``e_k``
+when ``feature_dim >= num_classes`` and otherwise a random unit vector (seeded). With ``σ =
+feature_noise = 1`` a per-node classifier on two classes is right only about 76% of the time
+(``Φ(1/(σ√2))``), so a model gains by averaging over neighbours, which mostly share the
+class.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
 from graphattn.social.convert import from_networkx
 
 __all__ = [
+    "LFR_MAX_NODES",
     "SOCIAL_DATASETS",
+    "degree_corrected_sbm",
     "karate_club",
     "lfr_benchmark",
     "pyg_social",
@@ -139,7 +142,8 @@ def _sample_edges(counts: Tensor, pairs: Tensor, draw: Callable[[Tensor], tuple[
     self loops and edges already present, and keeps a random subset of ``need[g]`` of the new
     distinct edges of an over-full group. With uniform draws inside a group the result is a
     uniformly random set of ``counts[g]`` pairs per group, i.e. an exact G(n, p)-type sample.
-    Stops after ``max_rounds`` (only reachable for weighted draws, see :func:`lfr_benchmark`).
+    Stops after ``max_rounds`` (only reachable for weighted draws, see
+    :func:`degree_corrected_sbm`).
     """
     n, k = num_nodes, counts.numel()
     keys = torch.empty(0, dtype=torch.long)  # lo * n + hi, sorted
@@ -342,7 +346,7 @@ def stochastic_block_model(
     return data
 
 
-# ---------------------------------------------------------------------------- LFR
+# ---------------------------------------------------------------------------- LFR and DC-SBM
 
 def _power_law(u: Tensor, tau: float, lo: float, hi: float) -> Tensor:
     """Inverse CDF of the density ``∝ x^-tau`` on ``[lo, hi]`` applied to uniforms ``u``."""
@@ -359,7 +363,7 @@ def _power_law_mean(tau: float, lo: float, hi: float) -> float:
     return float(torch.trapezoid(_power_law(u, tau, lo, hi), u))
 
 
-def _lfr_fast(n: int, tau1: float, tau2: float, mu: float, average_degree: float,
+def _dcsbm_edges(n: int, tau1: float, tau2: float, mu: float, average_degree: float,
               max_degree: int, min_community: int, max_community: int,
               gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     # expected degrees: power law tau1 on [d_min, max_degree], d_min set for the mean
@@ -429,60 +433,16 @@ def _lfr_fast(n: int, tau1: float, tau2: float, mu: float, average_degree: float
     return lo, hi, comm
 
 
-def lfr_benchmark(
-    num_nodes: int,
-    tau1: float = 2.5,
-    tau2: float = 1.5,
-    mu: float = 0.2,
-    average_degree: float = 10.0,
-    *,
-    max_degree: int | None = None,
-    min_community: int | None = None,
-    max_community: int | None = None,
-    method: str = "auto",
-    feature_dim: int | None = 16,
-    feature_noise: float = 1.0,
-    train: float = 0.1,
-    val: float = 0.1,
-    seed: int = 0,
-) -> Data:
-    r"""LFR-style benchmark: power-law degrees and community sizes, mixing :math:`\mu`.
-
-    ``method="networkx"`` runs :func:`networkx.LFR_benchmark_graph` (the original algorithm
-    of Lancichinetti, Fortunato and Radicchi; pure Python, fine up to some tens of thousands
-    of nodes, and it can fail to place communities: then a ``ValueError`` says so).
-    ``method="fast"`` is our vectorised planted partition of the same kind, a degree-corrected
-    block model: expected degrees :math:`\theta_i` follow a power law with exponent
-    :obj:`tau1` on ``[d_min, max_degree]`` (``d_min`` solved so the mean is
-    :obj:`average_degree`), community sizes a power law with exponent :obj:`tau2` on
-    ``[min_community, max_community]``; nodes join communities at random; a node's expected
-    degree splits into :math:`(1-\mu)\theta_i` inside its community (capped at the community
-    size minus one) and :math:`\mu\theta_i` outside; the Poisson number of edges of every
-    community and of the between-community part is drawn Chung-Lu style (endpoints with
-    probability :math:`\propto\theta`), without self loops or duplicates. Because duplicate
-    draws are redrawn for at most 30 rounds, hubs may end slightly below their target degree.
-    Node ``i`` of the networkx method is node ``i`` of networkx's graph; the fast method
-    numbers nodes at random. ``"auto"`` uses networkx up to 20,000 nodes (falling back to
-    ``"fast"`` with a warning when networkx fails) and ``"fast"`` above.
-
-    Defaults keep both methods feasible: ``max_degree = min(N - 1, 3 * average_degree)``,
-    ``min_community = ceil((1 - mu) * max_degree) + 1`` (every node's inner degree fits),
-    ``max_community = max(min_community, min(N // 2, 5 * min_community))``.
-
-    Returns:
-        ``Data(x [N, F], edge_index, y [N], masks)`` with ``y`` the planted community
-        (``num_communities`` recorded) and ``method`` the generator used. Features: see the
-        module docstring (random unit class centres when there are more communities than
-        :obj:`feature_dim`).
-    """
-    _check_common(num_nodes, feature_dim, feature_noise)
-    if method not in ("auto", "networkx", "fast"):
-        raise ValueError(f"method must be 'auto', 'networkx' or 'fast', got {method!r}")
+def _community_sizes_and_degrees(
+    n: int, tau1: float, tau2: float, mu: float, average_degree: float,
+    max_degree: int | None, min_community: int | None, max_community: int | None,
+) -> tuple[int, int, int]:
+    """Check the parameters shared by :func:`lfr_benchmark` and
+    :func:`degree_corrected_sbm`; fill in the defaults of the last three."""
     if not (tau1 > 1 and tau2 > 1):
         raise ValueError(f"tau1 and tau2 must be > 1, got tau1={tau1}, tau2={tau2}")
     if not 0 <= mu <= 1:
         raise ValueError(f"mu must be in [0, 1], got {mu}")
-    n = num_nodes
     if max_degree is None:
         max_degree = max(1, min(n - 1, math.ceil(3 * average_degree)))
     if not 0 < average_degree <= max_degree <= n - 1:
@@ -497,36 +457,156 @@ def lfr_benchmark(
         raise ValueError(f"need 1 <= min_community <= max_community <= num_nodes, got "
                          f"min_community={min_community}, max_community={max_community}, "
                          f"num_nodes={n}")
+    return max_degree, min_community, max_community
 
-    use = method if method != "auto" else ("networkx" if n <= 20_000 else "fast")
+
+_COMMON_DEFAULTS = r"""Defaults: ``max_degree = min(N - 1, 3 * average_degree)``,
+    ``min_community = ceil((1 - mu) * max_degree) + 1`` (every node's inner degree fits),
+    ``max_community = max(min_community, min(N // 2, 5 * min_community))``."""
+
+LFR_MAX_NODES = 1_000_000
+"""The largest ``num_nodes`` :func:`lfr_benchmark` accepts: networkx's generator is pure
+Python, its time and memory grow with the graph, and it is checked up to this size
+(``benchmarks/results/social.md`` has the times)."""
+
+
+def degree_corrected_sbm(
+    num_nodes: int,
+    tau1: float = 2.5,
+    tau2: float = 1.5,
+    mu: float = 0.2,
+    average_degree: float = 10.0,
+    *,
+    max_degree: int | None = None,
+    min_community: int | None = None,
+    max_community: int | None = None,
+    feature_dim: int | None = 16,
+    feature_noise: float = 1.0,
+    train: float = 0.1,
+    val: float = 0.1,
+    seed: int = 0,
+) -> Data:
+    r"""A degree-corrected stochastic block model with LFR's parameters, vectorised: the
+    same kind of graph as :func:`lfr_benchmark` (power-law degrees and community sizes,
+    mixing :math:`\mu`), sampled in seconds at a million nodes. It is *not* the LFR
+    algorithm: degrees are expected values, not exact, and communities are blocks.
+
+    Expected degrees :math:`\theta_i` follow a power law with exponent :obj:`tau1` on
+    ``[d_min, max_degree]`` (``d_min`` solved so the mean is :obj:`average_degree`),
+    community sizes a power law with exponent :obj:`tau2` on ``[min_community,
+    max_community]``; nodes join communities at random; a node's expected degree splits
+    into :math:`(1-\mu)\theta_i` inside its community (capped at the community size minus
+    one) and :math:`\mu\theta_i` outside; the Poisson number of edges of every community and
+    of the between-community part is drawn Chung-Lu style (endpoints with probability
+    :math:`\propto\theta`), without self loops or duplicates. Because duplicate draws are
+    redrawn for at most 30 rounds, hubs may end slightly below their target degree. Nodes are
+    numbered at random.
+
+    DEFAULTS
+
+    Returns:
+        ``Data(x [N, F], edge_index, y [N], masks)`` with ``y`` the planted community
+        (``num_communities`` recorded). Features: see the module docstring (random unit
+        class centres when there are more communities than :obj:`feature_dim`).
+    """
+    _check_common(num_nodes, feature_dim, feature_noise)
+    n = num_nodes
+    max_degree, min_community, max_community = _community_sizes_and_degrees(
+        n, tau1, tau2, mu, average_degree, max_degree, min_community, max_community)
     gen = torch.Generator().manual_seed(seed)
-    if use == "networkx":
-        try:
-            G = nx.LFR_benchmark_graph(n, tau1, tau2, mu, average_degree=average_degree,
-                                       max_degree=max_degree, min_community=min_community,
-                                       max_community=max_community, seed=seed)
-        except nx.ExceededMaxIterations as e:
-            if method == "networkx":
-                raise ValueError(f"networkx's LFR generator failed ({e}); try other "
-                                 f"community sizes or method='fast'") from e
-            warnings.warn(f"networkx's LFR generator failed ({e}); using method='fast'",
-                          stacklevel=2)
-            use = "fast"
-    if use == "networkx":
-        # community id: communities numbered in the order of their smallest node
-        smallest = torch.tensor([min(G.nodes[v]["community"]) for v in range(n)])
-        comm = torch.unique(smallest, return_inverse=True)[1]
-        ei = torch.tensor(list(G.edges), dtype=torch.long).t().reshape(2, -1)
-        ei = remove_self_loops(ei)[0]
-        lo, hi = ei.min(0).values, ei.max(0).values
-    else:
-        lo, hi, comm = _lfr_fast(n, tau1, tau2, mu, average_degree, max_degree,
-                                 min_community, max_community, gen)
+    lo, hi, comm = _dcsbm_edges(n, tau1, tau2, mu, average_degree, max_degree,
+                             min_community, max_community, gen)
     num_c = int(comm.max()) + 1
-    data = _finish(lo, hi, comm, num_c, feature_dim, feature_noise, train, val, seed, gen,
-                   shuffle=use == "fast")  # networkx's node ids are kept
-    data.num_communities, data.method = num_c, use
+    data = _finish(lo, hi, comm, num_c, feature_dim, feature_noise, train, val, seed, gen)
+    data.num_communities = num_c
     return data
+
+
+def lfr_benchmark(
+    num_nodes: int,
+    tau1: float = 2.5,
+    tau2: float = 1.5,
+    mu: float = 0.2,
+    average_degree: float = 10.0,
+    *,
+    max_degree: int | None = None,
+    min_community: int | None = None,
+    max_community: int | None = None,
+    method: str = "networkx",
+    feature_dim: int | None = 16,
+    feature_noise: float = 1.0,
+    train: float = 0.1,
+    val: float = 0.1,
+    seed: int = 0,
+) -> Data:
+    r"""The LFR benchmark graph of Lancichinetti, Fortunato and Radicchi, by
+    :func:`networkx.LFR_benchmark_graph`: power-law degrees (exponent :obj:`tau1`) and
+    community sizes (exponent :obj:`tau2`), each node sharing a fraction :math:`\mu` of its
+    edges with other communities.
+
+    Up to :data:`LFR_MAX_NODES` nodes (the generator is pure Python); a larger
+    ``num_nodes`` raises a ``ValueError`` that names the limit and
+    :func:`degree_corrected_sbm`, the vectorised graph of the same parameters. When networkx
+    cannot place the communities (e.g. a few communities of thousands of members) it raises a
+    ``ValueError`` too; nothing switches to another model silently. Node ``i`` is node ``i``
+    of networkx's graph. networkx meets :obj:`mu`, :obj:`average_degree` and
+    :obj:`max_degree` only approximately (more so on small graphs): measure them on the
+    returned graph where they matter.
+
+    DEFAULTS
+
+    Args:
+        method (str): ``"networkx"`` (the only generator). ``"fast"`` is deprecated: it
+            returns :func:`degree_corrected_sbm` with a ``DeprecationWarning``.
+
+    Returns:
+        ``Data(x [N, F], edge_index, y [N], masks)`` with ``y`` the planted community
+        (``num_communities`` recorded). Features: see the module docstring (random unit
+        class centres when there are more communities than :obj:`feature_dim`).
+    """
+    if method == "fast":
+        warnings.warn("lfr_benchmark(method='fast') is a degree-corrected block model, not "
+                      "LFR: call degree_corrected_sbm(...) with the same arguments",
+                      DeprecationWarning, stacklevel=2)
+        return degree_corrected_sbm(
+            num_nodes, tau1, tau2, mu, average_degree, max_degree=max_degree,
+            min_community=min_community, max_community=max_community,
+            feature_dim=feature_dim, feature_noise=feature_noise, train=train, val=val,
+            seed=seed)
+    if method not in ("networkx", "auto"):
+        raise ValueError(f"method must be 'networkx', got {method!r}")
+    _check_common(num_nodes, feature_dim, feature_noise)
+    n = num_nodes
+    if n > LFR_MAX_NODES:
+        raise ValueError(f"lfr_benchmark runs networkx's LFR generator up to "
+                         f"LFR_MAX_NODES={LFR_MAX_NODES:,} nodes, got num_nodes={n:,}: for "
+                         f"larger graphs use degree_corrected_sbm (same parameters, not LFR)")
+    max_degree, min_community, max_community = _community_sizes_and_degrees(
+        n, tau1, tau2, mu, average_degree, max_degree, min_community, max_community)
+    try:
+        G = nx.LFR_benchmark_graph(n, tau1, tau2, mu, average_degree=average_degree,
+                                   max_degree=max_degree, min_community=min_community,
+                                   max_community=max_community, seed=seed)
+    except nx.ExceededMaxIterations as e:
+        raise ValueError(f"networkx's LFR generator failed ({e}); try other community sizes "
+                         f"(min_community={min_community}, max_community={max_community}) "
+                         f"or another seed") from e
+    # community id: communities numbered in the order of their smallest node
+    smallest = torch.tensor([min(G.nodes[v]["community"]) for v in range(n)])
+    comm = torch.unique(smallest, return_inverse=True)[1]
+    ei = torch.tensor(list(G.edges), dtype=torch.long).t().reshape(2, -1)
+    ei = remove_self_loops(ei)[0]
+    lo, hi = ei.min(0).values, ei.max(0).values
+    num_c = int(comm.max()) + 1
+    gen = torch.Generator().manual_seed(seed)
+    data = _finish(lo, hi, comm, num_c, feature_dim, feature_noise, train, val, seed, gen,
+                   shuffle=False)  # networkx's node ids are kept
+    data.num_communities = num_c
+    return data
+
+
+for _f in (degree_corrected_sbm, lfr_benchmark):
+    _f.__doc__ = _f.__doc__.replace("DEFAULTS", _COMMON_DEFAULTS)
 
 
 # ---------------------------------------------------------------------------- PyG data sets

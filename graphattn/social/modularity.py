@@ -34,10 +34,9 @@ def soft_modularity(prob: Tensor, edge_index: Tensor, edge_weight: Tensor | None
 
     Communities of a social network are dense subgraphs, so a semi-supervised loss
     ``cross_entropy - weight * soft_modularity(softmax(logits), edge_index)`` lets the
-    unlabelled nodes shape the classes. It is a prior for few labels: with one label per
-    community it lifts karate from 0.86 to 0.90 (``examples/karate_club.py``), with 10% of a
-    10k-node LFR graph labelled 0.951 to 0.964; with 10% of 100k nodes it costs 0.01
-    (``benchmarks/results/social.md``).
+    unlabelled nodes shape the classes. It is a prior for few labels: it helps most with one
+    label per community (``examples/karate_club.py``) and no longer when 10% of a
+    100k-node graph is labelled (``benchmarks/results/social.md`` has the figures).
 
     Args:
         prob (torch.Tensor): Community probabilities :math:`(N, K)` (rows summing to one,

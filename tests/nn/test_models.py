@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import erdos_renyi_graph, to_undirected
 
+from graphattn.checkpoint import build_model, load_checkpoint, save_checkpoint
 from graphattn.nn import GraphTransformer, LaplacianPE, SparseRandomWalkPE
 from graphattn.nn.heads import POOLS
+from graphattn.nn.models import MASKS, GraphTransformerConfig
 
 ALL_ENCODINGS = ("degree", "rwse", "lappe", "spd", "adjacency")
 
@@ -131,7 +133,7 @@ GRAD_CONFIGS = [
     dict(mask="hybrid", local="gine", pool="attention", global_attention="linear"),
     dict(mask="full", score="additive", pool="sum"),
     dict(mask="adjacency", pool="max", norm=None),
-    dict(mask="hybrid", local=None, pool="mean", pre_norm=False),
+    dict(mask="full", pool="mean", pre_norm=False),
     dict(mask="hybrid", global_attention="linear", pool="mean", input_layer="attention"),
 ]
 
@@ -312,3 +314,139 @@ def test_attention_input_layer_is_adjacency_attention_over_the_raw_features():
     twin = GraphTransformer.from_config(m.config).double().eval()
     twin.load_state_dict(m.state_dict())
     torch.testing.assert_close(twin(data.x, data.edge_index), m(data.x, data.edge_index))
+
+
+CONFIG_FIELDS = st.fixed_dictionaries({
+    "in_channels": st.integers(1, 6), "hidden_channels": st.sampled_from([4, 8]),
+    "out_channels": st.integers(1, 3), "num_layers": st.integers(1, 3)}, optional={
+    "heads": st.sampled_from([1, 2, 4]), "mask": st.sampled_from(MASKS),
+    "score": st.sampled_from(["dot", "additive"]), "task": st.sampled_from(["node", "graph"]),
+    "pool": st.sampled_from(["mean", "sum", "max"]), "edge_dim": st.sampled_from([None, 2]),
+    "encodings": st.lists(st.sampled_from(["degree", "rwse", "lappe"]), unique=True),
+    "dropout": st.sampled_from([0.0, 0.25]), "norm": st.sampled_from(["layer", "batch", None]),
+    "pre_norm": st.booleans(), "global_attention": st.sampled_from(["softmax", "linear"]),
+    "local": st.sampled_from(["attention", "gine"]), "residual": st.sampled_from(["add", "gru"]),
+    "input_layer": st.sampled_from(["linear", "attention"]), "checkpoint": st.booleans()})
+
+
+@settings(max_examples=25, deadline=None)
+@given(fields=CONFIG_FIELDS)
+def test_config_round_trips_dict_to_config_to_model_to_dict(fields):
+    """dict -> GraphTransformerConfig -> model -> config dict is the same dict (every field,
+    defaults filled in, JSON-able), and from_config takes the config object or its dict."""
+    cfg = GraphTransformerConfig.from_dict(fields)
+    full = cfg.to_dict()
+    assert list(full) == [f.name for f in GraphTransformerConfig.__dataclass_fields__.values()]
+    assert {k: full[k] for k in fields} == fields
+    m = GraphTransformer.from_config(cfg)
+    assert m.cfg == cfg and m.config == full
+    assert json.loads(json.dumps(m.config)) == full
+    assert GraphTransformer.from_config(full).config == full
+    kw = {k: v for k, v in fields.items() if k not in ("in_channels", "hidden_channels",
+                                                       "out_channels", "num_layers")}
+    direct = GraphTransformer(fields["in_channels"], fields["hidden_channels"],
+                              fields["out_channels"], fields["num_layers"], **kw)
+    assert direct.config == full
+
+
+def test_signature_lists_every_option_with_its_default():
+    """help() / inspect see the options of the config (the CLI looks parameters up there)."""
+    import inspect
+
+    params = inspect.signature(GraphTransformer).parameters
+    fields = GraphTransformerConfig.__dataclass_fields__
+    assert list(params) == list(fields)
+    assert params["heads"].default == 4 and params["mask"].default == "adjacency"
+    assert params["in_channels"].default is inspect.Parameter.empty
+
+
+def test_unknown_options_and_incomplete_dicts_are_refused():
+    with pytest.raises(TypeError, match="colour"):
+        GraphTransformer(4, 8, 2, 1, colour="red")
+    with pytest.raises(ValueError, match="unknown GraphTransformer options \\['colour'\\]"):
+        GraphTransformer.from_config(dict(in_channels=4, hidden_channels=8, out_channels=2,
+                                          num_layers=1, colour="red"))
+    with pytest.raises(ValueError, match="missing \\['num_layers'\\]"):
+        GraphTransformer.from_config(dict(in_channels=4, hidden_channels=8, out_channels=2))
+    with pytest.raises(TypeError, match="got list"):
+        GraphTransformer.from_config([4, 8, 2, 1])
+    with pytest.raises(ValueError, match="mask must be one of"):
+        GraphTransformerConfig(4, 8, 2, 1, mask="local")
+    with pytest.raises(ValueError, match="multiple of heads"):
+        GraphTransformerConfig(4, 8, 2, 1, heads=0)
+
+
+def test_mask_has_one_meaning_across_the_layers():
+    """mask names the set each node attends to: "adjacency" and "full" are the sets of
+    GraphSelfAttention(mask=...), "hybrid" is both as two summed branches; a hybrid without
+    its adjacency branch is "full" (stored so, with a DeprecationWarning)."""
+    from graphattn.nn import GraphSelfAttention
+
+    for mask in ("adjacency", "full", "hybrid"):
+        (layer,) = GraphTransformer(4, 8, 2, 1, heads=2, mask=mask).layers
+        masks = [m.mask for m in (layer.local_attn, layer.global_attn)
+                 if isinstance(m, GraphSelfAttention)]
+        assert masks == {"adjacency": ["adjacency"], "full": ["full"],
+                         "hybrid": ["adjacency", "full"]}[mask]
+    with pytest.warns(DeprecationWarning, match="mask='full'"):
+        m = GraphTransformer(4, 8, 2, 1, heads=2, mask="hybrid", local=None)
+    assert m.config["mask"] == "full" and m.layers[0].local_attn is None
+    assert GraphTransformerConfig(4, 8, 2, 3, mask="hybrid", global_layers=1).layer_masks() \
+        == ["adjacency", "adjacency", "hybrid"]
+
+
+# A checkpoint as the code before GraphTransformerConfig wrote it: its config dict (every
+# key, encodings as a list) and the names and shapes of its state dict.
+OLD_CONFIG = {
+    "in_channels": 5, "hidden_channels": 8, "out_channels": 2, "num_layers": 2, "heads": 2,
+    "mask": "hybrid", "score": "dot", "task": "graph", "pool": "mean", "edge_dim": 3,
+    "encodings": ["degree", "spd"], "dropout": 0.0, "attn_dropout": 0.0, "norm": "layer",
+    "pre_norm": True, "global_attention": "softmax", "local": "attention", "ffn_ratio": 2,
+    "head_layers": 2, "walk_length": 16, "lap_k": 8, "max_degree": 64, "max_distance": 8,
+    "checkpoint": False, "global_layers": 1, "residual": "add", "input_layer": "linear"}
+_ATTN = {"bias": (8,), "lin_query.weight": (8, 8), "lin_query.bias": (8,),
+         "lin_key.weight": (8, 8), "lin_key.bias": (8,), "lin_value.weight": (8, 8),
+         "lin_value.bias": (8,)}
+_LAYER = {"norm1.weight": (8,), "norm1.bias": (8,), "norm2.weight": (8,), "norm2.bias": (8,),
+          "ffn.0.weight": (16, 8), "ffn.0.bias": (16,), "ffn.3.weight": (8, 16),
+          "ffn.3.bias": (8,)}
+OLD_STATE = {
+    "lin_in.weight": (8, 5), "lin_in.bias": (8,), "lin_edge.weight": (8, 3),
+    "lin_edge.bias": (8,), "degree.in_emb.weight": (65, 8), "spd.emb.weight": (10, 2),
+    **{f"layers.0.local_attn.{k}": v for k, v in _ATTN.items()},
+    "layers.0.local_attn.lin_edge.weight": (8, 8),
+    **{f"layers.0.{k}": v for k, v in _LAYER.items()},
+    **{f"layers.1.local_attn.{k}": v for k, v in _ATTN.items()},
+    "layers.1.local_attn.lin_edge.weight": (8, 8),
+    "layers.1.global_attn.edge_bias": (2,),
+    **{f"layers.1.global_attn.{k}": v for k, v in _ATTN.items()},
+    "layers.1.global_attn.lin_edge.weight": (2, 8),
+    **{f"layers.1.{k}": v for k, v in _LAYER.items()},
+    "norm_out.weight": (8,), "norm_out.bias": (8,), "head.mlp.lins.0.weight": (8, 8),
+    "head.mlp.lins.0.bias": (8,), "head.mlp.lins.1.weight": (2, 8),
+    "head.mlp.lins.1.bias": (2,)}
+# the old code's output for these weights and inputs (seeds 0 and 1 below)
+OLD_OUTPUT = [[0.9428167343139648, -0.535334587097168],
+              [0.7065104246139526, -0.19522428512573242]]
+
+
+def test_a_checkpoint_of_the_old_format_loads_and_predicts_the_same(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(shape, generator=g) * 0.5 for k, shape in OLD_STATE.items()}
+    path = save_checkpoint(tmp_path / "old.pt", {
+        "model_class": "graphattn.nn.models.GraphTransformer",
+        "model_config": json.loads(json.dumps(OLD_CONFIG)), "model_state": state,
+        "task": "graph"})
+    m = build_model(load_checkpoint(path)).eval()
+    assert m.config == OLD_CONFIG
+    g = torch.Generator().manual_seed(1)
+    x, edge_attr = torch.randn(6, 5, generator=g), torch.randn(8, 3, generator=g)
+    edge_index = torch.tensor([[0, 1, 1, 2, 3, 4, 5, 3], [1, 0, 2, 1, 4, 3, 3, 5]])
+    batch = torch.tensor([0, 0, 0, 1, 1, 1])
+    with torch.no_grad():
+        out = m(x, edge_index, edge_attr, batch)
+    torch.testing.assert_close(out, torch.tensor(OLD_OUTPUT), atol=1e-4, rtol=1e-4)
+    older = {k: v for k, v in OLD_CONFIG.items()  # before global_layers/residual/input_layer
+             if k not in ("global_layers", "residual", "input_layer")}
+    assert GraphTransformer.from_config(older).config == {
+        **OLD_CONFIG, "global_layers": None}

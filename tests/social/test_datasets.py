@@ -10,7 +10,9 @@ from torch_geometric.datasets import KarateClub
 from torch_geometric.utils import coalesce
 
 from graphattn.social import (
+    LFR_MAX_NODES,
     SOCIAL_DATASETS,
+    degree_corrected_sbm,
     karate_club,
     lfr_benchmark,
     pyg_social,
@@ -220,19 +222,18 @@ def test_sbm_errors():
 
 # ---------------------------------------------------------------------------- LFR
 
-@pytest.mark.parametrize("method", ["networkx", "fast"])
-def test_lfr_is_seeded(method):
-    a = lfr_benchmark(300, method=method, seed=5)
-    b = lfr_benchmark(300, method=method, seed=5)
-    c = lfr_benchmark(300, method=method, seed=6)
-    assert a.method == method and same_graph(a, b)
+def test_lfr_is_seeded():
+    a = lfr_benchmark(300, seed=5)
+    b = lfr_benchmark(300, seed=5)
+    c = lfr_benchmark(300, seed=6)
+    assert same_graph(a, b)
     assert not torch.equal(a.edge_index, c.edge_index)
     assert_simple_undirected(a)
     assert_masks(a)
 
 
-def test_lfr_networkx_labels_are_its_communities():
-    data = lfr_benchmark(250, mu=0.1, method="networkx", seed=2, feature_noise=0.0)
+def test_lfr_is_networkx_lfr_with_its_communities():
+    data = lfr_benchmark(250, mu=0.1, seed=2, feature_noise=0.0)
     G = nx.LFR_benchmark_graph(250, 2.5, 1.5, 0.1, average_degree=10, max_degree=30,
                                min_community=28, max_community=125, seed=2)
     planted = {frozenset(G.nodes[v]["community"]) for v in G}
@@ -243,10 +244,59 @@ def test_lfr_networkx_labels_are_its_communities():
     assert {frozenset(e) for e in data.edge_index.t().tolist()} == edges
 
 
-def test_lfr_fast_follows_its_parameters():
+@pytest.mark.parametrize("seed", [0, 1])
+def test_small_lfr_has_the_requested_communities(seed):
+    """Communities within [min_community, max_community], every node in exactly one; most
+    edges inside them, fewer as mu grows (networkx meets mu only roughly: 0.28 for 0.2
+    here, so the mixing is checked by order, not by value)."""
+    n = 600
+    graphs = [lfr_benchmark(n, mu=mu, average_degree=8, max_degree=20, min_community=40,
+                            max_community=120, seed=seed) for mu in (0.1, 0.2, 0.3)]
+    for data in graphs:
+        sizes = torch.bincount(data.y)
+        assert sizes.numel() == data.num_communities and int(sizes.sum()) == n
+        assert int(sizes.min()) >= 40 and int(sizes.max()) <= 120
+        assert_simple_undirected(data)
+    mixing = [1 - intra_fraction(data) for data in graphs]
+    assert mixing == sorted(mixing) and mixing[-1] < 0.5
+
+
+def test_lfr_refuses_what_it_cannot_make():
+    """Beyond LFR_MAX_NODES, or when networkx cannot place the communities: a ValueError
+    naming the limit / the failure, never another model in its place."""
+    with pytest.raises(ValueError, match=f"LFR_MAX_NODES={LFR_MAX_NODES:,}.*"
+                                         "degree_corrected_sbm"):
+        lfr_benchmark(LFR_MAX_NODES + 1)
+    with pytest.raises(ValueError, match="LFR generator failed"):
+        # ten communities of 500-2,000 members: networkx cannot sum the sizes to N
+        lfr_benchmark(10_000, min_community=500, max_community=2000)
+
+
+def test_fast_lfr_is_the_degree_corrected_model_with_a_deprecation_warning():
+    kw = dict(mu=0.2, min_community=40, max_community=160, seed=3)
+    with pytest.warns(DeprecationWarning, match="degree_corrected_sbm"):
+        old = lfr_benchmark(800, method="fast", **kw)
+    assert same_graph(old, degree_corrected_sbm(800, **kw))
+
+
+def test_degree_corrected_sbm_is_the_graph_of_the_benchmark_rows():
+    """The generator behind the social benchmark's former "LFR" rows (lfr_benchmark(...,
+    method="fast") before it had its own name): the same graph for the same arguments (a
+    fingerprint taken from the previous code)."""
+    data = degree_corrected_sbm(3000, mu=0.2, average_degree=10.0, min_community=150,
+                                max_community=600, seed=3)
+    ei = data.edge_index
+    assert ei.size(1) == 29714 and int((ei[0] * 7 + ei[1]).sum()) == 357219536
+    assert torch.bincount(data.y).tolist() == [257, 214, 358, 357, 328, 381, 472, 219, 414]
+    assert int(data.train_mask.sum()) == 300
+
+
+def test_degree_corrected_sbm_is_seeded_and_follows_its_parameters():
     n, mu = 5000, 0.25
-    data = lfr_benchmark(n, mu=mu, average_degree=12, method="fast", seed=0)
+    data = degree_corrected_sbm(n, mu=mu, average_degree=12, seed=0)
+    assert same_graph(data, degree_corrected_sbm(n, mu=mu, average_degree=12, seed=0))
     assert_simple_undirected(data)
+    assert_masks(data)
     assert abs((1 - intra_fraction(data)) - mu) < 0.02
     assert abs(data.edge_index.size(1) / n - 12) < 0.6
     deg = torch.bincount(data.edge_index[0], minlength=n)
@@ -258,21 +308,8 @@ def test_lfr_fast_follows_its_parameters():
     assert sizes.numel() == data.num_communities
 
 
-def test_lfr_auto_and_fallback(monkeypatch):
-    assert lfr_benchmark(200, seed=0).method == "networkx"
-
-    def fail(*args, **kwargs):
-        raise nx.ExceededMaxIterations("Could not assign communities")
-
-    monkeypatch.setattr(nx, "LFR_benchmark_graph", fail)
-    with pytest.warns(UserWarning, match="using method='fast'"):
-        assert lfr_benchmark(200, seed=0).method == "fast"
-    with pytest.raises(ValueError, match="LFR generator failed"):
-        lfr_benchmark(200, method="networkx")
-
-
-def test_lfr_features_with_more_communities_than_dims():
-    data = lfr_benchmark(2000, method="fast", feature_dim=4, feature_noise=0.0, seed=1)
+def test_degree_corrected_sbm_features_with_more_communities_than_dims():
+    data = degree_corrected_sbm(2000, feature_dim=4, feature_noise=0.0, seed=1)
     assert data.num_communities > 4 and data.x.shape == (2000, 4)
     assert torch.allclose(data.x.norm(dim=1), torch.ones(2000))
     for c in range(3):
@@ -280,15 +317,21 @@ def test_lfr_features_with_more_communities_than_dims():
         assert torch.equal(rows, rows[:1].expand_as(rows))
 
 
-def test_lfr_errors():
+@pytest.mark.parametrize("make", [lfr_benchmark, degree_corrected_sbm])
+def test_lfr_parameter_errors(make):
     with pytest.raises(ValueError, match="tau1 and tau2 must be > 1"):
-        lfr_benchmark(100, tau1=1.0)
+        make(100, tau1=1.0)
     with pytest.raises(ValueError, match="mu must be in"):
-        lfr_benchmark(100, mu=1.5)
-    with pytest.raises(ValueError, match="method must be"):
-        lfr_benchmark(100, method="magic")
+        make(100, mu=1.5)
     with pytest.raises(ValueError, match="max_degree"):
-        lfr_benchmark(100, average_degree=200)
+        make(100, average_degree=200)
+    with pytest.raises(ValueError, match="num_nodes"):
+        make(1)
+
+
+def test_lfr_method_must_be_networkx():
+    with pytest.raises(ValueError, match="method must be 'networkx'"):
+        lfr_benchmark(100, method="magic")
 
 
 # ---------------------------------------------------------------------------- PyG social
