@@ -72,8 +72,8 @@ class Net(torch.nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, hidden: int = 8, heads: int = 4):
         super().__init__()
-        self.attn1 = GraphSelfAttention(in_channels, hidden, heads=heads)
-        self.attn2 = GraphSelfAttention(hidden * heads, num_classes, heads=1)
+        self.attn1 = GraphSelfAttention(in_channels, hidden, heads=heads, add_self_loops=True)
+        self.attn2 = GraphSelfAttention(hidden * heads, num_classes, heads=1, add_self_loops=True)
 
     def forward(self, data: Data) -> torch.Tensor:
         x = F.dropout(data.x, p=0.5, training=self.training)

@@ -26,7 +26,8 @@ class MyModel(torch.nn.Module):
     def __init__(self, in_channels: int, hidden: int, num_classes: int):
         super().__init__()
         self.gcn = GCNConv(in_channels, hidden)
-        self.local = GraphSelfAttention(hidden, hidden // 4, heads=4, score="additive")
+        self.local = GraphSelfAttention(hidden, hidden // 4, heads=4, score="additive",
+                                        add_self_loops=True)
         self.glob = LinearGlobalAttention(hidden, hidden // 4, heads=4)
         self.out = torch.nn.Linear(hidden, num_classes)
 

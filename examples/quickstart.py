@@ -21,8 +21,9 @@ from graphattn.nn import GraphSelfAttention
 class Net(torch.nn.Module):
     def __init__(self, in_channels: int, num_classes: int, hidden: int = 8, heads: int = 4):
         super().__init__()
-        self.attn1 = GraphSelfAttention(in_channels, hidden, heads=heads, dropout=0.2)
-        self.attn2 = GraphSelfAttention(hidden * heads, num_classes, heads=1)
+        self.attn1 = GraphSelfAttention(in_channels, hidden, heads=heads, dropout=0.2,
+                                        add_self_loops=True)
+        self.attn2 = GraphSelfAttention(hidden * heads, num_classes, heads=1, add_self_loops=True)
 
     def forward(self, x, edge_index):
         x = F.dropout(x, p=0.5, training=self.training)

@@ -11,7 +11,8 @@ from torch.nn.parameter import is_lazy
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import glorot, zeros
-from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
+from torch_geometric.utils import scatter, softmax
+from torch_geometric.utils.sparse import is_torch_sparse_tensor
 
 from graphattn.nn import functional as GF
 from graphattn.nn import native
@@ -40,6 +41,22 @@ class _Linear(Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         return GF.linear(x, self.weight, self.bias)
+
+
+def _sparse_weights(index: Tensor, alpha: Tensor, n_dst: int, n_src: int,
+                    layout: torch.layout) -> Tensor:
+    """Attention weights ``alpha [P, H]`` of the pairs ``index [2, P]`` (source, target) as
+    a sparse ``[N_t, N_s, H]`` tensor of ``layout`` (COO coalesced, CSR or CSC)."""
+    shape = (n_dst, n_src, alpha.size(1))
+    if layout == torch.sparse_coo:
+        return torch.sparse_coo_tensor(index.flip(0), alpha, shape).coalesce()
+    major, minor = (index[1], index[0]) if layout == torch.sparse_csr else (index[0], index[1])
+    n_major = n_dst if layout == torch.sparse_csr else n_src
+    order = torch.argsort(major * max(n_src, n_dst, 1) + minor)
+    counts = torch.bincount(major, minlength=n_major)
+    ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    make = torch.sparse_csr_tensor if layout == torch.sparse_csr else torch.sparse_csc_tensor
+    return make(ptr, minor[order], alpha[order], shape)
 
 
 class GraphSelfAttention(MessagePassing):
@@ -92,16 +109,26 @@ class GraphSelfAttention(MessagePassing):
             ``C``). (default: ``True``)
         mask (str): ``"adjacency"`` or ``"full"``. (default: ``"adjacency"``)
         score (str): ``"dot"`` or ``"additive"``. (default: ``"dot"``)
-        edge_dim (int, optional): Edge feature size. (default: ``None``)
+        edge_dim (int, optional): Edge feature size, ``-1`` to infer it lazily.
+            (default: ``None``)
         dropout (float): Dropout on the attention weights. (default: ``0.0``)
         bias (bool): Learn additive biases in the projections. (default: ``True``)
         root_weight (bool): Add the skip :math:`\mathbf{W}_s \mathbf{x}_i`.
             (default: ``True``)
-        add_self_loops (bool): In adjacency mode, let each node attend to itself: existing
-            self loops are removed and one per node is appended *after* the given edges
-            (the order PyG's explain machinery expects). Not added for bipartite input;
-            set ``False`` for :func:`~torch_geometric.nn.to_hetero`, as with ``GATConv``.
-            (default: ``True``)
+        add_self_loops (bool, optional): In adjacency mode, let each node attend to itself:
+            existing self loops are removed and one loop :math:`i \to i` is appended *after*
+            the given edges (the order PyG's explain machinery expects) for each
+            :math:`i < \min(N_s, N_t)`, PyG's ``GATConv`` rule, so bipartite blocks whose
+            targets are the first sources (NeighborSampler) attend as the full graph does.
+            ``None`` resolves by ``score`` as the PyG layer it replaces: ``False`` for
+            ``"dot"`` (``TransformerConv``), ``True`` for ``"additive"`` (``GATConv``). Set
+            ``False`` for bipartite edge types of :func:`~torch_geometric.nn.to_hetero`.
+            (default: ``None``)
+        fill_value (float or Tensor or str): Edge features of the added self loops, as in
+            ``GATConv``: a value, or how to reduce the node's incoming edge features
+            (``"mean"``, ``"add"``, ``"max"``, ``"min"``, ``"mul"``). (default: ``"mean"``)
+        residual (bool): Add ``GATConv``'s residual projection (no bias) of the target
+            features to the output. (default: ``False``)
         negative_slope (float): LeakyReLU slope of the additive score. (default: ``0.2``)
         max_full_pairs (int): Memory guard of full attention: the largest number of
             scores :math:`H \sum_b N_b^2` one call may build. (default: ``2**28``)
@@ -148,10 +175,12 @@ class GraphSelfAttention(MessagePassing):
         dropout: float = 0.0,
         bias: bool = True,
         root_weight: bool = True,
-        add_self_loops: bool = True,
+        add_self_loops: bool | None = None,
         negative_slope: float = 0.2,
         max_full_pairs: int = 2**28,
         impl: str = "auto",
+        fill_value: float | Tensor | str = "mean",
+        residual: bool = False,
         **kwargs,
     ) -> None:
         kwargs.setdefault("aggr", "add")
@@ -176,7 +205,11 @@ class GraphSelfAttention(MessagePassing):
         self.edge_dim = edge_dim
         self.dropout = dropout
         self.root_weight = root_weight
-        self.add_self_loops = add_self_loops
+        if add_self_loops is None:
+            add_self_loops = score == "additive"
+        self.add_self_loops = bool(add_self_loops)
+        self.fill_value = fill_value
+        self.residual = residual
         self.negative_slope = negative_slope
         self.max_full_pairs = max_full_pairs
         self.impl = impl
@@ -198,11 +231,14 @@ class GraphSelfAttention(MessagePassing):
         out_dim = HC if concat else out_channels
         self.lin_skip = _Linear(dst_channels, out_dim, bias=bias) if root_weight else None
         self.bias = Parameter(torch.empty(out_dim)) if bias and not root_weight else None
+        self.lin_res = (Linear(dst_channels, out_dim, bias=False, weight_initializer="glorot")
+                        if residual else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        for lin in (self.lin_query, self.lin_key, self.lin_value, self.lin_edge, self.lin_skip):
+        for lin in (self.lin_query, self.lin_key, self.lin_value, self.lin_edge, self.lin_skip,
+                    self.lin_res):
             if lin is not None:
                 lin.reset_parameters()
         if self.att is not None:
@@ -220,10 +256,15 @@ class GraphSelfAttention(MessagePassing):
         batch: Tensor | None = None,
         attn_bias: Tensor | None = None,
         return_attention_weights: bool | None = None,
+        size: tuple[int, int] | None = None,
     ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Attend; see the class docstring for the arguments and shapes."""
+        """Attend; see the class docstring for the arguments and shapes. ``size`` is
+        ``(N_s, N_t)`` (checked against the inputs; with ``x = (x_src, None)`` it gives
+        ``N_t``)."""
+        layout = edge_index.layout if isinstance(edge_index, Tensor) \
+            and is_torch_sparse_tensor(edge_index) else None
         x_src, x_dst, edge_index, edge_attr = check_inputs(self, x, edge_index, edge_attr,
-                                                           batch, attn_bias)
+                                                           batch, attn_bias, size)
         H, C = self.heads, self.out_channels
         if self._attends_raw(x_src, x_dst, edge_attr):
             out, index = self._adjacency_raw(x_src, x_dst, edge_index, attn_bias,
@@ -236,11 +277,36 @@ class GraphSelfAttention(MessagePassing):
         out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)  # (N_t, H*C | C)
         if self.lin_skip is not None:
             out = out + self.lin_skip(x_dst)
+        if self.lin_res is not None:
+            out = out + self.lin_res(x_dst)
         if self.bias is not None:
             out = out + self.bias
         if return_attention_weights:
+            if layout is not None:  # the weights as a sparse [N_t, N_s, H] of that layout
+                adj = _sparse_weights(index, alpha, x_dst.size(0), x_src.size(0), layout)
+                return out, (adj, adj.values())
             return out, (index, alpha)
         return out
+
+    def _num_loops(self, x_src: Tensor, x_dst: Tensor) -> int:
+        r"""How many self loops this call adds: :math:`\min(N_s, N_t)` in adjacency mode
+        with ``add_self_loops`` (loops :math:`i \to i`, :math:`i <` that), else 0."""
+        if not self.add_self_loops or self.mask != "adjacency":
+            return 0
+        if x_src is x_dst:
+            return x_src.size(0)
+        return min(x_src.size(0), x_dst.size(0))
+
+    def _loop_attr(self, edge_attr: Tensor, dst: Tensor, n_dst: int, n: int) -> Tensor:
+        """Edge features of ``n`` self loops by ``fill_value`` (``GATConv``'s rule): the
+        reduction of each node's incoming edge features, or a given value; ``[n, D]``."""
+        fill = self.fill_value
+        if isinstance(fill, str):
+            reduce = "sum" if fill == "add" else fill
+            return scatter(edge_attr, dst, 0, dim_size=max(n_dst, n), reduce=reduce)[:n]
+        if isinstance(fill, Tensor):
+            return fill.to(edge_attr).expand(n, edge_attr.size(1))
+        return edge_attr.new_full((n, edge_attr.size(1)), float(fill))
 
     def _attend(self, x_src, x_dst, edge_index, edge_attr, batch, attn_bias, want_alpha):
         """Project queries, keys and values, then attend: ``[N_t, H, C]`` and the pairs."""
@@ -349,14 +415,18 @@ class GraphSelfAttention(MessagePassing):
         """Attention over in-neighbours (plus self loops): ``[N_t, H, C]`` and the pairs."""
         if attn_bias is not None and attn_bias.dim() == 1:
             attn_bias = attn_bias.unsqueeze(-1)
-        if self.add_self_loops and x_src is x_dst:
-            n = x_dst.size(0)
-            if attn_bias is not None:  # remove and append loops on the bias too
-                attn_bias = torch.cat([attn_bias[edge_index[0] != edge_index[1]],
-                                       attn_bias.new_zeros(n, attn_bias.size(1))])
-            edge_index, edge_attr = remove_self_loops(edge_index, edge_attr)
-            edge_index, edge_attr = add_self_loops(edge_index, edge_attr, fill_value="mean",
-                                                   num_nodes=n)
+        n = self._num_loops(x_src, x_dst)
+        if self.add_self_loops and self.mask == "adjacency":
+            keep = edge_index[0] != edge_index[1]  # remove the given loops, append n
+            loops = torch.arange(n, device=edge_index.device).unsqueeze(0).repeat(2, 1)
+            if attn_bias is not None:
+                attn_bias = torch.cat([attn_bias[keep], attn_bias.new_zeros(n, attn_bias.size(1))])
+            edge_index = edge_index[:, keep]
+            if edge_attr is not None:
+                edge_attr = edge_attr[keep]
+                edge_attr = torch.cat([edge_attr, self._loop_attr(
+                    edge_attr, edge_index[1], x_dst.size(0), n)])
+            edge_index = torch.cat([edge_index, loops], 1)
         edge_emb = None
         if self.lin_edge is not None and edge_attr is not None:
             edge_emb = self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
@@ -366,7 +436,8 @@ class GraphSelfAttention(MessagePassing):
 
     def _fused(self, q: Tensor) -> bool:
         """Whether the fast kernels may replace :meth:`propagate` in this call."""
-        if self.impl == "reference" or self._explain or torch.compiler.is_compiling():
+        if self.impl == "reference" or self._explain or torch.compiler.is_compiling() \
+                or torch.jit.is_tracing():
             return False
         if any(getattr(self, name) for name in _HOOKS):
             return False
@@ -382,19 +453,22 @@ class GraphSelfAttention(MessagePassing):
         The edges with self loops handled and their sorted structure are cached per
         ``edge_index`` tensor (:data:`~.sparse_kernel.STRUCTURES`)."""
         n_src, n_dst = x_src.size(0), x_dst.size(0)
-        loops = self.add_self_loops and x_src is x_dst
+        n_loops = self._num_loops(x_src, x_dst)
+        loops = self.add_self_loops and self.mask == "adjacency"
 
-        def make():
-            ei, keep = edge_index, None
-            if loops:  # given edges minus loops, then one loop per node: the reference order
-                mask = ei[0] != ei[1]
-                if not bool(mask.all()):
-                    keep = mask.nonzero().flatten()
-                    ei = ei.index_select(1, keep)
-                ei = torch.cat([ei, torch.arange(n_dst, device=ei.device).repeat(2, 1)], 1)
+        def make():  # (edges, kept positions, structure); never edge_index itself, which
+            ei, keep = edge_index, None  # the cache must not keep alive
+            if not loops:
+                return None, None, EdgeStructure(ei, n_src, n_dst)
+            mask = ei[0] != ei[1]  # given edges minus loops, then n_loops loops: the
+            if not bool(mask.all()):  # reference order
+                keep = mask.nonzero().flatten()
+                ei = ei.index_select(1, keep)
+            ei = torch.cat([ei, torch.arange(n_loops, device=ei.device).repeat(2, 1)], 1)
             return ei, keep, EdgeStructure(ei, n_src, n_dst)
 
-        edge_index, keep, st = STRUCTURES.get(edge_index, (n_src, n_dst, loops), make)
+        looped, keep, st = STRUCTURES.get(edge_index, (n_src, n_dst, loops), make)
+        edge_index = looped if looped is not None else edge_index
         if attn_bias is not None and attn_bias.dim() == 1:
             attn_bias = attn_bias.unsqueeze(-1)
         use_attr = self.lin_edge is not None and edge_attr is not None
@@ -402,14 +476,13 @@ class GraphSelfAttention(MessagePassing):
             if keep is not None:
                 edge_attr = edge_attr.index_select(0, keep) if use_attr else edge_attr
                 attn_bias = attn_bias.index_select(0, keep) if attn_bias is not None else None
-            if use_attr:  # loop features: mean of the node's incoming edge features
+            if use_attr:  # loop features by fill_value
                 dst = edge_index[1, :edge_attr.size(0)]
-                total = edge_attr.new_zeros(n_dst, edge_attr.size(1)).index_add_(0, dst,
-                                                                                edge_attr)
-                count = torch.bincount(dst, minlength=n_dst).clamp_(min=1)
-                edge_attr = torch.cat([edge_attr, total / count.unsqueeze(-1)])
+                edge_attr = torch.cat([edge_attr, self._loop_attr(edge_attr, dst, n_dst,
+                                                                  n_loops)])
             if attn_bias is not None:
-                attn_bias = torch.cat([attn_bias, attn_bias.new_zeros(n_dst, attn_bias.size(1))])
+                attn_bias = torch.cat([attn_bias, attn_bias.new_zeros(n_loops,
+                                                                      attn_bias.size(1))])
         out = self._sparse_fused(q, kv, edge_index, edge_attr if use_attr else None,
                                  attn_bias, want_alpha, st, scale)
         return out, edge_index
@@ -496,7 +569,7 @@ class GraphSelfAttention(MessagePassing):
         st = eb = None
         if edge_bias is not None:  # the edges sorted by target, cached per edge_index
             _, _, st = STRUCTURES.get(edge_index, (n, n, "full"), lambda: (
-                edge_index, None, EdgeStructure(edge_index, n, n)))
+                None, None, EdgeStructure(edge_index, n, n)))
             eb = edge_bias.index_select(0, st.perm)
         if attn_bias is not None and attn_bias.dim() == 3:  # one bias for every head
             attn_bias = attn_bias.unsqueeze(1)

@@ -17,6 +17,7 @@ MODES = [(m, s) for m in ("adjacency", "full") for s in ("dot", "additive")]
 def layer(mask="adjacency", score="dot", in_channels=4, out_channels=3, heads=2, seed=0,
           **kwargs) -> GraphSelfAttention:
     torch.manual_seed(seed)
+    kwargs.setdefault("add_self_loops", True)
     m = GraphSelfAttention(in_channels, out_channels, heads=heads, mask=mask, score=score,
                            **kwargs).double()
     if m.edge_bias is not None:  # make the learned "is an edge" bias matter in tests
@@ -275,8 +276,55 @@ def test_bipartite_and_lazy_in_channels():
     ei = torch.tensor([[0, 4, 2], [0, 1, 1]])
     out, (index, alpha) = m((x_src, x_dst), ei, return_attention_weights=True)
     assert out.shape == (2, 8)
-    assert torch.equal(index, ei)  # no self loops between two different node sets
+    # PyG's GATConv rule: loops i -> i for i < min(N_s, N_t), after the other edges
+    assert index.tolist() == [[4, 2, 0, 1], [1, 1, 0, 1]]
     assert m.lin_key.in_channels == 3 and m.lin_query.in_channels == 6
+
+
+@pytest.mark.parametrize("score", ["dot", "additive"])
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+def test_bipartite_blocks_equal_full_graph(score, impl):
+    """A NeighborSampler block (targets first among the sources) gives the full graph's
+    outputs of its targets, with the same self-loop rule, on every path."""
+    torch.manual_seed(3)
+    x = torch.randn(9, 4, dtype=torch.float64)
+    ei = torch.tensor([[1, 2, 3, 4, 0, 5, 6, 7, 8, 2], [0, 0, 1, 1, 2, 2, 3, 4, 4, 2]])
+    m = layer("adjacency", score, add_self_loops=True, impl=impl)
+    full = m(x, ei)
+    targets = torch.tensor([0, 1, 2])  # in-edges of 0..2 come from 0..5: a block
+    keep = torch.isin(ei[1], targets)
+    block = m((x[:6], x[:3]), ei[:, keep])
+    torch.testing.assert_close(block, full[targets], atol=1e-6, rtol=0)
+    torch.testing.assert_close(m((x[:6], None), ei[:, keep], size=(6, 3)), block)
+
+
+def test_default_self_loops_follow_score():
+    assert not GraphSelfAttention(4, 2).add_self_loops  # TransformerConv
+    assert GraphSelfAttention(4, 2, score="additive").add_self_loops  # GATConv
+    assert GraphSelfAttention(4, 2, add_self_loops=True).add_self_loops
+
+
+def test_out_of_range_is_value_and_index_error():
+    m = GraphSelfAttention(4, 2)
+    with pytest.raises(IndexError, match="valid indices"):
+        m(torch.randn(3, 4), torch.tensor([[0, 3], [1, 2]]))
+    with pytest.raises(ValueError, match="valid indices"):
+        m(torch.randn(3, 4), torch.tensor([[0, 1], [1, -1]]))
+
+
+@pytest.mark.parametrize("layout", [torch.sparse_coo, torch.sparse_csr, torch.sparse_csc])
+def test_attention_weights_in_the_adjacency_layout(layout):
+    x, ei = simple_graph(n=6, seed=2)
+    m = layer("adjacency", "additive")
+    adj = torch.sparse_coo_tensor(ei.flip(0), torch.ones(ei.size(1)), (6, 6)).coalesce()
+    adj = adj.to_sparse(layout=layout)
+    out, (w, alpha) = m(x, adj, return_attention_weights=True)
+    assert w.layout == layout and tuple(w.shape) == (6, 6, 2)
+    ref_out, (index, ref_alpha) = m(x, ei, return_attention_weights=True)
+    torch.testing.assert_close(out, ref_out)
+    dense = torch.zeros(6, 6, 2, dtype=alpha.dtype)
+    dense[index[1], index[0]] = ref_alpha
+    torch.testing.assert_close(w.to_dense(), dense)
 
 
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")  # torch's notice

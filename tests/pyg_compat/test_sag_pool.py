@@ -21,7 +21,7 @@ def test_sag_pooling(impl):
     x = torch.randn((num_nodes, in_channels))
     GNN = GATConv if impl == "pyg" else functools.partial(GraphSelfAttention,
                                                           score="additive")
-    name = "GATConv" if impl == "pyg" else "partial"
+    name = "GATConv" if impl == "pyg" else "GraphSelfAttention"
 
     pool1 = SAGPooling(in_channels, ratio=0.5, GNN=GNN)
     assert str(pool1) == f"SAGPooling({name}, 16, ratio=0.5, multiplier=1.0)"
