@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
-from torch.nn.parameter import is_lazy
+from torch.nn.parameter import UninitializedParameter
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import glorot, zeros
@@ -15,7 +15,7 @@ from torch_geometric.utils import scatter, softmax
 from torch_geometric.utils.sparse import is_torch_sparse_tensor
 
 from graphattn.nn import functional as GF
-from graphattn.nn import native
+from graphattn.nn import native, ops
 from graphattn.nn._checks import check_inputs, check_layer_sizes
 from graphattn.nn.dense_kernel import Buckets, full_attention
 from graphattn.nn.native import DenseAttention, FullGraphs, NativeAttention
@@ -323,6 +323,9 @@ class GraphSelfAttention(MessagePassing):
         with GF.float32_region(q.device.type, wide):
             if wide:
                 q, kv, edge_attr, attn_bias = GF.widen(q, kv, edge_attr, attn_bias)
+            if self._compiled_native(q):
+                return self._adjacency_op(q, kv, x_src, x_dst, edge_index, edge_attr,
+                                          attn_bias, want_alpha)
             if self.mask == "adjacency" and fused:
                 return self._adjacency_fused(q, kv, x_src, x_dst, edge_index, edge_attr,
                                              attn_bias, want_alpha)
@@ -347,7 +350,7 @@ class GraphSelfAttention(MessagePassing):
         if self.lin_edge is not None and edge_attr is not None:
             return False
         projections = (self.lin_query, self.lin_key, self.lin_value)
-        if any(is_lazy(lin.weight) for lin in projections):
+        if any(isinstance(lin.weight, UninitializedParameter) for lin in projections):
             return False
         if any(lin._forward_hooks or lin._forward_pre_hooks for lin in projections) or \
                 _global_forward_hooks or _global_forward_pre_hooks:
@@ -404,7 +407,7 @@ class GraphSelfAttention(MessagePassing):
         the key and the value of a node side by side, so the fused kernel gathers one row
         per edge. (While the projections are still lazy, they run one by one.)"""
         lk, lv = self.lin_key, self.lin_value
-        if is_lazy(lk.weight) or is_lazy(lv.weight):
+        if any(isinstance(p, UninitializedParameter) for p in (lk.weight, lv.weight)):
             kv = torch.stack([lk(x), lv(x)], 1)
         else:
             bias = torch.cat([lk.bias, lv.bias]) if lk.bias is not None else None
@@ -413,25 +416,67 @@ class GraphSelfAttention(MessagePassing):
 
     def _adjacency(self, q, k, v, x_src, x_dst, edge_index, edge_attr, attn_bias):
         """Attention over in-neighbours (plus self loops): ``[N_t, H, C]`` and the pairs."""
-        if attn_bias is not None and attn_bias.dim() == 1:
-            attn_bias = attn_bias.unsqueeze(-1)
-        n = self._num_loops(x_src, x_dst)
-        if self.add_self_loops and self.mask == "adjacency":
-            keep = edge_index[0] != edge_index[1]  # remove the given loops, append n
-            loops = torch.arange(n, device=edge_index.device).unsqueeze(0).repeat(2, 1)
-            if attn_bias is not None:
-                attn_bias = torch.cat([attn_bias[keep], attn_bias.new_zeros(n, attn_bias.size(1))])
-            edge_index = edge_index[:, keep]
-            if edge_attr is not None:
-                edge_attr = edge_attr[keep]
-                edge_attr = torch.cat([edge_attr, self._loop_attr(
-                    edge_attr, edge_index[1], x_dst.size(0), n)])
-            edge_index = torch.cat([edge_index, loops], 1)
+        edge_index, edge_attr, attn_bias = self._add_loops(x_src, x_dst, edge_index, edge_attr,
+                                                           attn_bias)
         edge_emb = None
         if self.lin_edge is not None and edge_attr is not None:
             edge_emb = self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
         out = self.propagate(edge_index, q=q, k=k, v=v, edge_emb=edge_emb, score_bias=attn_bias,
                              size=(x_src.size(0), x_dst.size(0)))
+        return out, edge_index
+
+    def _add_loops(self, x_src, x_dst, edge_index, edge_attr, attn_bias):
+        """The given edges without their self loops, then :meth:`_num_loops` loops (with
+        edge features by ``fill_value`` and a zero ``attn_bias``), as the reference sees
+        them; ``attn_bias`` comes back ``[E, H | 1]``."""
+        if attn_bias is not None and attn_bias.dim() == 1:
+            attn_bias = attn_bias.unsqueeze(-1)
+        if not (self.add_self_loops and self.mask == "adjacency"):
+            return edge_index, edge_attr, attn_bias
+        n = self._num_loops(x_src, x_dst)
+        keep = edge_index[0] != edge_index[1]
+        loops = torch.arange(n, device=edge_index.device).unsqueeze(0).repeat(2, 1)
+        if attn_bias is not None:
+            attn_bias = torch.cat([attn_bias[keep], attn_bias.new_zeros(n, attn_bias.size(1))])
+        edge_index = edge_index[:, keep]
+        if edge_attr is not None:
+            edge_attr = edge_attr[keep]
+            edge_attr = torch.cat([edge_attr, self._loop_attr(edge_attr, edge_index[1],
+                                                              x_dst.size(0), n)])
+        return torch.cat([edge_index, loops], 1), edge_attr, attn_bias
+
+    def _compiled_native(self, q: Tensor) -> bool:
+        """Whether this call runs under ``torch.compile`` / ``torch.export`` through the
+        custom operator ``graphattn::csr_attention`` (:mod:`~.ops`)."""
+        if not torch.compiler.is_compiling() or self.impl == "reference" or self._explain:
+            return False
+        if self.mask != "adjacency" or any(getattr(self, name) for name in _HOOKS):
+            return False
+        return q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64,
+                                                      torch.bfloat16) \
+            and ops.native_csr_available()
+
+    def _adjacency_op(self, q, kv, x_src, x_dst, edge_index, edge_attr, attn_bias,
+                      want_alpha):
+        """:meth:`_adjacency` by the custom operator (compiled graphs)."""
+        H, C = self.heads, self.out_channels
+        edge_index, edge_attr, attn_bias = self._add_loops(x_src, x_dst, edge_index,
+                                                           edge_attr, attn_bias)
+        emb = None
+        if self.lin_edge is not None and edge_attr is not None:
+            emb = self.lin_edge(edge_attr).view(-1, H, C)
+        bias = attn_bias.expand(-1, H) if attn_bias is not None else None
+        noise = None
+        if self.training and self.dropout > 0:  # drawn in edge order, as F.dropout would
+            noise = torch.empty(edge_index.size(1), H, dtype=native.compute_dtype(q.dtype),
+                                device=q.device).bernoulli_(1 - self.dropout)
+            noise = noise / (1 - self.dropout)
+        att = self.att.view(H, C) if self.att is not None else None
+        out, alpha = torch.ops.graphattn.csr_attention(
+            q, kv, emb, att, bias, noise, edge_index, x_src.size(0),
+            float(self.negative_slope), C ** -0.5)
+        if want_alpha:
+            self._alpha = alpha
         return out, edge_index
 
     def _fused(self, q: Tensor) -> bool:

@@ -199,50 +199,72 @@ class NativeAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, kv, emb, att, bias, noise, st, negative_slope, scale=None):
-        acc = compute_dtype(q.dtype)
-        shared = kv.dim() == 2
-        if shared and emb is not None:
-            raise ValueError("shared key/value rows take no edge embedding")
-        q, kv = q.contiguous(), kv.to(q.dtype).contiguous()
-        emb = emb.to(q.dtype).contiguous() if emb is not None else None
-        att = att.to(acc).contiguous() if att is not None else None
-        bias = bias.to(acc).contiguous() if bias is not None else None
-        noise = noise.to(acc).contiguous() if noise is not None else None
-        N_t, H, C = q.shape
-        scale = C ** -0.5 if scale is None else float(scale)
-        slope = float(negative_slope)
-        out = q.new_empty(N_t, H, C)
-        alpha = q.new_empty(st.num_edges, H, dtype=acc)
-        _call("forward", q.dtype, N_t, H, C, int(shared), st.offsets, st.src_long, q, kv, emb, att,
-              bias, noise, scale, slope, out, alpha)
-        ctx.save_for_backward(q, kv, emb, att, alpha, noise, out)
-        ctx.st, ctx.scale, ctx.slope, ctx.shared = st, scale, slope, shared
+        out, alpha, saved = csr_forward(q, kv, emb, att, bias, noise, st, negative_slope,
+                                        scale)
+        ctx.save_for_backward(*saved, alpha, out)
+        ctx.st, ctx.scale, ctx.slope = st, saved_scale(q, scale), float(negative_slope)
         ctx.needs_bias = bias is not None
         ctx.mark_non_differentiable(alpha)
         return out, alpha
 
     @staticmethod
     def backward(ctx, g_out, _g_alpha):
-        q, kv, emb, att, alpha, noise, out = ctx.saved_tensors
-        st, scale, slope = ctx.st, ctx.scale, ctx.slope
-        g_out = g_out.to(q.dtype).contiguous()
-        N_t, H, C = q.shape
-        wg, gq = alpha.new_empty(alpha.size(0), 2, H), torch.empty_like(q)  # wg: weight, score grad
-        g_emb = torch.empty_like(emb) if emb is not None else None
-        g_att = alpha.new_zeros(torch.get_num_threads(), H, C) if att is not None else None
-        shared = int(ctx.shared)
-        live = torch.empty(N_t, dtype=torch.uint8)  # targets with a non-zero gradient
-        _call("backward_dst", q.dtype, N_t, H, C, shared, st.offsets, st.src_long, q, kv, emb,
-              att, noise, alpha, out, g_out, scale, slope, wg, gq, g_emb, g_att, live)
-        g_kv = None
-        if ctx.needs_input_grad[1]:  # the pass over the sources (e.g. not for raw features)
-            g_kv = torch.empty_like(kv)
-            perm_t, crow_t, dst_t = st.transpose_long
-            _call("backward_src", q.dtype, kv.size(0), H, C, shared, crow_t, perm_t, dst_t, q,
-                  kv, emb, att, wg, g_out, scale, slope, g_kv, live)
-        g_att = g_att.sum(0) if g_att is not None else None
-        g_bias = wg[:, 1] if ctx.needs_bias else None
+        q, kv, emb, att, noise, alpha, out = ctx.saved_tensors
+        gq, g_kv, g_emb, g_att, g_bias = csr_backward(
+            g_out, q, kv, emb, att, noise, alpha, out, ctx.st, ctx.slope, ctx.scale,
+            ctx.needs_input_grad[1], ctx.needs_bias)
         return gq, g_kv, g_emb, g_att, g_bias, None, None, None, None
+
+
+def saved_scale(q: Tensor, scale: float | None) -> float:
+    """The dot score's scale: ``scale``, by default :math:`C^{-1/2}`."""
+    return q.size(-1) ** -0.5 if scale is None else float(scale)
+
+
+def csr_forward(q, kv, emb, att, bias, noise, st, negative_slope, scale=None):
+    """The forward of :class:`NativeAttention` (edges in sorted order): ``out``, ``alpha``
+    and the inputs as the kernel read them ``(q, kv, emb, att, noise)`` for
+    :func:`csr_backward`."""
+    acc = compute_dtype(q.dtype)
+    shared = kv.dim() == 2
+    if shared and emb is not None:
+        raise ValueError("shared key/value rows take no edge embedding")
+    q, kv = q.contiguous(), kv.to(q.dtype).contiguous()
+    emb = emb.to(q.dtype).contiguous() if emb is not None else None
+    att = att.to(acc).contiguous() if att is not None else None
+    bias = bias.to(acc).contiguous() if bias is not None else None
+    noise = noise.to(acc).contiguous() if noise is not None else None
+    N_t, H, C = q.shape
+    scale = saved_scale(q, scale)
+    out = q.new_empty(N_t, H, C)
+    alpha = q.new_empty(st.num_edges, H, dtype=acc)
+    _call("forward", q.dtype, N_t, H, C, int(shared), st.offsets, st.src_long, q, kv, emb, att,
+          bias, noise, scale, float(negative_slope), out, alpha)
+    return out, alpha, (q, kv, emb, att, noise)
+
+
+def csr_backward(g_out, q, kv, emb, att, noise, alpha, out, st, slope, scale, need_kv=True,
+                 need_bias=False):
+    """The backward of :class:`NativeAttention`: ``(gq, g_kv, g_emb, g_att, g_bias)``, each
+    ``None`` where not wanted or not an input."""
+    g_out = g_out.to(q.dtype).contiguous()
+    N_t, H, C = q.shape
+    wg, gq = alpha.new_empty(alpha.size(0), 2, H), torch.empty_like(q)  # wg: weight, score grad
+    g_emb = torch.empty_like(emb) if emb is not None else None
+    g_att = alpha.new_zeros(torch.get_num_threads(), H, C) if att is not None else None
+    shared = int(kv.dim() == 2)
+    live = torch.empty(N_t, dtype=torch.uint8)  # targets with a non-zero gradient
+    _call("backward_dst", q.dtype, N_t, H, C, shared, st.offsets, st.src_long, q, kv, emb,
+          att, noise, alpha, out, g_out, scale, slope, wg, gq, g_emb, g_att, live)
+    g_kv = None
+    if need_kv:  # the pass over the sources (e.g. not for raw features)
+        g_kv = torch.empty_like(kv)
+        perm_t, crow_t, dst_t = st.transpose_long
+        _call("backward_src", q.dtype, kv.size(0), H, C, shared, crow_t, perm_t, dst_t, q,
+              kv, emb, att, wg, g_out, scale, slope, g_kv, live)
+    g_att = g_att.sum(0) if g_att is not None else None
+    g_bias = wg[:, 1] if need_bias else None
+    return gq, g_kv, g_emb, g_att, g_bias
 
 
 class FullGraphs:
