@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -85,8 +86,31 @@ def library_path(cc: str) -> Path:
     flags = [cc, *FLAGS, *(f for defs in DTYPES.values() for f in defs), _cpu_key()]
     code = b"".join(path.read_bytes() for path in SOURCES + HEADERS)
     key = hashlib.sha256(code + " ".join(flags).encode())
-    cache = Path(os.environ.get("GRAPHATTN_CACHE", Path.home() / ".cache" / "graphattn"))
+    # an empty $GRAPHATTN_CACHE counts as unset (not as the current directory)
+    cache = Path(os.environ.get("GRAPHATTN_CACHE") or Path.home() / ".cache" / "graphattn")
     return cache / f"csr_attention-{key.hexdigest()[:16]}.so"
+
+
+def _fingerprint(path: Path) -> dict:
+    """Size and SHA-256 of a file."""
+    data = path.read_bytes()
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _record(lib: Path) -> Path:
+    """Where the fingerprint of a built library is kept, beside it."""
+    return lib.with_suffix(".json")
+
+
+def _intact(lib: Path) -> bool:
+    """Whether ``lib`` is the library that was built: its size and hash equal the ones
+    recorded at build time. A truncated or overwritten file (a crashed copy, a full disk)
+    is never loaded: mapping it would crash the process (SIGBUS) instead of failing."""
+    try:
+        recorded = json.loads(_record(lib).read_text())
+        return lib.stat().st_size == recorded["size"] and _fingerprint(lib) == recorded
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _run(cmd: list[str]) -> None:
@@ -105,25 +129,34 @@ def _build(cc: str, target: Path) -> None:
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
             list(pool.map(_run, [[cc, *FLAGS, *defs, "-c", str(src), "-o", obj]
                                  for (src, _, defs), obj in zip(jobs, objs)]))
-        lib = str(Path(tmp) / "lib.so")
-        _run([cc, "-shared", "-fopenmp", "-o", lib, *objs, "-lm"])
-        os.replace(lib, target)  # atomic: a reader sees no library or the whole one
+        lib = Path(tmp) / "lib.so"
+        _run([cc, "-shared", "-fopenmp", "-o", str(lib), *objs, "-lm"])
+        record = Path(tmp) / "lib.json"
+        record.write_text(json.dumps(_fingerprint(lib)))
+        # atomic renames: a reader sees no library or the whole one, and a library whose
+        # record does not match (between the two renames) is rebuilt, never loaded
+        os.replace(lib, target)
+        os.replace(record, _record(target))
 
 
 def _load() -> ctypes.CDLL | None:
     global _lib, _error
     if _lib is not None or _error is not None:
         return _lib
-    if os.environ.get("GRAPHATTN_NATIVE", "1") == "0":
+    if os.environ.get("GRAPHATTN_NATIVE", "1").strip() == "0":
         _error = "disabled by GRAPHATTN_NATIVE=0"
+        warnings.warn("graphattn: native kernels disabled by GRAPHATTN_NATIVE=0; using the "
+                      "pure-torch kernels", RuntimeWarning, stacklevel=3)
         return None
     try:
         cc = _compiler()
         if cc is None or not sys.platform.startswith(("linux", "darwin")):
             raise RuntimeError("no C compiler found (set $CC)")
         path = library_path(cc)
-        if not path.exists():
+        if not _intact(path):
             _build(cc, path)
+            if not _intact(path):
+                raise RuntimeError(f"the library built at {path} does not match its record")
         _lib = ctypes.CDLL(str(path))
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
         _error = str(err)
