@@ -98,7 +98,9 @@ class GraphSelfAttention(MessagePassing):
       the edge features), and 0 for non-edges.
 
     In both modes an extra ``attn_bias`` may be added to the scores (e.g. a shortest-path
-    bias, see :mod:`graphattn.nn.encodings`).
+    bias, see :mod:`graphattn.nn.encodings`); ``-inf`` masks a pair out, and a node whose
+    pairs are all masked attends to nothing (zero attention output, never NaN). NaN or
+    ``+inf`` in ``attn_bias`` raise a ``ValueError``.
 
     Args:
         in_channels (int or tuple): Size of each input sample, or ``-1`` to infer it
@@ -266,6 +268,10 @@ class GraphSelfAttention(MessagePassing):
         x_src, x_dst, edge_index, edge_attr = check_inputs(self, x, edge_index, edge_attr,
                                                            batch, attn_bias, size)
         H, C = self.heads, self.out_channels
+        dead = None
+        if attn_bias is not None and not (torch.compiler.is_compiling()
+                                          or torch.jit.is_tracing()):
+            attn_bias, dead = self._masked_bias(attn_bias, x_src, x_dst, edge_index, batch)
         if self._attends_raw(x_src, x_dst, edge_attr):
             out, index = self._adjacency_raw(x_src, x_dst, edge_index, attn_bias,
                                              bool(return_attention_weights))
@@ -273,6 +279,10 @@ class GraphSelfAttention(MessagePassing):
             out, index = self._attend(x_src, x_dst, edge_index, edge_attr, batch, attn_bias,
                                       bool(return_attention_weights))
         alpha, self._alpha = self._alpha, None
+        if dead is not None:  # (N_t, H): every score -inf, so the node attends to nothing
+            out = out.masked_fill(dead.unsqueeze(-1), 0.0)
+            if alpha is not None:
+                alpha = alpha.masked_fill(dead[index[1]], 0.0)
 
         out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)  # (N_t, H*C | C)
         if self.lin_skip is not None:
@@ -287,6 +297,40 @@ class GraphSelfAttention(MessagePassing):
                 return out, (adj, adj.values())
             return out, (index, alpha)
         return out
+
+    def _masked_bias(self, attn_bias, x_src, x_dst, edge_index, batch):
+        """Check ``attn_bias`` and make its ``-inf`` entries (masked pairs) safe.
+
+        NaN or ``+inf`` raise a ``ValueError``. ``-inf`` is replaced by a large finite
+        negative value (the weight of such a pair is still exactly 0 next to any finite
+        score), and the ``(target, head)`` rows whose pairs are all ``-inf`` are returned
+        as ``dead [N_t, H]``: they attend to nothing, so their attention output is 0 (as
+        for a node without in-edges), never NaN. A self loop (bias 0) keeps a row alive.
+        """
+        if bool(torch.isnan(attn_bias).any()) or bool(torch.isposinf(attn_bias).any()):
+            raise ValueError("attn_bias contains NaN or +inf; use -inf to mask a pair out")
+        if not bool(torch.isneginf(attn_bias).any()):
+            return attn_bias, None
+        H, n_dst = self.heads, x_dst.size(0)
+        live = ~torch.isneginf(attn_bias)
+        if self.mask == "adjacency":  # [E] / [E, H] over the in-edges of each target
+            live = live.view(live.size(0), -1).expand(-1, H).to(attn_bias.dtype)
+            dst = edge_index[1]
+            alive = live.new_zeros(n_dst, H).index_add_(0, dst, live) > 0
+            alive[:self._num_loops(x_src, x_dst)] = True
+            dead = ~alive
+        else:  # [B, (H,) M, M]: target i of graph b over the sources j < N_b
+            sizes = GF.graph_sizes(batch, n_dst).to(attn_bias.device)
+            M = attn_bias.size(-1)
+            valid = torch.arange(M, device=attn_bias.device) < sizes.view(-1, 1)  # (B, M)
+            live4 = live if live.dim() == 4 else live.unsqueeze(1)
+            alive = (live4 & valid[:, None, None, :]).any(-1)  # (B, H | 1, M)
+            graph = torch.repeat_interleave(torch.arange(sizes.numel(),
+                                                         device=sizes.device), sizes)
+            pos = torch.arange(n_dst, device=sizes.device) - (sizes.cumsum(0) - sizes)[graph]
+            dead = ~alive[graph, :, pos].expand(-1, H)  # (N, H)
+        floor = torch.finfo(attn_bias.dtype).min / 4
+        return attn_bias.masked_fill(torch.isneginf(attn_bias), floor), dead
 
     def _num_loops(self, x_src: Tensor, x_dst: Tensor) -> int:
         r"""How many self loops this call adds: :math:`\min(N_s, N_t)` in adjacency mode
@@ -324,15 +368,20 @@ class GraphSelfAttention(MessagePassing):
             if wide:
                 q, kv, edge_attr, attn_bias = GF.widen(q, kv, edge_attr, attn_bias)
             if self._compiled_native(q):
-                return self._adjacency_op(q, kv, x_src, x_dst, edge_index, edge_attr,
-                                          attn_bias, want_alpha)
-            if self.mask == "adjacency" and fused:
-                return self._adjacency_fused(q, kv, x_src, x_dst, edge_index, edge_attr,
-                                             attn_bias, want_alpha)
-            if self.mask == "adjacency":
-                return self._adjacency(q, *kv.unbind(1), x_src, x_dst, edge_index, edge_attr,
-                                       attn_bias)
-            return self._full(q, kv, edge_index, edge_attr, batch, attn_bias, want_alpha)
+                out, index = self._adjacency_op(q, kv, x_src, x_dst, edge_index, edge_attr,
+                                                attn_bias, want_alpha)
+            elif self.mask == "adjacency" and fused:
+                out, index = self._adjacency_fused(q, kv, x_src, x_dst, edge_index, edge_attr,
+                                                   attn_bias, want_alpha)
+            elif self.mask == "adjacency":
+                out, index = self._adjacency(q, *kv.unbind(1), x_src, x_dst, edge_index,
+                                             edge_attr, attn_bias)
+            else:
+                out, index = self._full(q, kv, edge_index, edge_attr, batch, attn_bias,
+                                        want_alpha)
+        if wide and x_dst.dtype in GF.LOW_PRECISION:  # a bfloat16 model: bfloat16 out
+            out = out.to(x_dst.dtype)
+        return out, index
 
     def _attends_raw(self, x_src: Tensor, x_dst: Tensor, edge_attr: Tensor | None) -> bool:
         r"""Whether this call takes :meth:`_adjacency_raw`: fused adjacency attention with the
@@ -554,10 +603,12 @@ class GraphSelfAttention(MessagePassing):
             emb = self.lin_edge(attr).view(E, H, q.size(-1)) if attr is not None else None
             out, alpha = NativeAttention.apply(q, kv, emb, att, bias, noise, st,
                                                self.negative_slope, scale)
-        else:  # head-major: [H, E] in and out
-            k, v = kv.unbind(1)
+        else:  # head-major: [H, E] in and out (parameters in q's dtype: a widened
+            k, v = kv.unbind(1)  # bfloat16 model computes in float32 here)
+            att = att.to(q.dtype) if att is not None else None
+            w_edge = self.lin_edge.weight.to(q.dtype) if attr is not None else None
             out, alpha = SparseAttention.apply(
-                q, k, v, attr, self.lin_edge.weight if attr is not None else None, att,
+                q, k, v, attr, w_edge, att,
                 bias.t() if bias is not None else None,
                 noise.t() if noise is not None else None, st, self.negative_slope)
             alpha = alpha.t()
@@ -582,7 +633,11 @@ class GraphSelfAttention(MessagePassing):
         if edge_index is not None and edge_index.size(1) > 0:
             edge_bias = self.edge_bias.view(1, -1).expand(edge_index.size(1), -1)
             if self.lin_edge is not None and edge_attr is not None:
+                w = self.lin_edge.weight  # edge features in the weights' dtype (bfloat16
+                if not isinstance(w, UninitializedParameter):  # models: q is widened)
+                    edge_attr = edge_attr.to(w.dtype)
                 edge_bias = edge_bias + self.lin_edge(edge_attr)  # (E, H)
+            edge_bias = edge_bias.to(q.dtype)
         fused = self._fused(q)
         largest = int(sizes.max()) if sizes.numel() else 0
         if fused and self.score == "dot" and native.available(q.dtype, "dense") \

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -482,3 +484,85 @@ def test_raw_feature_attention_under_autocast_bfloat16():
     scale = max(g.abs().max().item() for g in g32)
     for a, b in zip(g16, g32):
         torch.testing.assert_close(a, b, rtol=0.1, atol=0.03 * scale)
+
+
+@pytest.mark.parametrize("mask", ["adjacency", "full"])
+def test_nan_or_posinf_bias_is_a_clear_error(mask):
+    x, ei = simple_graph(n=5, seed=1)
+    m = layer(mask, "dot")
+    shape = (ei.size(1),) if mask == "adjacency" else (1, 5, 5)
+    for bad in (float("nan"), float("inf")):
+        bias = torch.zeros(shape, dtype=torch.float64)
+        bias.view(-1)[0] = bad
+        with pytest.raises(ValueError, match="attn_bias contains NaN"):
+            m(x, ei, attn_bias=bias)
+
+
+def _paths():
+    return [("reference", False), ("fused", False), ("fused", True)]
+
+
+@pytest.mark.parametrize("score", ["dot", "additive"])
+@pytest.mark.parametrize("impl,no_native", _paths())
+def test_all_masked_adjacency_row_attends_to_nothing(score, impl, no_native):
+    """Issue 22: -inf on all of a node's edges gave NaN rows. Masking by -inf now equals
+    removing the masked edges, including a node that loses all of them."""
+    x, ei = simple_graph(n=7, seed=4)
+    m = layer("adjacency", score, add_self_loops=False, impl=impl)
+    x = x.clone().requires_grad_()
+    target = int(ei[1, 0])
+    g = torch.Generator().manual_seed(0)
+    bias = torch.randn(ei.size(1), generator=g, dtype=torch.float64)
+    bias[torch.rand(ei.size(1), generator=g) < 0.3] = float("-inf")
+    bias[ei[1] == target] = float("-inf")  # every in-edge of `target`
+    with native.disabled() if no_native else contextlib.nullcontext():
+        out, (index, alpha) = m(x, ei, attn_bias=bias, return_attention_weights=True)
+        out.sum().backward()
+        keep = ~torch.isneginf(bias)
+        removed = m(x, ei[:, keep], attn_bias=bias[keep])
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    torch.testing.assert_close(out[target], m.lin_skip(x[target]))  # attention output 0
+    assert (alpha[~keep] == 0).all()
+    torch.testing.assert_close(out, removed)
+
+
+@pytest.mark.parametrize("impl,no_native", _paths())
+def test_all_masked_full_row_attends_to_nothing(impl, no_native):
+    torch.manual_seed(0)
+    x = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    batch = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    m = layer("full", "dot", impl=impl)
+    bias = torch.zeros(2, 2, 4, 4, dtype=torch.float64)
+    bias[1, 0, 2, :] = float("-inf")  # node 5 (graph 1, position 2), head 0: all masked
+    bias[0, 1, 0, 1] = float("-inf")  # one pair of node 0, head 1
+    with native.disabled() if no_native else contextlib.nullcontext():
+        out = m(x, batch=batch, attn_bias=bias)
+        out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    head0 = out[5, :3]  # concat: head 0's channels, attention output 0 plus the skip
+    torch.testing.assert_close(head0, m.lin_skip(x[5])[:3])
+
+
+@pytest.mark.parametrize("mask", ["adjacency", "full"])
+@pytest.mark.parametrize("score", ["dot", "additive"])
+@pytest.mark.parametrize("edge_dim", [None, 3])
+@pytest.mark.parametrize("impl,no_native", _paths())
+def test_bfloat16_layer_on_every_path(mask, score, edge_dim, impl, no_native):
+    """Issue 22: model.bfloat16() raised a TypeError from the native kernel (full mode)."""
+    torch.manual_seed(0)
+    x = torch.randn(12, 4)
+    ei = torch.cat([torch.randint(0, 5, (2, 15)), torch.randint(5, 12, (2, 25))], 1)
+    ea = torch.randn(40, 3) if edge_dim else None
+    batch = torch.tensor([0] * 5 + [1] * 7)
+    m = GraphSelfAttention(4, 3, heads=2, mask=mask, score=score, edge_dim=edge_dim,
+                           impl=impl, add_self_loops=True)
+    kw = {"batch": batch} if mask == "full" else {}
+    with native.disabled() if no_native else contextlib.nullcontext():
+        expected = m(x, ei, ea, **kw)
+        m = m.bfloat16()
+        out = m(x.bfloat16(), ei, ea.bfloat16() if ea is not None else None, **kw)
+        out.float().sum().backward()
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.05)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in m.parameters() if p.requires_grad)
