@@ -1,6 +1,11 @@
 """GraphSelfAttention: the one attention layer of graphattn (both masks, both scores)."""
 
-from __future__ import annotations
+# ruff: noqa: UP006, UP007, UP035, UP045  (typing.Optional/Tuple/Union: TorchScript reads the
+# annotations of forward and message)
+
+
+import typing
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -11,10 +16,16 @@ from torch.nn.parameter import UninitializedParameter
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import glorot, zeros
+from torch_geometric.typing import Adj
 from torch_geometric.utils import scatter, softmax
 from torch_geometric.utils.sparse import is_torch_sparse_tensor
 
 from graphattn.nn import functional as GF
+
+if typing.TYPE_CHECKING:
+    from typing import overload
+else:  # TorchScript's overloads (how PyG's conv layers script with two return types)
+    from torch.jit import _overload_method as overload
 from graphattn.nn import native, ops
 from graphattn.nn._checks import check_inputs, check_layer_sizes
 from graphattn.nn.dense_kernel import Buckets, full_attention
@@ -40,6 +51,8 @@ class _Linear(Linear):
     faster backward for narrow raw features."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return F.linear(x, self.weight, self.bias)
         return GF.linear(x, self.weight, self.bias)
 
 
@@ -165,6 +178,8 @@ class GraphSelfAttention(MessagePassing):
           In adjacency mode the pairs are the given edges followed by the self loops.
     """
 
+    _alpha: Optional[Tensor]
+
     def __init__(
         self,
         in_channels: int | tuple[int, int],
@@ -250,19 +265,124 @@ class GraphSelfAttention(MessagePassing):
         if self.bias is not None:
             zeros(self.bias)
 
+    @overload
     def forward(
         self,
-        x: Tensor | tuple[Tensor, Tensor],
-        edge_index: Tensor | None = None,
-        edge_attr: Tensor | None = None,
-        batch: Tensor | None = None,
-        attn_bias: Tensor | None = None,
-        return_attention_weights: bool | None = None,
-        size: tuple[int, int] | None = None,
-    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        x: Union[Tensor, Tuple[Tensor, Optional[Tensor]]],
+        edge_index: Optional[Adj] = None,
+        edge_attr: Optional[Tensor] = None,
+        batch: Optional[Tensor] = None,
+        attn_bias: Optional[Tensor] = None,
+        return_attention_weights: None = None,
+        size: Optional[Tuple[int, int]] = None,
+    ) -> Tensor:
+        pass
+
+    @overload
+    def forward(  # noqa: F811
+        self,
+        x: Union[Tensor, Tuple[Tensor, Optional[Tensor]]],
+        edge_index: Optional[Adj] = None,
+        edge_attr: Optional[Tensor] = None,
+        batch: Optional[Tensor] = None,
+        attn_bias: Optional[Tensor] = None,
+        return_attention_weights: bool = None,
+        size: Optional[Tuple[int, int]] = None,
+    ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        pass
+
+    def forward(  # noqa: F811
+        self,
+        x: Union[Tensor, Tuple[Tensor, Optional[Tensor]]],
+        edge_index: Optional[Adj] = None,
+        edge_attr: Optional[Tensor] = None,
+        batch: Optional[Tensor] = None,
+        attn_bias: Optional[Tensor] = None,
+        return_attention_weights: Optional[bool] = None,
+        size: Optional[Tuple[int, int]] = None,
+    ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
         """Attend; see the class docstring for the arguments and shapes. ``size`` is
         ``(N_s, N_t)`` (checked against the inputs; with ``x = (x_src, None)`` it gives
-        ``N_t``)."""
+        ``N_t``). Under :func:`torch.jit.script` the layer runs its reference path
+        (adjacency mode)."""
+        if torch.jit.is_scripting():
+            out, index, alpha = self._script_forward(x, edge_index, edge_attr, attn_bias,
+                                                     size)
+            if isinstance(return_attention_weights, bool):
+                return out, (index, alpha)
+            return out
+        return self._forward(x, edge_index, edge_attr, batch, attn_bias,
+                             return_attention_weights, size)
+
+    def _script_forward(
+        self,
+        x: Union[Tensor, Tuple[Tensor, Optional[Tensor]]],
+        edge_index: Optional[Adj],
+        edge_attr: Optional[Tensor],
+        attn_bias: Optional[Tensor],
+        size: Optional[Tuple[int, int]],
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """The reference path in TorchScript: adjacency mode, ``[2, E]`` edge indices."""
+        if self.mask != "adjacency" or not isinstance(edge_index, Tensor):
+            raise RuntimeError("TorchScript runs GraphSelfAttention with mask='adjacency' "
+                               "and a [2, E] edge_index")
+        if isinstance(x, Tensor):
+            x_src = x
+            x_dst = x
+        else:
+            x_src = x[0]
+            x_given = x[1]
+            if x_given is None:
+                n_dst = size[1] if size is not None else x_src.size(0)
+                x_dst = x_src[:n_dst]
+            else:
+                x_dst = x_given
+        edge_index = edge_index.long()
+        H, C = self.heads, self.out_channels
+        n_src, n_dst = x_src.size(0), x_dst.size(0)
+        if attn_bias is not None and attn_bias.dim() == 1:
+            attn_bias = attn_bias.unsqueeze(-1)
+        if edge_attr is not None and edge_attr.dim() == 1:
+            edge_attr = edge_attr.unsqueeze(-1)
+        if self.add_self_loops:
+            n = min(n_src, n_dst)
+            keep = edge_index[0] != edge_index[1]
+            if attn_bias is not None:
+                attn_bias = torch.cat([attn_bias[keep],
+                                       attn_bias.new_zeros(n, attn_bias.size(1))])
+            edge_index = edge_index[:, keep]
+            if edge_attr is not None:
+                edge_attr = edge_attr[keep]
+                edge_attr = torch.cat([edge_attr, self._loop_attr(edge_attr, edge_index[1],
+                                                                  n_dst, n)])
+            loops = torch.arange(n, device=edge_index.device).unsqueeze(0).repeat(2, 1)
+            edge_index = torch.cat([edge_index, loops], 1)
+        q = self.lin_query(x_dst).view(-1, H, C)
+        k = self.lin_key(x_src).view(-1, H, C)
+        v = self.lin_value(x_src).view(-1, H, C)
+        edge_emb: Optional[Tensor] = None
+        if self.lin_edge is not None and edge_attr is not None:
+            edge_emb = self.lin_edge(edge_attr).view(-1, H, C)
+        # propagate_type: (q: Tensor, k: Tensor, v: Tensor, edge_emb: Optional[Tensor],
+        #                  score_bias: Optional[Tensor])
+        out = self.propagate(edge_index, q=q, k=k, v=v, edge_emb=edge_emb,
+                             score_bias=attn_bias, size=(n_src, n_dst))
+        alpha = self._alpha
+        self._alpha = None
+        assert alpha is not None
+        out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)
+        if self.lin_skip is not None:
+            out = out + self.lin_skip(x_dst)
+        if self.lin_res is not None:
+            out = out + self.lin_res(x_dst)
+        if self.bias is not None:
+            out = out + self.bias
+        return out, edge_index, alpha
+
+    @torch.jit.unused
+    def _forward(self, x, edge_index, edge_attr, batch, attn_bias, return_attention_weights,
+                 size):
+        """The forward pass outside TorchScript (every mode and kernel)."""
         layout = edge_index.layout if isinstance(edge_index, Tensor) \
             and is_torch_sparse_tensor(edge_index) else None
         x_src, x_dst, edge_index, edge_attr = check_inputs(self, x, edge_index, edge_attr,
@@ -708,16 +828,17 @@ class GraphSelfAttention(MessagePassing):
             self._alpha = probs[pos.unsqueeze(-1) + stride.unsqueeze(-1) * heads]  # (P, H)
         return out, pair_index
 
-    def message(self, q_i: Tensor, k_j: Tensor, v_j: Tensor, edge_emb: Tensor | None,
-                score_bias: Tensor | None, index: Tensor, ptr: Tensor | None,
-                size_i: int | None) -> Tensor:
+    def message(self, q_i: Tensor, k_j: Tensor, v_j: Tensor,
+                edge_emb: Optional[Tensor], score_bias: Optional[Tensor], index: Tensor,
+                ptr: Optional[Tensor], size_i: Optional[int]) -> Tensor:
         if edge_emb is not None:
             k_j = k_j + edge_emb
             v_j = v_j + edge_emb
-        if self.score == "dot":
+        att = self.att  # None: the dot score
+        if att is None:
             s = GF.dot_score(q_i, k_j)  # (E, H)
         else:
-            s = GF.additive_score(q_i, k_j, self.att, self.negative_slope)
+            s = GF.additive_score(q_i, k_j, att, self.negative_slope)
         if score_bias is not None:
             s = s + score_bias
         alpha = softmax(s, index, ptr, size_i)  # (E, H), sums to 1 per target

@@ -21,11 +21,11 @@ from torch_geometric.utils import to_torch_csc_tensor
 from tests.pyg_compat.conftest import make
 
 
-def _repr(impl, in_channels, out_channels, heads):
+def _repr(impl, in_channels, out_channels, heads, edge_dim=None):
     if impl == "pyg":
         return f"TransformerConv({in_channels}, {out_channels}, heads={heads})"
     return (f"GraphSelfAttention({in_channels}, {out_channels}, heads={heads}, "
-            "mask='adjacency', score='dot')")
+            "mask='adjacency', score='dot'" + (f", edge_dim={edge_dim})" if edge_dim else ")"))
 
 
 @pytest.mark.parametrize("edge_dim", [None, 8])
@@ -41,7 +41,7 @@ def test_transformer_conv(impl, edge_dim, concat):
 
     conv = make(impl, "TransformerConv", 8, out_channels, heads, beta=True,
                 edge_dim=edge_dim, concat=concat)
-    assert str(conv) == _repr(impl, 8, out_channels, heads)
+    assert str(conv) == _repr(impl, 8, out_channels, heads, edge_dim)
 
     out = conv(x1, edge_index, edge_attr)
     assert out.size() == (4, out_channels * (heads if concat else 1))
@@ -89,7 +89,7 @@ def test_transformer_conv(impl, edge_dim, concat):
 
     conv = make(impl, "TransformerConv", (8, 16), out_channels, heads=heads, beta=True,
                 edge_dim=edge_dim, concat=concat)
-    assert str(conv) == _repr(impl, (8, 16), out_channels, heads)
+    assert str(conv) == _repr(impl, (8, 16), out_channels, heads, edge_dim)
 
     out = conv((x1, x2), edge_index, edge_attr)
     assert out.size() == (2, out_channels * (heads if concat else 1))
