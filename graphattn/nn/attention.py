@@ -720,7 +720,12 @@ class GraphSelfAttention(MessagePassing):
             noise = noise.index_select(0, perm)
         att = self.att.view(H, -1) if self.att is not None else None
         if native.available(q.dtype, "csr"):  # edge-major: [E, H] in, alpha [E, H] out
-            emb = self.lin_edge(attr).view(E, H, q.size(-1)) if attr is not None else None
+            emb = None
+            if attr is not None:  # a widened float16 model: weights in the inputs' dtype
+                w = self.lin_edge.weight
+                emb = self.lin_edge(attr) if w.dtype == attr.dtype else \
+                    F.linear(attr, w.to(attr.dtype))
+                emb = emb.view(E, H, q.size(-1))
             out, alpha = NativeAttention.apply(q, kv, emb, att, bias, noise, st,
                                                self.negative_slope, scale)
         else:  # head-major: [H, E] in and out (parameters in q's dtype: a widened

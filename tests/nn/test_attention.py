@@ -547,7 +547,8 @@ def test_all_masked_full_row_attends_to_nothing(impl, no_native):
 @pytest.mark.parametrize("score", ["dot", "additive"])
 @pytest.mark.parametrize("edge_dim", [None, 3])
 @pytest.mark.parametrize("impl,no_native", _paths())
-def test_bfloat16_layer_on_every_path(mask, score, edge_dim, impl, no_native):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_layer_on_every_path(mask, score, edge_dim, impl, no_native, dtype):
     """Issue 22: model.bfloat16() raised a TypeError from the native kernel (full mode)."""
     torch.manual_seed(0)
     x = torch.randn(12, 4)
@@ -559,10 +560,10 @@ def test_bfloat16_layer_on_every_path(mask, score, edge_dim, impl, no_native):
     kw = {"batch": batch} if mask == "full" else {}
     with native.disabled() if no_native else contextlib.nullcontext():
         expected = m(x, ei, ea, **kw)
-        m = m.bfloat16()
-        out = m(x.bfloat16(), ei, ea.bfloat16() if ea is not None else None, **kw)
+        m = m.to(dtype)
+        out = m(x.to(dtype), ei, ea.to(dtype) if ea is not None else None, **kw)
         out.float().sum().backward()
-    assert out.dtype == torch.bfloat16
+    assert out.dtype == dtype
     torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.05)
     assert all(p.grad is not None and torch.isfinite(p.grad).all()
                for p in m.parameters() if p.requires_grad)

@@ -312,3 +312,21 @@ def test_attention_input_layer_is_adjacency_attention_over_the_raw_features():
     twin = GraphTransformer.from_config(m.config).double().eval()
     twin.load_state_dict(m.state_dict())
     torch.testing.assert_close(twin(data.x, data.edge_index), m(data.x, data.edge_index))
+
+
+@pytest.mark.parametrize("mask", ["adjacency", "full", "hybrid"])
+@pytest.mark.parametrize("edge_dim", [None, 3])
+def test_bfloat16_model_runs_in_every_mode(mask, edge_dim):
+    """Issue 22: model.bfloat16() in full and hybrid mode raised from the native kernel."""
+    torch.manual_seed(0)
+    x = torch.randn(20, 5)
+    ei = torch.cat([torch.randint(0, 8, (2, 20)), torch.randint(8, 20, (2, 40))], 1)
+    ea = torch.randn(60, 3) if edge_dim else None
+    batch = torch.tensor([0] * 8 + [1] * 12)
+    model = GraphTransformer(5, 16, 3, 2, mask=mask, edge_dim=edge_dim,
+                             encodings=("degree",))
+    expected = model(x, ei, ea, batch=batch)
+    model = model.bfloat16()
+    out = model(x.bfloat16(), ei, ea.bfloat16() if ea is not None else None, batch=batch)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    torch.testing.assert_close(out.float(), expected, atol=0.25, rtol=0.1)
