@@ -603,13 +603,14 @@ class GraphSelfAttention(MessagePassing):
         if not (self.add_self_loops and self.mask == "adjacency"):
             return edge_index, edge_attr, attn_bias
         n = self._num_loops(x_src, x_dst)
-        keep = edge_index[0] != edge_index[1]
+        keep = (edge_index[0] != edge_index[1]).nonzero().flatten()  # one dynamic shape
         loops = torch.arange(n, device=edge_index.device).unsqueeze(0).repeat(2, 1)
         if attn_bias is not None:
-            attn_bias = torch.cat([attn_bias[keep], attn_bias.new_zeros(n, attn_bias.size(1))])
-        edge_index = edge_index[:, keep]
+            attn_bias = torch.cat([attn_bias.index_select(0, keep),
+                                   attn_bias.new_zeros(n, attn_bias.size(1))])
+        edge_index = edge_index.index_select(1, keep)
         if edge_attr is not None:
-            edge_attr = edge_attr[keep]
+            edge_attr = edge_attr.index_select(0, keep)
             edge_attr = torch.cat([edge_attr, self._loop_attr(edge_attr, edge_index[1],
                                                               x_dst.size(0), n)])
         return torch.cat([edge_index, loops], 1), edge_attr, attn_bias

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import erdos_renyi_graph, to_undirected
 
-from graphattn.nn import GraphTransformer, LaplacianPE, SparseRandomWalkPE
+from graphattn.nn import GraphSelfAttention, GraphTransformer, LaplacianPE, SparseRandomWalkPE
 from graphattn.nn.heads import POOLS
 
 ALL_ENCODINGS = ("degree", "rwse", "lappe", "spd", "adjacency")
@@ -330,3 +330,13 @@ def test_bfloat16_model_runs_in_every_mode(mask, edge_dim):
     out = model(x.bfloat16(), ei, ea.bfloat16() if ea is not None else None, batch=batch)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
     torch.testing.assert_close(out.float(), expected, atol=0.25, rtol=0.1)
+
+
+@pytest.mark.parametrize("score", ["dot", "additive"])
+def test_library_attention_keeps_self_loops(score):
+    """GraphSelfAttention's default now follows the score (no loops for "dot", as
+    TransformerConv); the library's own layers pass add_self_loops=True, so models and
+    checkpoints of the current format compute what they did."""
+    model = GraphTransformer(5, 16, 3, 2, score=score, input_layer="attention")
+    layers = [m for m in model.modules() if isinstance(m, GraphSelfAttention)]
+    assert layers and all(m.add_self_loops for m in layers)
