@@ -221,8 +221,8 @@ def build_model(name: str, in_channels: int, num_classes: int, seed: int = 0) ->
         return GraphTransformerNode(GraphTransformer(
             in_channels, HIDDEN, num_classes, **dict(GRAPHATTN_PREVIOUS, global_layers=None)))
     if name == "graphattn adjacency":
-        return TwoLayer(GraphSelfAttention(in_channels, C, heads=HEADS),
-                        GraphSelfAttention(HIDDEN, num_classes, heads=1))
+        return TwoLayer(GraphSelfAttention(in_channels, C, heads=HEADS, add_self_loops=True),
+                        GraphSelfAttention(HIDDEN, num_classes, heads=1, add_self_loops=True))
     if name == "GCNConv":
         return TwoLayer(GCNConv(in_channels, HIDDEN), GCNConv(HIDDEN, num_classes))
     if name == "GATConv":

@@ -133,7 +133,8 @@ def make_method(name: str):
         return (GraphSelfAttention(IN, C, heads=HEADS, add_self_loops=False, impl="reference"),
                 sparse_call)
     if name == "graphattn additive":
-        return GraphSelfAttention(IN, C, heads=HEADS, score="additive"), sparse_call
+        return GraphSelfAttention(IN, C, heads=HEADS, score="additive",
+                                  add_self_loops=True), sparse_call
     if name.endswith("(MKL kernel)"):  # the pure-torch kernel the native one replaces
         score = "additive" if "additive" in name else "dot"
 

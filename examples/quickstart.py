@@ -24,8 +24,7 @@ class Net(torch.nn.Module):
         super().__init__()
         self.attn1 = GraphSelfAttention(in_channels, hidden, heads=heads, dropout=0.2,
                                         add_self_loops=True)
-        self.attn2 = GraphSelfAttention(hidden * heads, num_classes, heads=1,
-                                        add_self_loops=True)
+        self.attn2 = GraphSelfAttention(hidden * heads, num_classes, heads=1, add_self_loops=True)
 
     def forward(self, x, edge_index):
         x = F.dropout(x, p=0.5, training=self.training)

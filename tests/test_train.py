@@ -31,7 +31,8 @@ class Tiny(torch.nn.Module):
         self.config = dict(in_channels=in_channels, out_channels=out_channels, hidden=hidden,
                            task=task, dropout=dropout)
         self.task = task
-        self.attn = GraphSelfAttention(in_channels, hidden, heads=2, dropout=dropout)
+        self.attn = GraphSelfAttention(in_channels, hidden, heads=2, dropout=dropout,
+                                       add_self_loops=True)
         head = NodeHead if task == "node" else GraphHead
         self.head = head(2 * hidden, out_channels)
 

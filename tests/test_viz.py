@@ -36,7 +36,7 @@ def test_attention_weights_of_positional_calls():
     class Positional(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.attn = GraphSelfAttention(4, 3, heads=2)
+            self.attn = GraphSelfAttention(4, 3, heads=2, add_self_loops=True)
 
         def forward(self, data):
             return self.attn(data.x, data.edge_index, None, None, None, False)

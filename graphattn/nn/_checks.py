@@ -12,6 +12,11 @@ from torch import Tensor
 from torch_geometric.utils import is_torch_sparse_tensor
 
 
+class EdgeIndexError(ValueError, IndexError):
+    """An ``edge_index`` entry out of range: a ``ValueError`` (graphattn's boundary errors)
+    and an ``IndexError`` (what PyG's ``MessagePassing`` raises for it)."""
+
+
 def _tensor(name: str, value: object) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -52,11 +57,30 @@ def check_features(name: str, x: Tensor, expected: int) -> None:
                          f"first at node {int(bad[0])}")
 
 
+def sparse_edges(adj_t: Tensor) -> Tensor:
+    """The edges ``col -> row`` of a ``torch.sparse`` adjacency ``adj_t`` ``[N_t, N_s]``, in
+    the order of its stored entries (CSR / CSC as stored, COO coalesced); ``[2, E]``."""
+    if adj_t.layout == torch.sparse_csr:
+        crow, col = adj_t.crow_indices(), adj_t.col_indices()
+        row = torch.repeat_interleave(torch.arange(adj_t.size(0), device=crow.device),
+                                      crow.diff())
+    elif adj_t.layout == torch.sparse_csc:
+        ccol, row = adj_t.ccol_indices(), adj_t.row_indices()
+        col = torch.repeat_interleave(torch.arange(adj_t.size(1), device=ccol.device),
+                                      ccol.diff())
+    else:
+        row, col = adj_t.to_sparse_coo().coalesce().indices()
+    return torch.stack([col, row]).long()
+
+
 def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int) -> Tensor:
     """Return ``edge_index`` as a ``[2, E]`` long tensor, or raise naming the problem.
 
-    A ``torch.sparse`` adjacency ``adj_t`` of shape ``[N_t, N_s]`` (row = target, PyG's
-    convention) is turned into edges ``col -> row``; its values are ignored.
+    Any integer dtype is accepted (int32 as PyG does), and a
+    :class:`torch_geometric.EdgeIndex` as the plain tensor it holds. A ``torch.sparse``
+    adjacency ``adj_t`` of shape ``[N_t, N_s]`` (row = target, PyG's convention) is turned
+    into edges ``col -> row`` (:func:`sparse_edges`); its values are ignored. Indices out of
+    range raise :class:`EdgeIndexError` (a ``ValueError`` and an ``IndexError``).
     """
     edge_index = _tensor("edge_index", edge_index)
     if is_torch_sparse_tensor(edge_index):
@@ -64,10 +88,16 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int) -> Tensor:
             raise ValueError(f"sparse adjacency must have shape [num_target_nodes, "
                              f"num_source_nodes] = [{num_dst}, {num_src}], "
                              f"got {list(edge_index.shape)}")
-        row, col = edge_index.to_sparse_coo().coalesce().indices()
-        return torch.stack([col, row])
+        return sparse_edges(edge_index)
+    if type(edge_index) is not Tensor and isinstance(edge_index, Tensor) \
+            and hasattr(edge_index, "as_tensor"):  # torch_geometric.EdgeIndex
+        edge_index = edge_index.as_tensor()
+    if edge_index.is_floating_point() or edge_index.is_complex() \
+            or edge_index.dtype == torch.bool:
+        raise TypeError(f"edge_index must have an integer dtype (torch.long or torch.int32), "
+                        f"got {edge_index.dtype}")
     if edge_index.dtype != torch.long:
-        raise TypeError(f"edge_index must have dtype torch.long, got {edge_index.dtype}")
+        edge_index = edge_index.long()
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"edge_index must have shape [2, num_edges], "
                          f"got {list(edge_index.shape)}")
@@ -77,13 +107,18 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int) -> Tensor:
             if lo < 0 or hi >= n:
                 bad = lo if lo < 0 else hi
                 col = int(((edge_index[row] < 0) | (edge_index[row] >= n)).nonzero()[0])
-                raise ValueError(f"edge_index has {what} node {bad} (edge {col}) out of range: "
-                                 f"there are {n} {what} nodes, valid indices are 0..{n - 1}")
+                raise EdgeIndexError(f"edge_index has {what} node {bad} (edge {col}) out of "
+                                     f"range: there are {n} {what} nodes, valid indices are "
+                                     f"0..{n - 1}")
     return edge_index
 
 
-def check_inputs(module, x, edge_index, edge_attr, batch, attn_bias):
-    """Normalise and check the inputs of :class:`~graphattn.nn.GraphSelfAttention`."""
+def check_inputs(module, x, edge_index, edge_attr, batch, attn_bias, size=None):
+    """Normalise and check the inputs of :class:`~graphattn.nn.GraphSelfAttention`.
+
+    ``x = (x_src, None)``: the targets are the first ``N_t`` source nodes (the layout of
+    NeighborSampler blocks), ``N_t`` read from ``size``, a sparse adjacency's shape, or
+    ``N_s``; then ``x_dst = x_src[:N_t]``. ``size = (N_s, N_t)`` must match the inputs."""
     full = module.mask == "full"
     src_in, dst_in = (tuple(module.in_channels)
                       if isinstance(module.in_channels, (tuple, list))
@@ -96,7 +131,18 @@ def check_inputs(module, x, edge_index, edge_attr, batch, attn_bias):
             raise ValueError(f"bipartite x must be a pair (x_src, x_dst), got {len(x)} items")
         x_src, x_dst = x
         if x_dst is None:
-            x_dst = x_src
+            check_features("x_src", x_src, src_in)
+            if size is not None:
+                n_dst = int(size[1])
+            elif isinstance(edge_index, Tensor) and is_torch_sparse_tensor(edge_index):
+                n_dst = edge_index.size(0)
+            else:
+                n_dst = x_src.size(0)
+            if src_in != dst_in and dst_in != -1 and src_in != -1:
+                raise ValueError(f"x = (x_src, None) takes the targets' features from x_src, "
+                                 f"but the layer was built with in_channels=({src_in}, "
+                                 f"{dst_in})")
+            x_dst = x_src[:n_dst] if n_dst != x_src.size(0) else x_src
         check_features("x_src", x_src, src_in)
         if x_dst is not x_src:
             check_features("x_dst", x_dst, dst_in)
@@ -104,6 +150,9 @@ def check_inputs(module, x, edge_index, edge_attr, batch, attn_bias):
         check_features("x", x, src_in)
         x_src = x_dst = x
     n_src, n_dst = x_src.size(0), x_dst.size(0)
+    if size is not None and (int(size[0]), int(size[1])) != (n_src, n_dst):
+        raise ValueError(f"size must be (num_source_nodes, num_target_nodes) = "
+                         f"({n_src}, {n_dst}), got {tuple(size)}")
 
     if edge_index is None:
         if not full:
@@ -120,7 +169,8 @@ def check_inputs(module, x, edge_index, edge_attr, batch, attn_bias):
         _tensor("edge_attr", edge_attr)
         if edge_attr.dim() == 1:
             edge_attr = edge_attr.unsqueeze(-1)
-        if edge_attr.shape != (edge_index.size(1), module.edge_dim):
+        width = edge_attr.size(1) if module.edge_dim == -1 else module.edge_dim  # -1: lazy
+        if edge_attr.dim() != 2 or edge_attr.shape != (edge_index.size(1), width):
             raise ValueError(f"edge_attr must have shape [num_edges, edge_dim] = "
                              f"[{edge_index.size(1)}, {module.edge_dim}], "
                              f"got {list(edge_attr.shape)}")

@@ -165,7 +165,8 @@ class GraphTransformerLayer(torch.nn.Module):
 
         def softmax_attention(m: str) -> GraphSelfAttention:
             return GraphSelfAttention(channels, C, heads=heads, mask=m, score=score,
-                                      edge_dim=edge_dim, dropout=attn_dropout, root_weight=False)
+                                      edge_dim=edge_dim, dropout=attn_dropout, root_weight=False,
+                                      add_self_loops=True)
 
         self.local_attn = self.global_attn = None
         if mask == "adjacency" or (mask == "hybrid" and local == "attention"):

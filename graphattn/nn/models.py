@@ -290,7 +290,7 @@ class GraphTransformer(torch.nn.Module):
             self.lin_in = _InputLinear(in_channels, hidden_channels)
         else:
             self.attn_in = GraphSelfAttention(in_channels, hidden_channels // heads, heads=heads,
-                                              root_weight=False)
+                                              root_weight=False, add_self_loops=True)
         self.lin_edge = Linear(edge_dim, hidden_channels) if edge_dim else None
         self.degree = (DegreeEncoder(hidden_channels, cfg.max_degree)
                        if "degree" in encodings else None)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -85,8 +86,31 @@ def library_path(cc: str) -> Path:
     flags = [cc, *FLAGS, *(f for defs in DTYPES.values() for f in defs), _cpu_key()]
     code = b"".join(path.read_bytes() for path in SOURCES + HEADERS)
     key = hashlib.sha256(code + " ".join(flags).encode())
-    cache = Path(os.environ.get("GRAPHATTN_CACHE", Path.home() / ".cache" / "graphattn"))
+    # an empty $GRAPHATTN_CACHE counts as unset (not as the current directory)
+    cache = Path(os.environ.get("GRAPHATTN_CACHE") or Path.home() / ".cache" / "graphattn")
     return cache / f"csr_attention-{key.hexdigest()[:16]}.so"
+
+
+def _fingerprint(path: Path) -> dict:
+    """Size and SHA-256 of a file."""
+    data = path.read_bytes()
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _record(lib: Path) -> Path:
+    """Where the fingerprint of a built library is kept, beside it."""
+    return lib.with_suffix(".json")
+
+
+def _intact(lib: Path) -> bool:
+    """Whether ``lib`` is the library that was built: its size and hash equal the ones
+    recorded at build time. A truncated or overwritten file (a crashed copy, a full disk)
+    is never loaded: mapping it would crash the process (SIGBUS) instead of failing."""
+    try:
+        recorded = json.loads(_record(lib).read_text())
+        return lib.stat().st_size == recorded["size"] and _fingerprint(lib) == recorded
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _run(cmd: list[str]) -> None:
@@ -105,25 +129,34 @@ def _build(cc: str, target: Path) -> None:
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
             list(pool.map(_run, [[cc, *FLAGS, *defs, "-c", str(src), "-o", obj]
                                  for (src, _, defs), obj in zip(jobs, objs)]))
-        lib = str(Path(tmp) / "lib.so")
-        _run([cc, "-shared", "-fopenmp", "-o", lib, *objs, "-lm"])
-        os.replace(lib, target)  # atomic: a reader sees no library or the whole one
+        lib = Path(tmp) / "lib.so"
+        _run([cc, "-shared", "-fopenmp", "-o", str(lib), *objs, "-lm"])
+        record = Path(tmp) / "lib.json"
+        record.write_text(json.dumps(_fingerprint(lib)))
+        # atomic renames: a reader sees no library or the whole one, and a library whose
+        # record does not match (between the two renames) is rebuilt, never loaded
+        os.replace(lib, target)
+        os.replace(record, _record(target))
 
 
 def _load() -> ctypes.CDLL | None:
     global _lib, _error
     if _lib is not None or _error is not None:
         return _lib
-    if os.environ.get("GRAPHATTN_NATIVE", "1") == "0":
+    if os.environ.get("GRAPHATTN_NATIVE", "1").strip() == "0":
         _error = "disabled by GRAPHATTN_NATIVE=0"
+        warnings.warn("graphattn: native kernels disabled by GRAPHATTN_NATIVE=0; using the "
+                      "pure-torch kernels", RuntimeWarning, stacklevel=3)
         return None
     try:
         cc = _compiler()
         if cc is None or not sys.platform.startswith(("linux", "darwin")):
             raise RuntimeError("no C compiler found (set $CC)")
         path = library_path(cc)
-        if not path.exists():
+        if not _intact(path):
             _build(cc, path)
+            if not _intact(path):
+                raise RuntimeError(f"the library built at {path} does not match its record")
         _lib = ctypes.CDLL(str(path))
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
         _error = str(err)
@@ -199,50 +232,72 @@ class NativeAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, kv, emb, att, bias, noise, st, negative_slope, scale=None):
-        acc = compute_dtype(q.dtype)
-        shared = kv.dim() == 2
-        if shared and emb is not None:
-            raise ValueError("shared key/value rows take no edge embedding")
-        q, kv = q.contiguous(), kv.to(q.dtype).contiguous()
-        emb = emb.to(q.dtype).contiguous() if emb is not None else None
-        att = att.to(acc).contiguous() if att is not None else None
-        bias = bias.to(acc).contiguous() if bias is not None else None
-        noise = noise.to(acc).contiguous() if noise is not None else None
-        N_t, H, C = q.shape
-        scale = C ** -0.5 if scale is None else float(scale)
-        slope = float(negative_slope)
-        out = q.new_empty(N_t, H, C)
-        alpha = q.new_empty(st.num_edges, H, dtype=acc)
-        _call("forward", q.dtype, N_t, H, C, int(shared), st.offsets, st.src_long, q, kv, emb, att,
-              bias, noise, scale, slope, out, alpha)
-        ctx.save_for_backward(q, kv, emb, att, alpha, noise, out)
-        ctx.st, ctx.scale, ctx.slope, ctx.shared = st, scale, slope, shared
+        out, alpha, saved = csr_forward(q, kv, emb, att, bias, noise, st, negative_slope,
+                                        scale)
+        ctx.save_for_backward(*saved, alpha, out)
+        ctx.st, ctx.scale, ctx.slope = st, saved_scale(q, scale), float(negative_slope)
         ctx.needs_bias = bias is not None
         ctx.mark_non_differentiable(alpha)
         return out, alpha
 
     @staticmethod
     def backward(ctx, g_out, _g_alpha):
-        q, kv, emb, att, alpha, noise, out = ctx.saved_tensors
-        st, scale, slope = ctx.st, ctx.scale, ctx.slope
-        g_out = g_out.to(q.dtype).contiguous()
-        N_t, H, C = q.shape
-        wg, gq = alpha.new_empty(alpha.size(0), 2, H), torch.empty_like(q)  # wg: weight, score grad
-        g_emb = torch.empty_like(emb) if emb is not None else None
-        g_att = alpha.new_zeros(torch.get_num_threads(), H, C) if att is not None else None
-        shared = int(ctx.shared)
-        live = torch.empty(N_t, dtype=torch.uint8)  # targets with a non-zero gradient
-        _call("backward_dst", q.dtype, N_t, H, C, shared, st.offsets, st.src_long, q, kv, emb,
-              att, noise, alpha, out, g_out, scale, slope, wg, gq, g_emb, g_att, live)
-        g_kv = None
-        if ctx.needs_input_grad[1]:  # the pass over the sources (e.g. not for raw features)
-            g_kv = torch.empty_like(kv)
-            perm_t, crow_t, dst_t = st.transpose_long
-            _call("backward_src", q.dtype, kv.size(0), H, C, shared, crow_t, perm_t, dst_t, q,
-                  kv, emb, att, wg, g_out, scale, slope, g_kv, live)
-        g_att = g_att.sum(0) if g_att is not None else None
-        g_bias = wg[:, 1] if ctx.needs_bias else None
+        q, kv, emb, att, noise, alpha, out = ctx.saved_tensors
+        gq, g_kv, g_emb, g_att, g_bias = csr_backward(
+            g_out, q, kv, emb, att, noise, alpha, out, ctx.st, ctx.slope, ctx.scale,
+            ctx.needs_input_grad[1], ctx.needs_bias)
         return gq, g_kv, g_emb, g_att, g_bias, None, None, None, None
+
+
+def saved_scale(q: Tensor, scale: float | None) -> float:
+    """The dot score's scale: ``scale``, by default :math:`C^{-1/2}`."""
+    return q.size(-1) ** -0.5 if scale is None else float(scale)
+
+
+def csr_forward(q, kv, emb, att, bias, noise, st, negative_slope, scale=None):
+    """The forward of :class:`NativeAttention` (edges in sorted order): ``out``, ``alpha``
+    and the inputs as the kernel read them ``(q, kv, emb, att, noise)`` for
+    :func:`csr_backward`."""
+    acc = compute_dtype(q.dtype)
+    shared = kv.dim() == 2
+    if shared and emb is not None:
+        raise ValueError("shared key/value rows take no edge embedding")
+    q, kv = q.contiguous(), kv.to(q.dtype).contiguous()
+    emb = emb.to(q.dtype).contiguous() if emb is not None else None
+    att = att.to(acc).contiguous() if att is not None else None
+    bias = bias.to(acc).contiguous() if bias is not None else None
+    noise = noise.to(acc).contiguous() if noise is not None else None
+    N_t, H, C = q.shape
+    scale = saved_scale(q, scale)
+    out = q.new_empty(N_t, H, C)
+    alpha = q.new_empty(st.num_edges, H, dtype=acc)
+    _call("forward", q.dtype, N_t, H, C, int(shared), st.offsets, st.src_long, q, kv, emb, att,
+          bias, noise, scale, float(negative_slope), out, alpha)
+    return out, alpha, (q, kv, emb, att, noise)
+
+
+def csr_backward(g_out, q, kv, emb, att, noise, alpha, out, st, slope, scale, need_kv=True,
+                 need_bias=False):
+    """The backward of :class:`NativeAttention`: ``(gq, g_kv, g_emb, g_att, g_bias)``, each
+    ``None`` where not wanted or not an input."""
+    g_out = g_out.to(q.dtype).contiguous()
+    N_t, H, C = q.shape
+    wg, gq = alpha.new_empty(alpha.size(0), 2, H), torch.empty_like(q)  # wg: weight, score grad
+    g_emb = torch.empty_like(emb) if emb is not None else None
+    g_att = alpha.new_zeros(torch.get_num_threads(), H, C) if att is not None else None
+    shared = int(kv.dim() == 2)
+    live = torch.empty(N_t, dtype=torch.uint8)  # targets with a non-zero gradient
+    _call("backward_dst", q.dtype, N_t, H, C, shared, st.offsets, st.src_long, q, kv, emb,
+          att, noise, alpha, out, g_out, scale, slope, wg, gq, g_emb, g_att, live)
+    g_kv = None
+    if need_kv:  # the pass over the sources (e.g. not for raw features)
+        g_kv = torch.empty_like(kv)
+        perm_t, crow_t, dst_t = st.transpose_long
+        _call("backward_src", q.dtype, kv.size(0), H, C, shared, crow_t, perm_t, dst_t, q,
+              kv, emb, att, wg, g_out, scale, slope, g_kv, live)
+    g_att = g_att.sum(0) if g_att is not None else None
+    g_bias = wg[:, 1] if need_bias else None
+    return gq, g_kv, g_emb, g_att, g_bias
 
 
 class FullGraphs:

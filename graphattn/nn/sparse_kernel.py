@@ -134,23 +134,29 @@ class EdgeStructure:
 class StructureCache:
     """The structures of the last few graphs, keyed by the ``edge_index`` tensor they were
     built from: every layer of a model, and every epoch of full-batch training, sorts the
-    edges once. An entry is used only while that very tensor is alive and unmodified (same
-    object, same in-place version counter); it is dropped when the tensor is freed."""
+    edges once. An entry is used only while that very tensor is alive and holds the very
+    values it was built from: it keeps a copy of them and compares (``torch.equal``, one
+    pass over ``[2, E]`` integers) on every use, so an edit that bypasses the version
+    counter (through numpy or ``.data``) is seen too. It is dropped when the tensor is
+    freed. While tracing (``torch.jit.trace``) nothing is cached."""
 
     def __init__(self, size: int = 4) -> None:
         self.size = size
         self._entries: OrderedDict = OrderedDict()
 
     def get(self, edge_index: Tensor, key: tuple, make):
+        if torch.jit.is_tracing():
+            return make()
         k = (id(edge_index), *key)
         entry = self._entries.get(k)
-        if entry is not None and entry[0]() is edge_index and entry[1] == edge_index._version:
+        if entry is not None and entry[0]() is edge_index and entry[1].shape == \
+                edge_index.shape and torch.equal(entry[1], edge_index):
             self._entries.move_to_end(k)
             return entry[2]
         value = make()
         entries = self._entries
         ref = weakref.ref(edge_index, lambda _, k=k: entries.pop(k, None))
-        entries[k] = (ref, edge_index._version, value)
+        entries[k] = (ref, edge_index.detach().clone(), value)
         while len(entries) > self.size:
             entries.popitem(last=False)
         return value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ MODES = [(m, s) for m in ("adjacency", "full") for s in ("dot", "additive")]
 def layer(mask="adjacency", score="dot", in_channels=4, out_channels=3, heads=2, seed=0,
           **kwargs) -> GraphSelfAttention:
     torch.manual_seed(seed)
+    kwargs.setdefault("add_self_loops", True)
     m = GraphSelfAttention(in_channels, out_channels, heads=heads, mask=mask, score=score,
                            **kwargs).double()
     if m.edge_bias is not None:  # make the learned "is an edge" bias matter in tests
@@ -275,8 +278,55 @@ def test_bipartite_and_lazy_in_channels():
     ei = torch.tensor([[0, 4, 2], [0, 1, 1]])
     out, (index, alpha) = m((x_src, x_dst), ei, return_attention_weights=True)
     assert out.shape == (2, 8)
-    assert torch.equal(index, ei)  # no self loops between two different node sets
+    # PyG's GATConv rule: loops i -> i for i < min(N_s, N_t), after the other edges
+    assert index.tolist() == [[4, 2, 0, 1], [1, 1, 0, 1]]
     assert m.lin_key.in_channels == 3 and m.lin_query.in_channels == 6
+
+
+@pytest.mark.parametrize("score", ["dot", "additive"])
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+def test_bipartite_blocks_equal_full_graph(score, impl):
+    """A NeighborSampler block (targets first among the sources) gives the full graph's
+    outputs of its targets, with the same self-loop rule, on every path."""
+    torch.manual_seed(3)
+    x = torch.randn(9, 4, dtype=torch.float64)
+    ei = torch.tensor([[1, 2, 3, 4, 0, 5, 6, 7, 8, 2], [0, 0, 1, 1, 2, 2, 3, 4, 4, 2]])
+    m = layer("adjacency", score, add_self_loops=True, impl=impl)
+    full = m(x, ei)
+    targets = torch.tensor([0, 1, 2])  # in-edges of 0..2 come from 0..5: a block
+    keep = torch.isin(ei[1], targets)
+    block = m((x[:6], x[:3]), ei[:, keep])
+    torch.testing.assert_close(block, full[targets], atol=1e-6, rtol=0)
+    torch.testing.assert_close(m((x[:6], None), ei[:, keep], size=(6, 3)), block)
+
+
+def test_default_self_loops_follow_score():
+    assert not GraphSelfAttention(4, 2).add_self_loops  # TransformerConv
+    assert GraphSelfAttention(4, 2, score="additive").add_self_loops  # GATConv
+    assert GraphSelfAttention(4, 2, add_self_loops=True).add_self_loops
+
+
+def test_out_of_range_is_value_and_index_error():
+    m = GraphSelfAttention(4, 2)
+    with pytest.raises(IndexError, match="valid indices"):
+        m(torch.randn(3, 4), torch.tensor([[0, 3], [1, 2]]))
+    with pytest.raises(ValueError, match="valid indices"):
+        m(torch.randn(3, 4), torch.tensor([[0, 1], [1, -1]]))
+
+
+@pytest.mark.parametrize("layout", [torch.sparse_coo, torch.sparse_csr, torch.sparse_csc])
+def test_attention_weights_in_the_adjacency_layout(layout):
+    x, ei = simple_graph(n=6, seed=2)
+    m = layer("adjacency", "additive")
+    adj = torch.sparse_coo_tensor(ei.flip(0), torch.ones(ei.size(1)), (6, 6)).coalesce()
+    adj = adj.to_sparse(layout=layout)
+    out, (w, alpha) = m(x, adj, return_attention_weights=True)
+    assert w.layout == layout and tuple(w.shape) == (6, 6, 2)
+    ref_out, (index, ref_alpha) = m(x, ei, return_attention_weights=True)
+    torch.testing.assert_close(out, ref_out)
+    dense = torch.zeros(6, 6, 2, dtype=alpha.dtype)
+    dense[index[1], index[0]] = ref_alpha
+    torch.testing.assert_close(w.to_dense(), dense)
 
 
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")  # torch's notice
@@ -434,3 +484,86 @@ def test_raw_feature_attention_under_autocast_bfloat16():
     scale = max(g.abs().max().item() for g in g32)
     for a, b in zip(g16, g32):
         torch.testing.assert_close(a, b, rtol=0.1, atol=0.03 * scale)
+
+
+@pytest.mark.parametrize("mask", ["adjacency", "full"])
+def test_nan_or_posinf_bias_is_a_clear_error(mask):
+    x, ei = simple_graph(n=5, seed=1)
+    m = layer(mask, "dot")
+    shape = (ei.size(1),) if mask == "adjacency" else (1, 5, 5)
+    for bad in (float("nan"), float("inf")):
+        bias = torch.zeros(shape, dtype=torch.float64)
+        bias.view(-1)[0] = bad
+        with pytest.raises(ValueError, match="attn_bias contains NaN"):
+            m(x, ei, attn_bias=bias)
+
+
+def _paths():
+    return [("reference", False), ("fused", False), ("fused", True)]
+
+
+@pytest.mark.parametrize("score", ["dot", "additive"])
+@pytest.mark.parametrize("impl,no_native", _paths())
+def test_all_masked_adjacency_row_attends_to_nothing(score, impl, no_native):
+    """Issue 22: -inf on all of a node's edges gave NaN rows. Masking by -inf now equals
+    removing the masked edges, including a node that loses all of them."""
+    x, ei = simple_graph(n=7, seed=4)
+    m = layer("adjacency", score, add_self_loops=False, impl=impl)
+    x = x.clone().requires_grad_()
+    target = int(ei[1, 0])
+    g = torch.Generator().manual_seed(0)
+    bias = torch.randn(ei.size(1), generator=g, dtype=torch.float64)
+    bias[torch.rand(ei.size(1), generator=g) < 0.3] = float("-inf")
+    bias[ei[1] == target] = float("-inf")  # every in-edge of `target`
+    with native.disabled() if no_native else contextlib.nullcontext():
+        out, (index, alpha) = m(x, ei, attn_bias=bias, return_attention_weights=True)
+        out.sum().backward()
+        keep = ~torch.isneginf(bias)
+        removed = m(x, ei[:, keep], attn_bias=bias[keep])
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    torch.testing.assert_close(out[target], m.lin_skip(x[target]))  # attention output 0
+    assert (alpha[~keep] == 0).all()
+    torch.testing.assert_close(out, removed)
+
+
+@pytest.mark.parametrize("impl,no_native", _paths())
+def test_all_masked_full_row_attends_to_nothing(impl, no_native):
+    torch.manual_seed(0)
+    x = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    batch = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    m = layer("full", "dot", impl=impl)
+    bias = torch.zeros(2, 2, 4, 4, dtype=torch.float64)
+    bias[1, 0, 2, :] = float("-inf")  # node 5 (graph 1, position 2), head 0: all masked
+    bias[0, 1, 0, 1] = float("-inf")  # one pair of node 0, head 1
+    with native.disabled() if no_native else contextlib.nullcontext():
+        out = m(x, batch=batch, attn_bias=bias)
+        out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    head0 = out[5, :3]  # concat: head 0's channels, attention output 0 plus the skip
+    torch.testing.assert_close(head0, m.lin_skip(x[5])[:3])
+
+
+@pytest.mark.parametrize("mask", ["adjacency", "full"])
+@pytest.mark.parametrize("score", ["dot", "additive"])
+@pytest.mark.parametrize("edge_dim", [None, 3])
+@pytest.mark.parametrize("impl,no_native", _paths())
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_layer_on_every_path(mask, score, edge_dim, impl, no_native, dtype):
+    """Issue 22: model.bfloat16() raised a TypeError from the native kernel (full mode)."""
+    torch.manual_seed(0)
+    x = torch.randn(12, 4)
+    ei = torch.cat([torch.randint(0, 5, (2, 15)), torch.randint(5, 12, (2, 25))], 1)
+    ea = torch.randn(40, 3) if edge_dim else None
+    batch = torch.tensor([0] * 5 + [1] * 7)
+    m = GraphSelfAttention(4, 3, heads=2, mask=mask, score=score, edge_dim=edge_dim,
+                           impl=impl, add_self_loops=True)
+    kw = {"batch": batch} if mask == "full" else {}
+    with native.disabled() if no_native else contextlib.nullcontext():
+        expected = m(x, ei, ea, **kw)
+        m = m.to(dtype)
+        out = m(x.to(dtype), ei, ea.to(dtype) if ea is not None else None, **kw)
+        out.float().sum().backward()
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.05)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in m.parameters() if p.requires_grad)

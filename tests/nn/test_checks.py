@@ -15,7 +15,7 @@ EI = torch.tensor([[0, 1, 2], [1, 2, 3]])
     (lambda m: m(torch.randn(4, 5), EI), ValueError, "5 features per node"),
     (lambda m: m(X, torch.tensor([[0, 1], [1, 9]])), ValueError, "target node 9"),
     (lambda m: m(X, torch.tensor([[0, -1], [1, 2]])), ValueError, "source node -1"),
-    (lambda m: m(X, EI.int()), TypeError, "torch.long"),
+    (lambda m: m(X, EI.float()), TypeError, "integer dtype"),
     (lambda m: m(X, EI.t().contiguous()), ValueError, "[2, num_edges]"),
     (lambda m: m(X, None), ValueError, "needs edge_index"),
     (lambda m: m(X.long(), EI), TypeError, "floating-point"),

@@ -12,7 +12,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import erdos_renyi_graph, to_undirected
 
 from graphattn.checkpoint import build_model, load_checkpoint, save_checkpoint
-from graphattn.nn import GraphTransformer, LaplacianPE, SparseRandomWalkPE
+from graphattn.nn import GraphSelfAttention, GraphTransformer, LaplacianPE, SparseRandomWalkPE
 from graphattn.nn.heads import POOLS
 from graphattn.nn.models import MASKS, GraphTransformerConfig
 
@@ -450,3 +450,31 @@ def test_a_checkpoint_of_the_old_format_loads_and_predicts_the_same(tmp_path):
              if k not in ("global_layers", "residual", "input_layer")}
     assert GraphTransformer.from_config(older).config == {
         **OLD_CONFIG, "global_layers": None}
+
+
+@pytest.mark.parametrize("mask", ["adjacency", "full", "hybrid"])
+@pytest.mark.parametrize("edge_dim", [None, 3])
+def test_bfloat16_model_runs_in_every_mode(mask, edge_dim):
+    """Issue 22: model.bfloat16() in full and hybrid mode raised from the native kernel."""
+    torch.manual_seed(0)
+    x = torch.randn(20, 5)
+    ei = torch.cat([torch.randint(0, 8, (2, 20)), torch.randint(8, 20, (2, 40))], 1)
+    ea = torch.randn(60, 3) if edge_dim else None
+    batch = torch.tensor([0] * 8 + [1] * 12)
+    model = GraphTransformer(5, 16, 3, 2, mask=mask, edge_dim=edge_dim,
+                             encodings=("degree",))
+    expected = model(x, ei, ea, batch=batch)
+    model = model.bfloat16()
+    out = model(x.bfloat16(), ei, ea.bfloat16() if ea is not None else None, batch=batch)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    torch.testing.assert_close(out.float(), expected, atol=0.25, rtol=0.1)
+
+
+@pytest.mark.parametrize("score", ["dot", "additive"])
+def test_library_attention_keeps_self_loops(score):
+    """GraphSelfAttention's default now follows the score (no loops for "dot", as
+    TransformerConv); the library's own layers pass add_self_loops=True, so models and
+    checkpoints of the current format compute what they did."""
+    model = GraphTransformer(5, 16, 3, 2, score=score, input_layer="attention")
+    layers = [m for m in model.modules() if isinstance(m, GraphSelfAttention)]
+    assert layers and all(m.add_self_loops for m in layers)

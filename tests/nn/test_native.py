@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -359,3 +360,45 @@ def test_a_tensor_of_another_dtype_is_refused_not_read_as_garbage():
     bias = torch.zeros(1, q.size(1), 5, 5, dtype=torch.float64)
     with pytest.raises(TypeError, match="float64 tensor among torch.float32"):
         DenseAttention.apply(q, kv, None, bias, None, graphs, False)
+
+
+def _run_layer(env: dict) -> subprocess.CompletedProcess:
+    code = ("import warnings, torch\n"
+            "from graphattn.nn import GraphSelfAttention, native\n"
+            "m = GraphSelfAttention(4, 3, heads=2)\n"
+            "x, ei = torch.randn(6, 4), torch.randint(0, 6, (2, 15))\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    m(x, ei); m(x, ei)\n"
+            "print(native.available(), sum('native' in str(x.message) for x in w))\n")
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True)
+
+
+@pytest.mark.slow
+def test_truncated_cached_library_is_rebuilt_not_loaded(tmp_path):
+    """Issue 22: a truncated library in the cache crashed every later process (SIGBUS)."""
+    env = dict(os.environ, GRAPHATTN_CACHE=str(tmp_path))
+    assert _run_layer(env).stdout.split() == ["True", "0"]
+    (lib,) = tmp_path.glob("csr_attention-*.so")
+    good = lib.read_bytes()
+    lib.write_bytes(good[: len(good) // 3])  # truncated in place (same name)
+    proc = _run_layer(env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "0"]
+    assert lib.stat().st_size > len(good) // 3 and native._intact(lib)  # rebuilt
+    lib.with_suffix(".json").unlink()  # no record: rebuilt too
+    assert _run_layer(env).stdout.split() == ["True", "0"]
+    assert lib.with_suffix(".json").exists()
+
+
+def test_empty_cache_variable_means_the_default(monkeypatch):
+    monkeypatch.setenv("GRAPHATTN_CACHE", "")
+    assert native.library_path("cc").parent == Path.home() / ".cache" / "graphattn"
+
+
+def test_native_disabled_by_environment_warns_once():
+    env = dict(os.environ, GRAPHATTN_NATIVE="0")
+    proc = _run_layer(env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "1"]

@@ -213,6 +213,16 @@ def test_structure_cache_reuses_and_never_goes_stale():
         assert len(built) == 2
         torch.testing.assert_close(fused(x, ei.clone(), ea), ref(x, ei, ea), **TOL)
         assert len(built) == 3  # another tensor with the same values: built again
+        # edits the version counter does not see (issue 22): through numpy and .data
+        for edit in (lambda t: t.numpy()[:, :5].__setitem__(..., t.numpy()[:, 20:25][::-1]),
+                     lambda t: t.data[:, 5:10].copy_(t.data[:, 25:30].flip(0))):
+            expected = len(built) + 1
+            version = ei._version
+            fused(x, ei, ea)
+            edit(ei)
+            assert ei._version == version  # invisible to the counter
+            torch.testing.assert_close(fused(x, ei, ea), ref(x, ei, ea), **TOL)
+            assert len(built) == expected
     finally:
         sparse_kernel.EdgeStructure.__init__ = original
     n = len(sparse_kernel.STRUCTURES._entries)

@@ -1,0 +1,114 @@
+"""The native CSR attention kernel as a torch custom operator, ``graphattn::csr_attention``.
+
+``torch.compile`` and ``torch.export`` cannot see into :mod:`ctypes` calls; registered
+through :mod:`torch.library` with a fake (shape-only) implementation and an autograd
+formula, the kernel stays in the compiled or exported graph as one opaque node, forward and
+backward, instead of the layer falling back to its reference path. Eager calls keep using
+:class:`~.native.NativeAttention` (the same kernels, without the dispatcher's overhead).
+
+Inputs are in the given edge order: the operator sorts the edges by target itself (cached
+per ``edge_index``, see :data:`~.sparse_kernel.STRUCTURES`) and returns ``alpha`` in edge
+order. Shapes: q ``[N_t, H, C]``, kv ``[N_s, 2, H, C]``, emb ``[E, H, C]``, att ``[H, C]``,
+bias and noise ``[E, H]``, edge_index ``[2, E]`` -> out ``[N_t, H, C]``, alpha ``[E, H]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from graphattn.nn import native
+from graphattn.nn.sparse_kernel import STRUCTURES, EdgeStructure
+
+
+def _structure(edge_index: Tensor, num_src: int, num_dst: int) -> EdgeStructure:
+    return STRUCTURES.get(edge_index, (num_src, num_dst, "op"), lambda: (
+        None, None, EdgeStructure(edge_index, num_src, num_dst)))[2]
+
+
+def _sorted(t: Tensor | None, perm: Tensor) -> Tensor | None:
+    return t.index_select(0, perm) if t is not None else None
+
+
+@torch.library.custom_op("graphattn::csr_attention", mutates_args=(), device_types="cpu")
+def csr_attention(q: Tensor, kv: Tensor, emb: Tensor | None, att: Tensor | None,
+                  bias: Tensor | None, noise: Tensor | None, edge_index: Tensor,
+                  num_src: int, negative_slope: float, scale: float
+                  ) -> tuple[Tensor, Tensor]:
+    st = _structure(edge_index, num_src, q.size(0))
+    perm = st.perm.long()
+    out, alpha, _ = native.csr_forward(q, kv, _sorted(emb, perm), att, _sorted(bias, perm),
+                                       _sorted(noise, perm), st, negative_slope, scale)
+    return out, alpha.new_empty(alpha.shape).index_copy_(0, perm, alpha)
+
+
+@csr_attention.register_fake
+def _(q, kv, emb, att, bias, noise, edge_index, num_src, negative_slope, scale):
+    acc = native.compute_dtype(q.dtype)
+    return q.new_empty(q.shape), q.new_empty(edge_index.size(1), q.size(1), dtype=acc)
+
+
+@torch.library.custom_op("graphattn::csr_attention_backward", mutates_args=(),
+                         device_types="cpu")
+def csr_attention_backward(g_out: Tensor, q: Tensor, kv: Tensor, emb: Tensor | None,
+                           att: Tensor | None, noise: Tensor | None, alpha: Tensor,
+                           out: Tensor, edge_index: Tensor, num_src: int,
+                           negative_slope: float, scale: float
+                           ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of q, kv, emb, att and bias (empty tensors for absent inputs)."""
+    st = _structure(edge_index, num_src, q.size(0))
+    perm = st.perm.long()
+    acc = native.compute_dtype(q.dtype)
+    q_, kv_ = q.contiguous(), kv.to(q.dtype).contiguous()
+    emb_ = _sorted(emb, perm)
+    emb_ = emb_.to(q.dtype).contiguous() if emb_ is not None else None
+    att_ = att.to(acc).contiguous() if att is not None else None
+    noise_ = _sorted(noise, perm)
+    noise_ = noise_.to(acc).contiguous() if noise_ is not None else None
+    alpha_ = alpha.index_select(0, perm).contiguous()
+    gq, g_kv, g_emb, g_att, g_bias = native.csr_backward(
+        g_out, q_, kv_, emb_, att_, noise_, alpha_, out.contiguous(), st, negative_slope,
+        scale, True, True)
+    E, H = alpha.shape
+    back = torch.empty_like(perm)
+    back[perm] = torch.arange(E)
+    g_emb = g_emb.index_select(0, back) if g_emb is not None else q.new_empty(0)
+    g_bias = g_bias.index_select(0, back).contiguous()
+    g_att = g_att if g_att is not None else q.new_empty(0)
+    return gq, g_kv.to(kv.dtype), g_emb, g_att, g_bias
+
+
+@csr_attention_backward.register_fake
+def _(g_out, q, kv, emb, att, noise, alpha, out, edge_index, num_src, negative_slope, scale):
+    return (torch.empty_like(q), torch.empty_like(kv),
+            torch.empty_like(emb) if emb is not None else q.new_empty(0),
+            att.new_empty(att.shape, dtype=alpha.dtype) if att is not None else q.new_empty(0),
+            alpha.new_empty(alpha.shape))
+
+
+def _setup_context(ctx, inputs, output):
+    q, kv, emb, att, bias, noise, edge_index, num_src, negative_slope, scale = inputs
+    out, alpha = output
+    ctx.save_for_backward(q, kv, emb, att, noise, alpha, out, edge_index)
+    ctx.num_src, ctx.slope, ctx.scale = num_src, negative_slope, scale
+    ctx.has = (emb is not None, att is not None, bias is not None)
+    ctx.mark_non_differentiable(alpha)
+
+
+def _backward(ctx, g_out, _g_alpha):
+    q, kv, emb, att, noise, alpha, out, edge_index = ctx.saved_tensors
+    gq, g_kv, g_emb, g_att, g_bias = csr_attention_backward(
+        g_out, q, kv, emb, att, noise, alpha, out, edge_index, ctx.num_src, ctx.slope,
+        ctx.scale)
+    has_emb, has_att, has_bias = ctx.has
+    return (gq, g_kv, g_emb if has_emb else None, g_att.to(att.dtype) if has_att else None,
+            g_bias if has_bias else None, None, None, None, None, None)
+
+
+csr_attention.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.compiler.assume_constant_result
+def native_csr_available() -> bool:
+    """Whether the native CSR kernel can run (a constant to ``torch.compile``)."""
+    return native.available(torch.float32, "csr")
