@@ -15,6 +15,7 @@ import argparse
 import csv
 import inspect
 import json
+import math
 import os
 import os.path as osp
 import subprocess
@@ -230,70 +231,122 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _smiles_lines(path: str, column: str | None):
-    """``(line_number, smiles, name)`` of a SMILES file: ``.csv`` (a header with the SMILES
-    column), else one SMILES per line, optionally followed by a name; ``-`` is stdin."""
-    f = sys.stdin if path == "-" else None
-    if f is None:
-        if not osp.isfile(path):
-            raise UserError(f"--smiles: no such file {path!r}")
-        f = open(path, newline="")  # noqa: SIM115 - closed below
-    try:
-        if path.lower().endswith(".csv"):
-            reader = csv.DictReader(f)
-            column = column or "smiles"
-            if column not in (reader.fieldnames or []):
-                raise UserError(f"--smiles {path}: no column {column!r}; columns are "
-                                f"{reader.fieldnames} (choose one with --smiles-column)")
-            for i, row in enumerate(reader, start=2):
-                yield i, (row[column] or "").strip(), ""
-            return
-        for i, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            smiles, *name = line.split(None, 1)  # SMILES, then an optional name
-            yield i, smiles, name[0] if name else ""
-    finally:
-        if f is not sys.stdin:
-            f.close()
+def _predict_rows(model, ckpt, records, kwargs, batch: int = 256):
+    """``(record, values, error, unknown)`` per record, in order (``unknown``: the atom
+    vocabulary blocks some atom fell outside of). Featurized and predicted in chunks; a chunk
+    the model rejects (e.g. a molecule too large for full attention) is predicted again one
+    molecule at a time, so one molecule never costs the others their row."""
+    from graphattn.chem import from_mol, from_smiles
+    from graphattn.train import predict
+
+    def run(graphs):
+        return predict(model, graphs, task="graph", kind=ckpt["kind"]).tolist()
+
+    chunk = []
+
+    def flush():
+        todo = [(k, g) for k, (_, g, err) in enumerate(chunk) if err is None]
+        values: dict[int, list[float]] = {}
+        errors: dict[int, str] = {}
+        if todo:
+            try:
+                values = dict(zip((k for k, _ in todo), run([g for _, g in todo])))
+            except (ValueError, RuntimeError, TypeError):
+                for k, g in todo:
+                    try:
+                        values[k] = run([g])[0]
+                    except (ValueError, RuntimeError, TypeError) as e:
+                        errors[k] = f"the model cannot predict it: {_first_line(e)}"
+        for k, (rec, graph, err) in enumerate(chunk):
+            v = values.get(k)
+            if err is None and k not in errors and v is not None and not all(
+                    map(math.isfinite, v)):
+                errors[k] = "the prediction is not finite (NaN or infinity)"
+            err = err or errors.get(k)
+            yield rec, (v if err is None else None), err, \
+                (kwargs["atom_featurizer"].unknown(graph.x) if err is None else {})
+        chunk.clear()
+
+    for rec in records:
+        graph, err = None, rec.error
+        if err is None:
+            try:
+                graph = (from_mol(rec.mol, smiles=rec.smiles, **kwargs) if rec.mol is not None
+                         else from_smiles(rec.smiles, **kwargs))
+            except (ValueError, TypeError) as e:
+                err = _first_line(e)
+        chunk.append((rec, graph, err))
+        if len(chunk) >= batch:
+            yield from flush()
+    yield from flush()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def cmd_predict(args) -> int:
+    """One output row per input record, in input order: the input columns, the predictions
+    and ``error`` (empty when predicted). Unreadable records are reported by line number on
+    stderr; atoms outside the featurizer's vocabulary are warned about."""
     from graphattn.checkpoint import featurizers_from_spec
-    from graphattn.chem import from_smiles
-    from graphattn.train import predict
+    from graphattn.chem.io import read_molecules
 
     model, ckpt = _load(args.checkpoint)
     if not ckpt.get("featurizer"):
         raise UserError(f"{args.checkpoint} is not a molecule model (no featurizer stored); "
                         "predict reads SMILES")
+    if ckpt.get("task", "graph") != "graph":
+        raise UserError(f"{args.checkpoint} is a {ckpt.get('task')}-level model; predict "
+                        "needs a graph-level (molecule) model")
     kwargs = featurizers_from_spec(ckpt["featurizer"])
-    graphs, rows, bad = [], [], 0
-    for line, smiles, name in _smiles_lines(args.smiles, args.smiles_column):
-        try:
-            graphs.append(from_smiles(smiles, **kwargs))
-            rows.append((smiles, name))
-        except (ValueError, TypeError) as e:
-            bad += 1
-            print(f"line {line}: skipped: {e}", file=sys.stderr)
-    if not graphs:
-        raise UserError(f"--smiles {args.smiles}: no valid molecule ({bad} invalid)")
-    pred = predict(model, graphs, task="graph", kind=ckpt["kind"])
-    names = ckpt.get("extra", {}).get("target_names") or [f"y{j}" for j in range(pred.size(1))]
-    if ckpt["kind"] == "classification":
-        names = [f"p_class{j}" for j in range(pred.size(1))]
+    table = read_molecules(args.smiles, args.smiles_column)
+    for note in table.notes:
+        print(f"{args.smiles}: note: {note}", file=sys.stderr)
+    width = int(ckpt["model_config"].get("out_channels", 1)) if isinstance(
+        ckpt.get("model_config"), dict) else 1
+    names = list(ckpt.get("extra", {}).get("target_names") or [])
+    if ckpt.get("kind") == "classification" or len(names) != width:
+        prefix = "p_class" if ckpt.get("kind") == "classification" else "y"
+        names = [f"{prefix}{j}" for j in range(width)]
+    taken = set(table.columns)
+    names = [f"predicted_{n}" if n in taken else n for n in names]
+    error_col = "predict_error" if "error" in taken else "error"
     out = sys.stdout if args.out is None else open(args.out, "w", newline="")  # noqa: SIM115
+    shown, counts, unknown = 20, {"rows": 0, "bad": 0}, {}
     try:
         w = csv.writer(out)
-        w.writerow(["smiles", "name", *names])
-        for (smiles, name), values in zip(rows, pred.tolist()):
-            w.writerow([smiles, name, *(f"{v:.6g}" for v in values)])
+        w.writerow([*table.columns, *names, error_col])
+        for rec, values, err, oov in _predict_rows(model, ckpt, table, kwargs):
+            counts["rows"] += 1
+            if err is not None:
+                counts["bad"] += 1
+                if counts["bad"] <= shown:
+                    print(f"line {rec.line}: skipped: {err}", file=sys.stderr)
+                w.writerow([*rec.values, *[""] * len(names), err])
+                continue
+            w.writerow([*rec.values, *(f"{v:.6g}" for v in values), ""])
+            for block in oov:
+                unknown.setdefault(block, []).append(rec.line)
     finally:
         if out is not sys.stdout:
             out.close()
-    if bad:
-        print(f"{bad} invalid line(s) skipped, {len(rows)} predicted", file=sys.stderr)
+    for (block, lines) in unknown.items():
+        where = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+        print(f"warning: {len(lines)} molecule(s) have atoms outside the model's {block} "
+              f"vocabulary (line {where}): they get the '{block}=other' feature, so their "
+              "predictions are extrapolations", file=sys.stderr)
+    if counts["bad"] > shown:
+        print(f"... {counts['bad'] - shown} more skipped line(s): see the {error_col!r} column",
+              file=sys.stderr)
+    done = counts["rows"] - counts["bad"]
+    if counts["bad"]:
+        print(f"{counts['bad']} of {counts['rows']} row(s) not predicted (reason in the "
+              f"{error_col!r} column), {done} predicted", file=sys.stderr)
+    if not done:
+        raise UserError(f"--smiles {args.smiles}: no molecule could be predicted "
+                        f"({counts['rows']} row(s))")
     return 0
 
 
