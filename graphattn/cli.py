@@ -507,19 +507,54 @@ def _rerun_with_huge_pages(args) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "graphattn", *sys.argv[1:]])
 
 
+# Failures of the user's input or environment: one line on stderr, exit status 2. Anything
+# else is a bug of graphattn: one line naming the exception, exit status 1, and the traceback
+# with GRAPHATTN_DEBUG=1.
+USER_ERRORS = (UserError, ValueError, TypeError, OSError, ImportError, RuntimeError, EOFError,
+               MemoryError, csv.Error)
+
+
+def _run_lock(args):
+    """``train`` holds its ``--out`` folder (rank 0 under torchrun) for the whole run, and
+    starts by deleting temporary files that killed runs left there."""
+    from contextlib import nullcontext
+
+    if args.command != "train" or int(os.environ.get("RANK", "0") or 0) != 0:
+        return nullcontext()
+    from graphattn.runlock import RunLock
+
+    return RunLock(args.out, command="graphattn " + " ".join(sys.argv[1:]), clean=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if argv is None:  # the command itself, not a call from Python
         _rerun_with_huge_pages(args)
     try:
-        return args.func(args)
-    except (UserError, ValueError, TypeError, FileNotFoundError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"graphattn {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        with _run_lock(args) as lock:
+            for path in getattr(lock, "removed", ()):
+                print(f"removed {path}: left by a run that no longer exists", file=sys.stderr)
+            return args.func(args)
     except KeyboardInterrupt:
         print("graphattn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `graphattn predict ... | head`: the reader left
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+    except Exception as e:
+        if os.environ.get("GRAPHATTN_DEBUG", "") not in ("", "0"):
+            raise
+        msg = _first_line(e)
+        if isinstance(e, USER_ERRORS):
+            print(f"graphattn {args.command}: error: {msg[:2000]}", file=sys.stderr)
+            return 2
+        print(f"graphattn {args.command}: internal error (a bug, please report it; "
+              f"GRAPHATTN_DEBUG=1 shows the traceback): {type(e).__name__}: {msg[:2000]}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
