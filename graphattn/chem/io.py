@@ -276,7 +276,7 @@ def _read_text(data: bytes, name: str, format: str, smiles_column: str | None,
             values += [""] * (width - len(values))
             smiles = values[col].strip()
             if error is None and not smiles:
-                error = "empty SMILES"
+                error = "empty SMILES (no atoms)"
             yield MoleculeRecord(i, smiles, None, values, error)
 
     return MoleculeFile(columns, col, fmt, delimiter, records(), notes)
