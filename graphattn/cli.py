@@ -220,10 +220,10 @@ def cmd_evaluate(args) -> int:
         raise UserError(f"{args.checkpoint} does not say which data set it was trained on: "
                         "give --dataset")
     data, task, kind, splits, _, _ = load_dataset(spec)
-    if task != ckpt["task"]:
-        raise UserError(f"{args.checkpoint} is a {ckpt['task']}-level model, --dataset "
+    if task != ckpt.get("task"):
+        raise UserError(f"{args.checkpoint} is a {ckpt.get('task')}-level model, --dataset "
                         f"{spec['name']} is a {task}-level data set")
-    kind = ckpt["kind"]
+    kind = ckpt.get("kind", "regression")
     metrics = {name: evaluate(model, data, idx, task, kind) for name, idx in splits.items()}
     from graphattn.train import _clean
 
@@ -240,7 +240,8 @@ def _predict_rows(model, ckpt, records, kwargs, batch: int = 256):
     from graphattn.train import predict
 
     def run(graphs):
-        return predict(model, graphs, task="graph", kind=ckpt["kind"]).tolist()
+        return predict(model, graphs, task="graph",
+                       kind=ckpt.get("kind", "regression")).tolist()
 
     chunk = []
 
@@ -372,13 +373,16 @@ def cmd_explain(args) -> int:
             from rdkit.Chem.MolStandardize import rdMolStandardize
             mol = rdMolStandardize.LargestFragmentChooser().choose(mol)
         data = from_mol(mol, **{**kwargs, "fragments": "all"}, smiles=args.smiles)
+        for block, count in kwargs["atom_featurizer"].unknown(data.x).items():
+            print(f"warning: {count} atom(s) outside the model's {block} vocabulary: they get "
+                  f"the '{block}=other' feature", file=sys.stderr)
         if kwargs["explicit_h"]:
             mol = Chem.AddHs(mol)
         weights = viz.attention_weights(model, data)
         node, edge = viz.node_edge_scores(weights, data.edge_index, data.num_nodes)
         from graphattn.train import predict
 
-        value = predict(model, [data], task="graph", kind=ckpt["kind"])[0]
+        value = predict(model, [data], task="graph", kind=ckpt.get("kind", "regression"))[0]
         legend = f"{args.smiles}  prediction {', '.join(f'{v:.3g}' for v in value.tolist())}"
         viz.draw_molecule_attention(mol, node, edge[0::2], args.out, legend=legend)
     else:

@@ -261,7 +261,7 @@ def _read_text(data: bytes, name: str, format: str, smiles_column: str | None,
             if err is not None:
                 yield MoleculeRecord(i, "", None, [""] * width, err)
                 continue
-            if not text.strip() or (fmt == "smiles" and text.lstrip().startswith("#")):
+            if not text.strip() or (format == "smiles" and text.lstrip().startswith("#")):
                 continue
             if fmt == "smiles":
                 sep = delimiter if delimiter is not None and delimiter in text else None
