@@ -14,9 +14,10 @@ Formats (chosen from the file name; ``-`` is standard input, sniffed from its co
 ``.tab`` (``.gz``)  tab); the SMILES column is ``smiles_column``, else the column named
                     ``smiles`` (any case), else the one column whose name contains "smiles",
                     else the first column whose second-line value parses as SMILES
-anything else       one SMILES per line, optionally followed by a name (after a tab, comma,
-(``.smi``, ``.txt``, ``;`` or whitespace): columns ``smiles``, ``name``. A first line naming a
-stdin)              SMILES column (``smiles name``, ``SMILES,id``) is a header, not a record.
+anything else       one SMILES per line, optionally followed by a name (after blanks, a comma
+(``.smi``, ``.txt``, or a semicolon): columns ``smiles``, ``name``. A first line whose first
+stdin)              field names the SMILES (``smiles name``, ``SMILES,id,mw``) is a header,
+                    not a record; its delimiter then splits every line into its columns.
 =================== ========================================================================
 
 Text is UTF-8 (a byte-order mark is dropped) or UTF-16 with its byte-order mark; a line that is
@@ -44,6 +45,8 @@ __all__ = ["MoleculeRecord", "MoleculeFile", "read_molecules", "SDF_EXTENSIONS",
 SDF_EXTENSIONS = (".sdf", ".sd", ".sdf.gz", ".sd.gz")
 TABLE_EXTENSIONS = (".csv", ".tsv", ".tab", ".csv.gz", ".tsv.gz")
 _DELIMITERS = ",\t;|"
+_NEWLINE = re.compile(r"\r\n|\r|\n")  # as bytes.splitlines: no other line breaks
+_SMI_LINE = re.compile(r"^\s*([^\s,;]*)[\s,;]*(.*?)\s*$", re.S)
 _SMILES_NAMES = {"smiles", "smi", "canonical_smiles", "isomeric_smiles", "smiles_string"}
 
 
@@ -122,7 +125,8 @@ def _lines(data: bytes) -> Iterator[tuple[int, str | None, str | None]]:
     """``(line number, text, error)`` of each line; text is ``None`` when it cannot be decoded."""
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         text = data.decode("utf-16", errors="replace")
-        for i, line in enumerate(text.splitlines(), start=1):
+        for i, line in enumerate(_NEWLINE.split(text.removesuffix("\n").removesuffix("\r")),
+                                 start=1):
             if "\ufffd" in line:
                 yield i, None, "not valid UTF-16 text"
             else:
@@ -219,32 +223,47 @@ def _smiles_header(fields: list[str]) -> int | None:
 def _read_text(data: bytes, name: str, format: str, smiles_column: str | None,
                delimiter: str | None) -> MoleculeFile:
     lines = list(_lines(data))
-    content = [(i, t) for i, t, err in lines if t is not None and t.strip()
-               and not (format == "smiles" and t.lstrip().startswith("#"))]
+
+    def skipped(text: str) -> bool:  # blank, or a comment of a SMILES list
+        return not text.strip() or (format == "smiles" and text.lstrip().startswith("#"))
+
+    readable = [(i, t) for i, t, err in lines if err is None and not skipped(t)]
+    head = next(((i, t, err) for i, t, err in lines if err is not None or not skipped(t)),
+                None)
+    if head is not None and head[2] is not None:
+        if format == "table":
+            raise ValueError(f"{name}: line {head[0]}, the header, is {head[2]}")
+        head = None  # a SMILES list: an unreadable first line is a record with an error
     notes: list[str] = []
-    first = content[0][1] if content else ""
+    first = head[1] if head else ""
     if delimiter is None:
         delimiter = _sniff(first)
     header_line = None
-    fields = _split(first, delimiter) if content else []
+    fields = _split(first, delimiter) if head else []
     col = _smiles_header(fields) if fields else None
     if smiles_column is not None:
         names = [f.strip() for f in fields]
         if smiles_column not in names:
             raise ValueError(f"{name}: no column {smiles_column!r}; the first line has "
                              f"{names}")
-        col, header_line = names.index(smiles_column), content[0][0]
+        col, header_line = names.index(smiles_column), head[0]
+    elif format == "smiles":  # a header only when its first field names the SMILES
+        if col == 0 and not _parses(fields[0].strip()):
+            header_line = head[0]
+        else:
+            col = None
     elif col is not None:
-        header_line = content[0][0]
-    elif format == "table" and content:
-        header_line = content[0][0]
-        second = _split(content[1][1], delimiter) if len(content) > 1 else []
+        header_line = head[0]
+    elif head is not None:  # a table without a SMILES-named column: look at line 2
+        header_line = head[0]
+        later = [t for i, t in readable if i > header_line]
+        second = _split(later[0], delimiter) if later else []
         col = next((j for j, v in enumerate(second) if _parses(v.strip())), None)
         if col is None:
             raise ValueError(
                 f"{name}: cannot tell which column holds the SMILES; its columns are "
                 f"{[f.strip() for f in fields]} (choose one with --smiles-column)")
-        if _parses(fields[col].strip()):
+        if col < len(fields) and _parses(fields[col].strip()):
             notes.append(f"line {header_line} is taken as the header although its "
                          f"{fields[col].strip()!r} reads as a SMILES (tables need a header)")
     if header_line is not None:
@@ -261,12 +280,10 @@ def _read_text(data: bytes, name: str, format: str, smiles_column: str | None,
             if err is not None:
                 yield MoleculeRecord(i, "", None, [""] * width, err)
                 continue
-            if not text.strip() or (format == "smiles" and text.lstrip().startswith("#")):
+            if skipped(text):
                 continue
-            if fmt == "smiles":
-                sep = delimiter if delimiter is not None and delimiter in text else None
-                parts = text.strip().split(sep, 1)
-                values = [parts[0].strip(), parts[1].strip() if len(parts) > 1 else ""]
+            if fmt == "smiles":  # the SMILES ends at the first blank, comma or semicolon
+                values = list(_SMI_LINE.match(text).groups())
             else:
                 values = _split(text, delimiter, width)
             error = None
