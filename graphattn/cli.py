@@ -302,6 +302,12 @@ def cmd_predict(args) -> int:
         raise UserError(f"{args.checkpoint} is a {ckpt.get('task')}-level model; predict "
                         "needs a graph-level (molecule) model")
     kwargs = featurizers_from_spec(ckpt["featurizer"])
+    if args.smiles != "-" and not osp.exists(args.smiles):
+        hint = ""
+        if not any(c in args.smiles for c in "/\\") and "." not in args.smiles[-5:]:
+            hint = (f" (--smiles takes a file; for one molecule: echo '{args.smiles}' | "
+                    "graphattn predict ... --smiles -)")
+        raise UserError(f"--smiles: no such file {args.smiles!r}{hint}")
     table = read_molecules(args.smiles, args.smiles_column)
     for note in table.notes:
         print(f"{args.smiles}: note: {note}", file=sys.stderr)
@@ -351,10 +357,24 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _check_picture_path(path: str, molecule: bool) -> None:
+    """A molecule is drawn as PNG; a graph in any format matplotlib writes, by extension."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    ext = osp.splitext(path)[1].lower().lstrip(".")
+    formats = ["png"] if molecule else sorted(FigureCanvasAgg.get_supported_filetypes())
+    if ext not in formats:
+        raise UserError(f"--out {path!r}: the picture's file name must end with .png"
+                        + ("" if molecule else ", .svg, .pdf or another matplotlib format"))
+    if osp.isdir(path):
+        raise UserError(f"--out {path!r} is a folder, expected a picture file name")
+
+
 def cmd_explain(args) -> int:
     from graphattn import viz
 
     model, ckpt = _load(args.checkpoint)
+    _check_picture_path(args.out, molecule=bool(ckpt.get("featurizer")))
     if ckpt.get("featurizer"):
         if not args.smiles:
             raise UserError("explain on a molecule model needs --smiles \"SMILES\"")

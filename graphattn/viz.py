@@ -254,9 +254,9 @@ def draw_graph_attention(edge_index: Tensor, num_nodes: int, edge_scores: Tensor
                            edge_vmax=1.0, ax=ax)
     big = 1 if shown is None else 0.4
     sizes = (100 + 400 * node_scores[nodes].numpy() if node_scores is not None else 300) * big
-    colors = node_color.cpu()[nodes].tolist() if node_color is not None else "tab:blue"
-    nx.draw_networkx_nodes(G, pos, nodelist=nodes, node_size=sizes, node_color=colors,
-                           cmap="tab10", vmin=0, vmax=9, ax=ax)  # class k: k-th tab10 colour
+    colors = (dict(node_color=node_color.cpu()[nodes].tolist(), cmap="tab10", vmin=0, vmax=9)
+              if node_color is not None else dict(node_color="tab:blue"))  # class k: tab10[k]
+    nx.draw_networkx_nodes(G, pos, nodelist=nodes, node_size=sizes, ax=ax, **colors)
     nx.draw_networkx_labels(G, pos, font_size=7, ax=ax)
     ax.set_title(title if shown is None else
                  f"{title}\n{min(top, num_nodes)} of {num_nodes:,} nodes with the highest "

@@ -30,6 +30,7 @@ def test_second_holder_is_refused_with_the_holder_named(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_lock_held_by_another_process_refuses_and_dies_with_it(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -148,8 +148,9 @@ def _lines(data: bytes) -> Iterator[tuple[int, str | None, str | None]]:
 
 
 def _looks_like_sdf(data: bytes) -> bool:
-    head = data[:1 << 16]
-    return b"M  END" in head or b"\n$$$$" in head or b"V2000" in head or b"V3000" in head
+    """A line that is exactly ``M  END`` (end of a molfile) or ``$$$$`` (end of a record)."""
+    ends = {b"M  END", b"$$$$"}
+    return any(line.rstrip() in ends for line in data[:1 << 16].splitlines())
 
 
 def read_molecules(source: str | os.PathLike, smiles_column: str | None = None,
