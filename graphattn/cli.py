@@ -265,7 +265,7 @@ def _predict_rows(model, ckpt, records, kwargs, batch: int = 256):
                 errors[k] = "the prediction is not finite (NaN or infinity)"
             err = err or errors.get(k)
             yield rec, (v if err is None else None), err, \
-                (kwargs["atom_featurizer"].unknown(graph.x) if err is None else {})
+                (_unknown(graph, kwargs) if err is None else {})
         chunk.clear()
 
     for rec in records:
@@ -280,6 +280,16 @@ def _predict_rows(model, ckpt, records, kwargs, batch: int = 256):
         if len(chunk) >= batch:
             yield from flush()
     yield from flush()
+
+
+def _unknown(graph, kwargs) -> dict[str, int]:
+    """Atoms (bonds) of a featurized molecule that fell outside the featurizers' vocabulary:
+    ``{"element": 1, "bond type": 2}``."""
+    out = kwargs["atom_featurizer"].unknown(graph.x)
+    if getattr(graph, "edge_attr", None) is not None and graph.edge_attr.numel():
+        bonds = kwargs["bond_featurizer"].unknown(graph.edge_attr[0::2])  # one per bond
+        out.update({f"bond {k}": v for k, v in bonds.items()})
+    return out
 
 
 def _first_line(e: BaseException) -> str:
@@ -341,8 +351,9 @@ def cmd_predict(args) -> int:
             out.close()
     for (block, lines) in unknown.items():
         where = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
-        print(f"warning: {len(lines)} molecule(s) have atoms outside the model's {block} "
-              f"vocabulary (line {where}): they get the '{block}=other' feature, so their "
+        what, name = ("bonds", block[5:]) if block.startswith("bond ") else ("atoms", block)
+        print(f"warning: {len(lines)} molecule(s) have {what} outside the model's {block} "
+              f"vocabulary (line {where}): they get the '{name}=other' feature, so their "
               "predictions are extrapolations", file=sys.stderr)
     if counts["bad"] > shown:
         print(f"... {counts['bad'] - shown} more skipped line(s): see the {error_col!r} column",
@@ -393,9 +404,9 @@ def cmd_explain(args) -> int:
             from rdkit.Chem.MolStandardize import rdMolStandardize
             mol = rdMolStandardize.LargestFragmentChooser().choose(mol)
         data = from_mol(mol, **{**kwargs, "fragments": "all"}, smiles=args.smiles)
-        for block, count in kwargs["atom_featurizer"].unknown(data.x).items():
-            print(f"warning: {count} atom(s) outside the model's {block} vocabulary: they get "
-                  f"the '{block}=other' feature", file=sys.stderr)
+        for block, count in _unknown(data, kwargs).items():
+            print(f"warning: {count} atom(s) or bond(s) outside the model's {block} "
+                  f"vocabulary: they get its 'other' feature", file=sys.stderr)
         if kwargs["explicit_h"]:
             mol = Chem.AddHs(mol)
         weights = viz.attention_weights(model, data)
@@ -495,11 +506,14 @@ def make_parser() -> argparse.ArgumentParser:
     data_args(e, False)
     e.set_defaults(func=cmd_evaluate)
 
-    r = sub.add_parser("predict", help="predict molecules from a SMILES file, CSV out")
+    r = sub.add_parser("predict", help="predict molecules from a SMILES file, CSV out: one "
+                       "row per input row, with its columns, the predictions and an error")
     r.add_argument("--checkpoint", required=True)
     r.add_argument("--smiles", required=True,
-                   help="file: one SMILES (and optional name) per line, or a .csv; - is stdin")
-    r.add_argument("--smiles-column", default=None, help="SMILES column of a .csv input")
+                   help="file: .smi (a SMILES and an optional name per line), .csv / .tsv "
+                        "(with a header) or .sdf; - is stdin")
+    r.add_argument("--smiles-column", default=None,
+                   help="SMILES column of a table (default: the column named smiles)")
     r.add_argument("--out", default=None, help="CSV file (default: stdout)")
     r.set_defaults(func=cmd_predict)
 
@@ -508,7 +522,8 @@ def make_parser() -> argparse.ArgumentParser:
     x.add_argument("--smiles", default=None, help="the molecule (molecule models)")
     x.add_argument("--dataset", type=_dataset_arg, default=None,
                    help="social graph to draw (default: the checkpoint's)")
-    x.add_argument("--out", required=True, help="PNG file")
+    x.add_argument("--out", required=True,
+                   help="picture file: .png (molecules); .png, .svg, .pdf... (graphs)")
     x.set_defaults(func=cmd_explain)
 
     b = sub.add_parser("bench", help="run a benchmark script (extra arguments passed on)")

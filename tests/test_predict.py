@@ -139,11 +139,13 @@ def test_stdin_bytes_and_sdf_sniffed(ckpt, capsys, monkeypatch):
 
 def test_atoms_outside_the_vocabulary_are_warned(ckpt, tmp_path, capsys):
     path = tmp_path / "q.smi"
-    path.write_text("CC[Pt]C metal\n[Na+].CC(=O)[O-] salt\nCCO plain\n")
+    path.write_text("CC[Pt]C metal\n[Na+].CC(=O)[O-] salt\nCCO plain\nN->[Cu]Cl dative\n")
     code, rows, err = run(capsys, ckpt, path)
     assert code == 0 and all(r[-1] == "" for r in rows[1:])
-    # the salt's sodium is dropped with its fragment: only the platinum line is named
-    assert "1 molecule(s) have atoms outside the model's element vocabulary (line 1)" in err
+    # the salt's sodium is dropped with its fragment: only the metals' lines are named
+    assert "2 molecule(s) have atoms outside the model's element vocabulary (line 1, 4)" in err
+    assert "1 molecule(s) have bonds outside the model's bond type vocabulary (line 4): " \
+           "they get the 'type=other' feature" in err
 
 
 def test_all_invalid_writes_every_row_and_exits_2(ckpt, tmp_path, capsys):

@@ -92,3 +92,47 @@ def test_random_flags_exit_0_or_one_error_line(models, case):
         code, _, err = run_cli(argv, stdin=b"CCO\n")
     event(f"{cmd} exit {code}: {(err.strip().splitlines() or [''])[-1][:80]}")
     assert_failure_is_one_line(code, err)
+
+
+@pytest.mark.parametrize("exc, code, needle", [
+    (ModuleNotFoundError("QM9 needs the optional qm9pack data files"), 2, "qm9pack"),
+    (OSError(28, "No space left on device"), 2, "No space left"),
+    (PermissionError(13, "Permission denied", "/x"), 2, "Permission denied"),
+    (RuntimeError("shape mismatch\n  second line\n  third"), 2, "shape mismatch"),
+    (ValueError(""), 2, "ValueError"),
+    (KeyError("bug"), 1, "internal error"),
+    (ZeroDivisionError("division by zero"), 1, "ZeroDivisionError: division by zero"),
+])
+def test_main_maps_every_failure_to_one_line(monkeypatch, exc, code, needle):
+    from graphattn import cli
+
+    def boom(args):
+        raise exc
+
+    monkeypatch.setattr(cli, "cmd_evaluate", boom)
+    monkeypatch.delenv("GRAPHATTN_DEBUG", raising=False)
+    got, out, err = run_cli(["evaluate", "--checkpoint", "x.pt"])
+    assert got == code and needle in err and err.count("\n") == 1, err
+    assert err.startswith("graphattn evaluate: ") and "Traceback" not in err
+    monkeypatch.setenv("GRAPHATTN_DEBUG", "1")  # the developer's way to the traceback
+    with pytest.raises(type(exc)):
+        cli.main(["evaluate", "--checkpoint", "x.pt"])
+
+
+def test_main_interrupt_and_closed_pipe(monkeypatch):
+    from graphattn import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_evaluate", interrupted)
+    code, _, err = run_cli(["evaluate", "--checkpoint", "x.pt"])
+    assert code == 130 and err == "graphattn: interrupted\n"
+
+    def closed(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_evaluate", closed)
+    monkeypatch.setattr(cli.os, "dup2", lambda *a: None)  # keep this process's stdout
+    code, _, err = run_cli(["evaluate", "--checkpoint", "x.pt"])
+    assert code == 141 and err == ""
