@@ -34,6 +34,7 @@ import gzip
 import os
 import re
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -85,7 +86,8 @@ class MoleculeFile:
         delimiter (str or None): the field delimiter of a text file (``None``: whitespace).
         notes (list of str): remarks on how the file was read (e.g. a header that also parses
             as SMILES), for the caller to show.
-        records: iterator of :class:`MoleculeRecord`, in file order (read lazily, once).
+        records: iterator of :class:`MoleculeRecord`, in file order (the bytes are read at
+            once, records are split and parsed as they are iterated; iterate once).
     """
 
     columns: list[str]
@@ -105,7 +107,11 @@ def _read_bytes(source) -> bytes:
         buffer = getattr(stream, "buffer", None)
         if buffer is not None:
             return buffer.read()
-        return stream.read().encode("utf-8", "surrogatepass")  # a text stream (tests)
+        text = stream.read()  # a text stream (an embedding program, tests)
+        try:
+            return text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "replace")
     path = os.fspath(source)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file {path!r}")
@@ -116,7 +122,7 @@ def _read_bytes(source) -> bytes:
     if path.lower().endswith(".gz"):
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise ValueError(f"{path!r} is not a readable gzip file: {e}") from None
     return data
 
@@ -129,6 +135,8 @@ def _lines(data: bytes) -> Iterator[tuple[int, str | None, str | None]]:
                                  start=1):
             if "\ufffd" in line:
                 yield i, None, "not valid UTF-16 text"
+            elif "\x00" in line:
+                yield i, None, "contains a NUL character"
             else:
                 yield i, line, None
         return
@@ -286,7 +294,11 @@ def _read_text(data: bytes, name: str, format: str, smiles_column: str | None,
             if fmt == "smiles":  # the SMILES ends at the first blank, comma or semicolon
                 values = list(_SMI_LINE.match(text).groups())
             else:
-                values = _split(text, delimiter, width)
+                try:
+                    values = _split(text, delimiter, width)
+                except csv.Error as e:  # e.g. a field over csv.field_size_limit()
+                    yield MoleculeRecord(i, "", None, [""] * width, f"unreadable line: {e}")
+                    continue
             error = None
             if len(values) > width:
                 error = f"{len(values)} fields, the header has {width}"
