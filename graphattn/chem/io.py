@@ -330,7 +330,7 @@ def _sdf_blocks(data: bytes) -> Iterator[tuple[int, str | None, str | None]]:
             start, block, bad = None, [], None
             continue
         block.append(text if text is not None else "")
-    if block and any(t.strip() for t in block):
+    if block and (bad is not None or any(t.strip() for t in block)):
         yield start, "\n".join(block) + "\n", bad
 
 

@@ -81,3 +81,55 @@ def test_every_record_gets_one_row(models, case):
         if ok:
             assert row[-1] == "", row
     assert (code == 0) == any(row[-1] == "" for row in rows)
+
+
+@st.composite
+def sd_file(draw):
+    """SD records, some corrupted (lines dropped, replaced by random text or bytes, or the
+    file cut short inside the last record); never an empty record."""
+    from rdkit import Chem
+
+    blocks, n = [], draw(st.integers(1, 5))
+    for k in range(n):
+        mol = Chem.MolFromSmiles(draw(st.sampled_from(VALID)))
+        mol.SetProp("_Name", f"m{k}")
+        lines = Chem.MolToMolBlock(mol).splitlines()
+        lines += ["> <id>", f"V{k}", ""]
+        how = draw(st.sampled_from(["keep", "keep", "drop", "text", "bytes"]))
+        if how != "keep":
+            at = draw(st.integers(0, len(lines) - 1))
+            if how == "drop":
+                del lines[at]
+            else:
+                lines[at] = (draw(JUNK.filter(lambda t: t != "$$$$")) if how == "text"
+                             else "\udcff")  # -> byte 0xff
+        if not any(line.strip() for line in lines):
+            lines = ["title"]
+        blocks.append(lines)
+    data = "".join("\n".join(b) + "\n$$$$\n" for b in blocks)
+    raw = data.encode("utf-8", "surrogateescape")
+    if draw(st.booleans()):  # cut inside the last record (after its first line)
+        start = raw.rfind(b"$$$$\n", 0, len(raw) - 5) + 5 if n > 1 else 0
+        first_line_end = raw.index(b"\n", start) + 1
+        raw = raw[:draw(st.integers(first_line_end, len(raw) - 5))]
+    return raw, n
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=sd_file(), stdin=st.booleans())
+def test_every_sd_record_gets_one_row(models, case, stdin):
+    raw, records = case
+    with tempfile.TemporaryDirectory() as d:
+        out, src = os.path.join(d, "pred.csv"), os.path.join(d, "in.sdf")
+        with open(src, "wb") as f:
+            f.write(raw)
+        code, _, err = run_cli(["predict", "--checkpoint", str(models["mol"]), "--smiles",
+                                "-" if stdin else src, "--out", out], stdin=raw)
+        assert_failure_is_one_line(code, err)
+        with open(out, newline="", encoding="utf-8") as f:
+            header, *rows = list(csv.reader(f))
+    if stdin and not any(line.rstrip() in (b"M  END", b"$$$$") for line in raw.splitlines()):
+        return  # a cut that leaves no SD marker on stdin reads as a SMILES list
+    assert header[:2] == ["smiles", "name"] and len(rows) == records, (err, rows)
+    for row in rows:
+        assert (row[-1] == "") == (row[-2] != "")
