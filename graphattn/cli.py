@@ -405,8 +405,9 @@ def cmd_explain(args) -> int:
             mol = rdMolStandardize.LargestFragmentChooser().choose(mol)
         data = from_mol(mol, **{**kwargs, "fragments": "all"}, smiles=args.smiles)
         for block, count in _unknown(data, kwargs).items():
-            print(f"warning: {count} atom(s) or bond(s) outside the model's {block} "
-                  f"vocabulary: they get its 'other' feature", file=sys.stderr)
+            what, name = ("bond", block[5:]) if block.startswith("bond ") else ("atom", block)
+            print(f"warning: {count} {what}(s) outside the model's {block} vocabulary: they "
+                  f"get the '{name}=other' feature", file=sys.stderr)
         if kwargs["explicit_h"]:
             mol = Chem.AddHs(mol)
         weights = viz.attention_weights(model, data)

@@ -208,3 +208,15 @@ def test_reader_header_rules(tmp_path):
     u16 = tmp_path / "d.smi"
     u16.write_bytes("CCO a\nCCN b\n".encode("utf-16"))
     assert [r.smiles for r in read_molecules(u16)] == ["CCO", "CCN"]
+
+
+def test_explain_warns_on_atoms_and_bonds_outside_the_vocabulary(ckpt, tmp_path, capsys):
+    capsys.readouterr()
+    assert cli.main(["explain", "--checkpoint", str(ckpt), "--smiles", "N->[Cu]Cl", "--out",
+                     str(tmp_path / "m.png")]) == 0
+    err = capsys.readouterr().err
+    assert "1 atom(s) outside the model's element vocabulary" in err
+    assert "1 bond(s) outside the model's bond type vocabulary" in err
+    assert cli.main(["explain", "--checkpoint", str(ckpt), "--smiles", "CCO", "--out",
+                     str(tmp_path / "m.svg")]) == 2  # molecules are drawn as PNG
+    assert "must end with .png" in capsys.readouterr().err
