@@ -274,7 +274,7 @@ def _predict_rows(model, ckpt, records, kwargs, batch: int = 256):
             try:
                 graph = (from_mol(rec.mol, smiles=rec.smiles, **kwargs) if rec.mol is not None
                          else from_smiles(rec.smiles, **kwargs))
-            except (ValueError, TypeError) as e:
+            except (ValueError, TypeError, RuntimeError) as e:  # RDKit raises RuntimeErrors
                 err = _first_line(e)
         chunk.append((rec, graph, err))
         if len(chunk) >= batch:
