@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from graphattn.metrics import TargetScaler
+from graphattn.runlock import remove_stale_temporaries
 
 FORMAT = "graphattn-checkpoint"
 VERSION = 1
@@ -46,6 +47,8 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> str:
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = osp.join(folder, f".{osp.basename(path)}.tmp-{os.getpid()}")
+    # Temporary copies of this file left by killed writers (never a live process's).
+    remove_stale_temporaries(folder, prefix=f".{osp.basename(path)}.tmp-")
     try:
         with open(tmp, "wb") as f:
             torch.save(payload, f)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import os.path as osp
 import subprocess
@@ -327,10 +328,10 @@ def cmd_evaluate(args) -> int:
         raise UserError(f"{args.checkpoint} does not say which data set it was trained on: "
                         "give --dataset")
     data, task, kind, splits, _, _ = load_dataset(spec)
-    if task != ckpt["task"]:
-        raise UserError(f"{args.checkpoint} is a {ckpt['task']}-level model, --dataset "
+    if task != ckpt.get("task"):
+        raise UserError(f"{args.checkpoint} is a {ckpt.get('task')}-level model, --dataset "
                         f"{spec['name']} is a {task}-level data set")
-    kind = ckpt["kind"]
+    kind = ckpt.get("kind", "regression")
     metrics = {name: evaluate(model, data, idx, task, kind) for name, idx in splits.items()}
     from graphattn.train import _clean
 
@@ -338,77 +339,161 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _smiles_lines(path: str, column: str | None):
-    """``(line_number, smiles, name)`` of a SMILES file: ``.csv`` (a header with the SMILES
-    column), else one SMILES per line, optionally followed by a name; ``-`` is stdin."""
-    f = sys.stdin if path == "-" else None
-    if f is None:
-        if not osp.isfile(path):
-            raise UserError(f"--smiles: no such file {path!r}")
-        f = open(path, newline="")  # noqa: SIM115 - closed below
-    try:
-        if path.lower().endswith(".csv"):
-            reader = csv.DictReader(f)
-            column = column or "smiles"
-            if column not in (reader.fieldnames or []):
-                raise UserError(f"--smiles {path}: no column {column!r}; columns are "
-                                f"{reader.fieldnames} (choose one with --smiles-column)")
-            for i, row in enumerate(reader, start=2):
-                yield i, (row[column] or "").strip(), ""
-            return
-        for i, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            smiles, *name = line.split(None, 1)  # SMILES, then an optional name
-            yield i, smiles, name[0] if name else ""
-    finally:
-        if f is not sys.stdin:
-            f.close()
+def _predict_rows(model, ckpt, records, kwargs, batch: int = 256):
+    """``(record, values, error, unknown)`` per record, in order (``unknown``: the atom
+    vocabulary blocks some atom fell outside of). Featurized and predicted in chunks; a chunk
+    the model rejects (e.g. a molecule too large for full attention) is predicted again one
+    molecule at a time, so one molecule never costs the others their row."""
+    from graphattn.chem import from_mol, from_smiles
+    from graphattn.train import predict
+
+    def run(graphs):
+        return predict(model, graphs, task="graph",
+                       kind=ckpt.get("kind", "regression")).tolist()
+
+    chunk = []
+
+    def flush():
+        todo = [(k, g) for k, (_, g, err) in enumerate(chunk) if err is None]
+        values: dict[int, list[float]] = {}
+        errors: dict[int, str] = {}
+        if todo:
+            try:
+                values = dict(zip((k for k, _ in todo), run([g for _, g in todo])))
+            except (ValueError, RuntimeError, TypeError):
+                for k, g in todo:
+                    try:
+                        values[k] = run([g])[0]
+                    except (ValueError, RuntimeError, TypeError) as e:
+                        errors[k] = f"the model cannot predict it: {_first_line(e)}"
+        for k, (rec, graph, err) in enumerate(chunk):
+            v = values.get(k)
+            if err is None and k not in errors and v is not None and not all(
+                    map(math.isfinite, v)):
+                errors[k] = "the prediction is not finite (NaN or infinity)"
+            err = err or errors.get(k)
+            yield rec, (v if err is None else None), err, \
+                (_unknown(graph, kwargs) if err is None else {})
+        chunk.clear()
+
+    for rec in records:
+        graph, err = None, rec.error
+        if err is None:
+            try:
+                graph = (from_mol(rec.mol, smiles=rec.smiles, **kwargs) if rec.mol is not None
+                         else from_smiles(rec.smiles, **kwargs))
+            except (ValueError, TypeError, RuntimeError) as e:  # RDKit raises RuntimeErrors
+                err = _first_line(e)
+        chunk.append((rec, graph, err))
+        if len(chunk) >= batch:
+            yield from flush()
+    yield from flush()
+
+
+def _unknown(graph, kwargs) -> dict[str, int]:
+    """Atoms (bonds) of a featurized molecule that fell outside the featurizers' vocabulary:
+    ``{"element": 1, "bond type": 2}``."""
+    out = kwargs["atom_featurizer"].unknown(graph.x)
+    if getattr(graph, "edge_attr", None) is not None and graph.edge_attr.numel():
+        bonds = kwargs["bond_featurizer"].unknown(graph.edge_attr[0::2])  # one per bond
+        out.update({f"bond {k}": v for k, v in bonds.items()})
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def cmd_predict(args) -> int:
+    """One output row per input record, in input order: the input columns, the predictions
+    and ``error`` (empty when predicted). Unreadable records are reported by line number on
+    stderr; atoms outside the featurizer's vocabulary are warned about."""
     from graphattn.checkpoint import featurizers_from_spec
-    from graphattn.chem import from_smiles
-    from graphattn.train import predict
+    from graphattn.chem.io import read_molecules
 
     model, ckpt = _load(args.checkpoint)
     if not ckpt.get("featurizer"):
         raise UserError(f"{args.checkpoint} is not a molecule model (no featurizer stored); "
                         "predict reads SMILES")
+    if ckpt.get("task", "graph") != "graph":
+        raise UserError(f"{args.checkpoint} is a {ckpt.get('task')}-level model; predict "
+                        "needs a graph-level (molecule) model")
     kwargs = featurizers_from_spec(ckpt["featurizer"])
-    graphs, rows, bad = [], [], 0
-    for line, smiles, name in _smiles_lines(args.smiles, args.smiles_column):
-        try:
-            graphs.append(from_smiles(smiles, **kwargs))
-            rows.append((smiles, name))
-        except (ValueError, TypeError) as e:
-            bad += 1
-            print(f"line {line}: skipped: {e}", file=sys.stderr)
-    if not graphs:
-        raise UserError(f"--smiles {args.smiles}: no valid molecule ({bad} invalid)")
-    pred = predict(model, graphs, task="graph", kind=ckpt["kind"])
-    names = ckpt.get("extra", {}).get("target_names") or [f"y{j}" for j in range(pred.size(1))]
-    if ckpt["kind"] == "classification":
-        names = [f"p_class{j}" for j in range(pred.size(1))]
+    if args.smiles != "-" and not osp.exists(args.smiles):
+        hint = ""
+        if not any(c in args.smiles for c in "/\\") and "." not in args.smiles[-5:]:
+            hint = (f" (--smiles takes a file; for one molecule: echo '{args.smiles}' | "
+                    "graphattn predict ... --smiles -)")
+        raise UserError(f"--smiles: no such file {args.smiles!r}{hint}")
+    table = read_molecules(args.smiles, args.smiles_column)
+    for note in table.notes:
+        print(f"{args.smiles}: note: {note}", file=sys.stderr)
+    width = int(ckpt["model_config"].get("out_channels", 1)) if isinstance(
+        ckpt.get("model_config"), dict) else 1
+    names = list(ckpt.get("extra", {}).get("target_names") or [])
+    if ckpt.get("kind") == "classification" or len(names) != width:
+        prefix = "p_class" if ckpt.get("kind") == "classification" else "y"
+        names = [f"{prefix}{j}" for j in range(width)]
+    taken = set(table.columns)
+    names = [f"predicted_{n}" if n in taken else n for n in names]
+    error_col = "predict_error" if "error" in taken else "error"
     out = sys.stdout if args.out is None else open(args.out, "w", newline="")  # noqa: SIM115
+    shown, counts, unknown = 20, {"rows": 0, "bad": 0}, {}
     try:
         w = csv.writer(out)
-        w.writerow(["smiles", "name", *names])
-        for (smiles, name), values in zip(rows, pred.tolist()):
-            w.writerow([smiles, name, *(f"{v:.6g}" for v in values)])
+        w.writerow([*table.columns, *names, error_col])
+        for rec, values, err, oov in _predict_rows(model, ckpt, table, kwargs):
+            counts["rows"] += 1
+            if err is not None:
+                counts["bad"] += 1
+                if counts["bad"] <= shown:
+                    print(f"line {rec.line}: skipped: {err}", file=sys.stderr)
+                w.writerow([*rec.values, *[""] * len(names), err])
+                continue
+            w.writerow([*rec.values, *(f"{v:.6g}" for v in values), ""])
+            for block in oov:
+                unknown.setdefault(block, []).append(rec.line)
     finally:
         if out is not sys.stdout:
             out.close()
-    if bad:
-        print(f"{bad} invalid line(s) skipped, {len(rows)} predicted", file=sys.stderr)
+    for (block, lines) in unknown.items():
+        where = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+        what, name = ("bonds", block[5:]) if block.startswith("bond ") else ("atoms", block)
+        print(f"warning: {len(lines)} molecule(s) have {what} outside the model's {block} "
+              f"vocabulary (line {where}): they get the '{name}=other' feature, so their "
+              "predictions are extrapolations", file=sys.stderr)
+    if counts["bad"] > shown:
+        print(f"... {counts['bad'] - shown} more skipped line(s): see the {error_col!r} column",
+              file=sys.stderr)
+    done = counts["rows"] - counts["bad"]
+    if counts["bad"]:
+        print(f"{counts['bad']} of {counts['rows']} row(s) not predicted (reason in the "
+              f"{error_col!r} column), {done} predicted", file=sys.stderr)
+    if not done:
+        raise UserError(f"--smiles {args.smiles}: no molecule could be predicted "
+                        f"({counts['rows']} row(s))")
     return 0
+
+
+def _check_picture_path(path: str, molecule: bool) -> None:
+    """A molecule is drawn as PNG; a graph in any format matplotlib writes, by extension."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    ext = osp.splitext(path)[1].lower().lstrip(".")
+    formats = ["png"] if molecule else sorted(FigureCanvasAgg.get_supported_filetypes())
+    if ext not in formats:
+        raise UserError(f"--out {path!r}: the picture's file name must end with .png"
+                        + ("" if molecule else ", .svg, .pdf or another matplotlib format"))
+    if osp.isdir(path):
+        raise UserError(f"--out {path!r} is a folder, expected a picture file name")
 
 
 def cmd_explain(args) -> int:
     from graphattn import viz
 
     model, ckpt = _load(args.checkpoint)
+    _check_picture_path(args.out, molecule=bool(ckpt.get("featurizer")))
     if ckpt.get("featurizer"):
         if not args.smiles:
             raise UserError("explain on a molecule model needs --smiles \"SMILES\"")
@@ -427,13 +512,17 @@ def cmd_explain(args) -> int:
             from rdkit.Chem.MolStandardize import rdMolStandardize
             mol = rdMolStandardize.LargestFragmentChooser().choose(mol)
         data = from_mol(mol, **{**kwargs, "fragments": "all"}, smiles=args.smiles)
+        for block, count in _unknown(data, kwargs).items():
+            what, name = ("bond", block[5:]) if block.startswith("bond ") else ("atom", block)
+            print(f"warning: {count} {what}(s) outside the model's {block} vocabulary: they "
+                  f"get the '{name}=other' feature", file=sys.stderr)
         if kwargs["explicit_h"]:
             mol = Chem.AddHs(mol)
         weights = viz.attention_weights(model, data)
         node, edge = viz.node_edge_scores(weights, data.edge_index, data.num_nodes)
         from graphattn.train import predict
 
-        value = predict(model, [data], task="graph", kind=ckpt["kind"])[0]
+        value = predict(model, [data], task="graph", kind=ckpt.get("kind", "regression"))[0]
         legend = f"{args.smiles}  prediction {', '.join(f'{v:.3g}' for v in value.tolist())}"
         viz.draw_molecule_attention(mol, node, edge[0::2], args.out, legend=legend)
     else:
@@ -541,11 +630,14 @@ def make_parser() -> argparse.ArgumentParser:
     data_args(e, False)
     e.set_defaults(func=cmd_evaluate)
 
-    r = sub.add_parser("predict", help="predict molecules from a SMILES file, CSV out")
+    r = sub.add_parser("predict", help="predict molecules from a SMILES file, CSV out: one "
+                       "row per input row, with its columns, the predictions and an error")
     r.add_argument("--checkpoint", required=True)
     r.add_argument("--smiles", required=True,
-                   help="file: one SMILES (and optional name) per line, or a .csv; - is stdin")
-    r.add_argument("--smiles-column", default=None, help="SMILES column of a .csv input")
+                   help="file: .smi (a SMILES and an optional name per line), .csv / .tsv "
+                        "(with a header) or .sdf; - is stdin")
+    r.add_argument("--smiles-column", default=None,
+                   help="SMILES column of a table (default: the column named smiles)")
     r.add_argument("--out", default=None, help="CSV file (default: stdout)")
     r.set_defaults(func=cmd_predict)
 
@@ -554,7 +646,8 @@ def make_parser() -> argparse.ArgumentParser:
     x.add_argument("--smiles", default=None, help="the molecule (molecule models)")
     x.add_argument("--dataset", type=_dataset_arg, default=None,
                    help="social graph to draw (default: the checkpoint's)")
-    x.add_argument("--out", required=True, help="PNG file")
+    x.add_argument("--out", required=True,
+                   help="picture file: .png (molecules); .png, .svg, .pdf... (graphs)")
     x.set_defaults(func=cmd_explain)
 
     b = sub.add_parser("bench", help="run a benchmark script (extra arguments passed on)")
@@ -577,19 +670,54 @@ def _rerun_with_huge_pages(args) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "graphattn", *sys.argv[1:]])
 
 
+# Failures of the user's input or environment: one line on stderr, exit status 2. Anything
+# else is a bug of graphattn: one line naming the exception, exit status 1, and the traceback
+# with GRAPHATTN_DEBUG=1.
+USER_ERRORS = (UserError, ValueError, TypeError, OSError, ImportError, RuntimeError, EOFError,
+               MemoryError, csv.Error)
+
+
+def _run_lock(args):
+    """``train`` holds its ``--out`` folder (rank 0 under torchrun) for the whole run, and
+    starts by deleting temporary files that killed runs left there."""
+    from contextlib import nullcontext
+
+    if args.command != "train" or int(os.environ.get("RANK", "0") or 0) != 0:
+        return nullcontext()
+    from graphattn.runlock import RunLock
+
+    return RunLock(args.out, command="graphattn " + " ".join(sys.argv[1:]), clean=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if argv is None:  # the command itself, not a call from Python
         _rerun_with_huge_pages(args)
     try:
-        return args.func(args)
-    except (UserError, ValueError, TypeError, FileNotFoundError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"graphattn {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        with _run_lock(args) as lock:
+            for path in getattr(lock, "removed", ()):
+                print(f"removed {path}: left by a run that no longer exists", file=sys.stderr)
+            return args.func(args)
     except KeyboardInterrupt:
         print("graphattn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `graphattn predict ... | head`: the reader left
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+    except Exception as e:
+        if os.environ.get("GRAPHATTN_DEBUG", "") not in ("", "0"):
+            raise
+        msg = _first_line(e)
+        if isinstance(e, USER_ERRORS):
+            print(f"graphattn {args.command}: error: {msg[:2000]}", file=sys.stderr)
+            return 2
+        print(f"graphattn {args.command}: internal error (a bug, please report it; "
+              f"GRAPHATTN_DEBUG=1 shows the traceback): {type(e).__name__}: {msg[:2000]}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

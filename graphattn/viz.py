@@ -3,6 +3,13 @@
 Attention weights come from the model's :class:`~graphattn.nn.GraphSelfAttention` layers,
 asked for ``return_attention_weights`` through forward hooks, so any model built from them
 works without changes.
+
+Figures are :class:`matplotlib.figure.Figure` objects drawn by the Agg canvas straight into
+files: importing or using this module never touches pyplot's state or switches the user's
+matplotlib backend. Nothing needs scipy: scores stay sparse (one value per attended pair or
+edge, never an :math:`N \\times N` table), and graphs over ``max_nodes`` nodes are drawn as a
+summary (the top-scoring nodes with their strongest neighbours, beside a histogram of all
+scores) whose layout is small enough for networkx's numpy spring layout.
 """
 
 from __future__ import annotations
@@ -11,23 +18,30 @@ import os
 from contextlib import contextmanager
 
 import matplotlib
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from graphattn.nn.attention import GraphSelfAttention  # noqa: E402
+from graphattn.nn.attention import GraphSelfAttention
 
 __all__ = ["plot_learning_curve", "attention_weights", "node_edge_scores",
            "draw_molecule_attention", "draw_graph_attention"]
+
+
+def _figure(width: float, height: float, dpi: int = 100) -> Figure:
+    """A figure on its own Agg canvas (no pyplot, no backend switch)."""
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def plot_learning_curve(history: list[dict], path: str | os.PathLike,
                         monitor: str | None = None) -> str:
     """Training loss and validation loss (and ``monitor`` on a second axis) per epoch."""
     epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = _figure(6, 4)
+    ax = fig.subplots()
     ax.plot(epochs, [r["train_loss"] for r in history], label="train loss")
     if history and "val" in history[0]:
         ax.plot(epochs, [_num(r["val"].get("loss")) for r in history], label="val loss")
@@ -42,7 +56,6 @@ def plot_learning_curve(history: list[dict], path: str | os.PathLike,
     ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return os.fspath(path)
 
 
@@ -103,20 +116,29 @@ def node_edge_scores(weights: list[tuple[Tensor, Tensor]], edge_index: Tensor,
     * edge score of ``edge_index[:, e] = (u, v)``: :math:`\alpha_{uv} + \alpha_{vu}`
       (summed over layers, mean over heads; 0 where a layer did not attend along it);
 
-    each rescaled from its minimum (0) to its maximum (1). Meant for small graphs (one
-    :math:`N^2` lookup table per layer).
+    each rescaled from its minimum (0) to its maximum (1). Sparse: memory grows with the
+    number of attended pairs and edges (sorted pair keys and a binary search), never with
+    :math:`N^2`.
     """
     node = torch.zeros(num_nodes, dtype=torch.float64)
+    edge = torch.zeros(edge_index.size(1), dtype=torch.float64)
     keys = edge_index[0] * num_nodes + edge_index[1]
     rev = edge_index[1] * num_nodes + edge_index[0]
-    edge = torch.zeros(edge_index.size(1), dtype=torch.float64)
     for index, alpha in weights:
         a = alpha.double().mean(-1)  # (P,)
         node.index_add_(0, index[0], a)
-        lookup = torch.zeros(num_nodes * num_nodes, dtype=torch.float64)
-        lookup.index_put_((index[0] * num_nodes + index[1],), a, accumulate=True)
-        edge += lookup[keys] + lookup[rev]
+        pair, inverse = torch.unique(index[0] * num_nodes + index[1], return_inverse=True)
+        summed = torch.zeros(pair.numel(), dtype=torch.float64).index_add_(0, inverse, a)
+        edge += _lookup(pair, summed, keys) + _lookup(pair, summed, rev)
     return _unit(node), _unit(edge)
+
+
+def _lookup(keys: Tensor, values: Tensor, query: Tensor) -> Tensor:
+    """``values`` at ``query`` in the sorted ``keys``; 0 where a query is not a key."""
+    if keys.numel() == 0:
+        return torch.zeros(query.numel(), dtype=values.dtype)
+    pos = torch.searchsorted(keys, query).clamp_(max=keys.numel() - 1)
+    return torch.where(keys[pos] == query, values[pos], values.new_zeros(()))
 
 
 def _unit(s: Tensor) -> Tensor:
@@ -165,7 +187,8 @@ def draw_molecule_attention(mol, node_scores: Tensor, bond_scores: Tensor | None
         return os.fspath(path)
     # matplotlib fallback: bonds as coloured lines, atoms as coloured discs
     pos = mol.GetConformer().GetPositions()[:, :2]
-    fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+    fig = _figure(size[0] / 100, size[1] / 100)
+    ax = fig.subplots()
     for b, col in zip(mol.GetBonds(), bond_cols or [(0.5, 0.5, 0.5)] * mol.GetNumBonds()):
         i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
         ax.plot(pos[[i, j], 0], pos[[i, j], 1], color=col, lw=4, zorder=1)
@@ -176,44 +199,79 @@ def draw_molecule_attention(mol, node_scores: Tensor, bond_scores: Tensor | None
     ax.set_aspect("equal")
     ax.axis("off")
     fig.savefig(path)
-    plt.close(fig)
     return os.fspath(path)
 
 
 def draw_graph_attention(edge_index: Tensor, num_nodes: int, edge_scores: Tensor,
                          path: str | os.PathLike, node_color: Tensor | None = None,
                          node_scores: Tensor | None = None, seed: int = 0,
-                         title: str = "") -> str:
+                         title: str = "", max_nodes: int = 200, top: int = 25,
+                         neighbours: int = 3) -> str:
     """Draw a graph (networkx spring layout, seeded) with edge widths and darkness given by
     attention, nodes coloured by ``node_color`` (e.g. predicted class) and sized by
-    ``node_scores``."""
+    ``node_scores``.
+
+    A graph over ``max_nodes`` nodes is drawn as a summary instead: the ``top`` nodes with
+    the highest ``node_scores`` (the highest degree without scores), each with its
+    ``neighbours`` strongest-attention neighbours and the edges among all of these (labelled
+    with their node ids), beside a histogram of the scores of all nodes. Memory and time grow
+    with the number of edges, and the drawn part stays small, so any size can be drawn.
+    """
     import networkx as nx
 
+    edge_index = edge_index.cpu()
+    edge_scores = edge_scores.detach().cpu().float().view(-1)
+    if node_scores is not None:
+        node_scores = node_scores.detach().cpu().float().view(-1)
+    shown = None
+    if num_nodes > max_nodes:
+        shown = _summary_nodes(edge_index, edge_scores, node_scores, num_nodes, top,
+                               neighbours)
+        keep = torch.zeros(num_nodes, dtype=torch.bool)
+        keep[shown] = True
+        sel = keep[edge_index[0]] & keep[edge_index[1]]
+        edge_index, edge_scores = edge_index[:, sel], edge_scores[sel]
+    nodes = shown.tolist() if shown is not None else list(range(num_nodes))
     G = nx.Graph()
-    G.add_nodes_from(range(num_nodes))
+    G.add_nodes_from(nodes)
     weight: dict[tuple[int, int], float] = {}
     for (u, v), s in zip(edge_index.t().tolist(), edge_scores.tolist()):
         if u != v:
             key = (min(u, v), max(u, v))
             weight[key] = max(weight.get(key, 0.0), s)
     G.add_edges_from(weight)
-    pos = nx.spring_layout(G, seed=seed)
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    # numpy below 500 nodes (no scipy); a summary's stars spread further apart
+    pos = nx.spring_layout(G, seed=seed, k=None if shown is None else 2 / len(nodes) ** 0.5)
+    fig = _figure(12 if shown is not None else 7, 6)
+    if shown is not None:
+        ax, hist = fig.subplots(1, 2, width_ratios=(2, 1))
+    else:
+        ax, hist = fig.subplots(), None
     edges = list(G.edges())
     w = [weight[(min(u, v), max(u, v))] for u, v in edges]
     nx.draw_networkx_edges(G, pos, edgelist=edges, width=[0.5 + 5 * x for x in w],
                            edge_color=w, edge_cmap=matplotlib.colormaps["Greys"], edge_vmin=-0.2,
                            edge_vmax=1.0, ax=ax)
-    sizes = 100 + 400 * node_scores.numpy() if node_scores is not None else 300
-    colors = node_color.tolist() if node_color is not None else "tab:blue"
-    nx.draw_networkx_nodes(G, pos, node_size=sizes, node_color=colors, cmap="tab10", vmin=0,
-                           vmax=9, ax=ax)  # class k gets the k-th tab10 colour
+    big = 1 if shown is None else 0.4
+    sizes = (100 + 400 * node_scores[nodes].numpy() if node_scores is not None else 300) * big
+    colors = (dict(node_color=node_color.cpu()[nodes].tolist(), cmap="tab10", vmin=0, vmax=9)
+              if node_color is not None else dict(node_color="tab:blue"))  # class k: tab10[k]
+    nx.draw_networkx_nodes(G, pos, nodelist=nodes, node_size=sizes, ax=ax, **colors)
     nx.draw_networkx_labels(G, pos, font_size=7, ax=ax)
-    ax.set_title(title)
+    ax.set_title(title if shown is None else
+                 f"{title}\n{min(top, num_nodes)} of {num_nodes:,} nodes with the highest "
+                 f"{'attention received' if node_scores is not None else 'degree'}, and "
+                 "their strongest neighbours", fontsize=9)
     ax.axis("off")
+    if hist is not None:
+        values = (node_scores if node_scores is not None else
+                  torch.bincount(edge_index[0], minlength=num_nodes).float()).numpy()
+        hist.hist(values, bins=50, color="tab:gray", log=True)
+        hist.set_xlabel("attention received (0-1)" if node_scores is not None else "degree")
+        hist.set_ylabel("nodes")
+        hist.set_title(f"all {num_nodes:,} nodes", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return os.fspath(path)
 
 
@@ -277,3 +335,28 @@ def plot_confusion(pred_class: Tensor, target: Tensor, path: str | os.PathLike,
     fig.tight_layout()
     fig.savefig(os.fspath(path))
     return os.fspath(path)
+
+
+def _summary_nodes(edge_index: Tensor, edge_scores: Tensor, node_scores: Tensor | None,
+                   num_nodes: int, top: int, neighbours: int) -> Tensor:
+    """The ``top`` nodes by score (degree without scores) and, for each, the other ends of
+    its ``neighbours`` highest-scoring edges: sorted node ids, at most
+    ``top * (1 + neighbours)``."""
+    src, dst = edge_index
+    if node_scores is None:
+        score = torch.bincount(dst, minlength=num_nodes).float()
+    else:
+        score = node_scores
+    best = torch.topk(score, min(top, num_nodes)).indices
+    chosen = [best]
+    loops = src == dst
+    for t in best.tolist():
+        inc = ((src == t) | (dst == t)) & ~loops
+        if not inc.any():
+            continue
+        e = inc.nonzero().view(-1)
+        e = e[torch.topk(edge_scores[e], min(neighbours * 2, e.numel())).indices]
+        other = torch.where(src[e] == t, dst[e], src[e])
+        chosen.append(torch.tensor(list(dict.fromkeys(other.tolist()))[:neighbours],
+                                   dtype=torch.long))
+    return torch.cat(chosen).unique()

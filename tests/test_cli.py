@@ -71,7 +71,7 @@ def test_evaluate_reproduces_final_metrics(trained, capsys):
         assert got[split]["rmse"] == pytest.approx(final[split]["rmse"], rel=1e-6)
 
 
-def test_predict_skips_invalid_lines_and_predicts_the_rest(trained, workdir, capsys):
+def test_predict_keeps_every_row_and_predicts_the_valid_ones(trained, workdir, capsys):
     smi = workdir / "query.smi"
     smi.write_text("CCO ethanol\nC1CC broken ring\n\nc1ccccc1\tbenzene\nnot_smiles\n")
     capsys.readouterr()
@@ -79,8 +79,12 @@ def test_predict_skips_invalid_lines_and_predicts_the_rest(trained, workdir, cap
                      "--smiles", str(smi)]) == 0
     out, err = capsys.readouterr()
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert [(r["smiles"], r["name"]) for r in rows] == [("CCO", "ethanol"),
-                                                          ("c1ccccc1", "benzene")]
+    # one output row per input record, in input order, with the reason where none was made
+    assert [(r["smiles"], r["name"]) for r in rows] == [
+        ("CCO", "ethanol"), ("C1CC", "broken ring"), ("c1ccccc1", "benzene"),
+        ("not_smiles", "")]
+    assert [bool(r["error"]) for r in rows] == [False, True, False, True]
+    assert "C1CC" in rows[1]["error"] and rows[1]["size"] == "" and rows[3]["size"] == ""
     assert "line 2" in err and "C1CC" in err and "line 5" in err and "not_smiles" in err
     assert "line 4" not in err
     # the CSV holds what the library predicts for the same molecules
@@ -90,7 +94,8 @@ def test_predict_skips_invalid_lines_and_predicts_the_rest(trained, workdir, cap
     model, ckpt = load_model(trained / "best.pt")
     kw = featurizers_from_spec(ckpt["featurizer"])
     ref = predict(model, [from_smiles("CCO", **kw), from_smiles("c1ccccc1", **kw)], task="graph")
-    assert [float(r["size"]) for r in rows] == pytest.approx(ref.view(-1).tolist(), rel=1e-4)
+    got = [float(rows[i]["size"]) for i in (0, 2)]
+    assert got == pytest.approx(ref.view(-1).tolist(), rel=1e-4)
 
 
 def test_predict_from_stdin_to_file(trained, workdir, monkeypatch):

@@ -1,5 +1,11 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from graphattn import viz
 from graphattn.chem import from_smiles
@@ -91,3 +97,91 @@ def test_graph_drawing_and_learning_curve(tmp_path):
     for name in ("g.png", "curve.png"):
         blob = (tmp_path / name).read_bytes()
         assert blob[:8] == PNG and len(blob) > 5000
+
+
+def _dense_scores(weights, edge_index, n):
+    """The N^2 reference: one lookup table per layer."""
+    node = torch.zeros(n, dtype=torch.float64)
+    edge = torch.zeros(edge_index.size(1), dtype=torch.float64)
+    for index, alpha in weights:
+        a = alpha.double().mean(-1)
+        node.index_add_(0, index[0], a)
+        table = torch.zeros(n, n, dtype=torch.float64)
+        table.index_put_((index[0], index[1]), a, accumulate=True)
+        edge += table[edge_index[0], edge_index[1]] + table[edge_index[1], edge_index[0]]
+    return viz._unit(node), viz._unit(edge)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 12), pairs=st.integers(0, 40), edges=st.integers(0, 30),
+       layers=st.integers(0, 3), seed=st.integers(0, 2**16))
+def test_sparse_scores_equal_the_dense_table(n, pairs, edges, layers, seed):
+    g = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(0, n, (2, edges), generator=g)
+    weights = [(torch.randint(0, n, (2, pairs), generator=g),  # repeated pairs add up
+                torch.rand(pairs, 2, generator=g)) for _ in range(layers)]
+    node, edge = viz.node_edge_scores(weights, edge_index, n)
+    ref_node, ref_edge = _dense_scores(weights, edge_index, n)
+    assert torch.allclose(node, ref_node, atol=1e-6) and torch.allclose(edge, ref_edge, atol=1e-6)
+
+
+def _big_graph(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src, dst = torch.randint(0, n, (2, 4 * n), generator=g)
+    return torch.stack([torch.cat([src, dst]), torch.cat([dst, src])]), g
+
+
+def test_large_graph_is_a_summary_without_scipy(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy", None)  # any scipy import fails
+    n = 3000
+    edge_index, g = _big_graph(n)
+    node = torch.rand(n, generator=g)
+    node[[7, 11]] = 2.0  # the two highest scores are always drawn
+    edge = torch.rand(edge_index.size(1), generator=g)
+    shown = viz._summary_nodes(edge_index, edge, node, n, top=5, neighbours=3)
+    assert {7, 11} <= set(shown.tolist()) and len(shown) <= 5 * 4
+    assert torch.equal(shown, shown.unique())
+    for scores in (node, None):  # by score, and by degree without scores
+        out = viz.draw_graph_attention(edge_index, n, edge, tmp_path / "big.png",
+                                       node_color=torch.randint(0, 3, (n,), generator=g),
+                                       node_scores=scores, title="sbm")
+        blob = open(out, "rb").read()
+        assert blob[:8] == PNG and len(blob) > 20_000
+
+
+def test_strongest_neighbours_are_chosen():
+    # star around 0 plus a pendant; edge scores rank the neighbours of 0
+    edge_index = torch.tensor([[0, 0, 0, 0, 5], [1, 2, 3, 4, 6]])
+    edge = torch.tensor([0.1, 0.9, 0.5, 0.8, 0.0])
+    node = torch.tensor([1.0, 0, 0, 0, 0, 0, 0])
+    shown = viz._summary_nodes(edge_index, edge, node, 7, top=1, neighbours=2)
+    assert shown.tolist() == [0, 2, 4]
+
+
+@pytest.mark.slow
+def test_import_does_not_switch_the_matplotlib_backend():
+    code = ("import matplotlib, sys; import graphattn.viz; "
+            "print(matplotlib.rcParams._get_backend_or_none(), "
+            "'matplotlib.pyplot' in sys.modules)")
+    for backend in ("svg",):
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "MPLBACKEND": backend,
+                                  "PYTHONPATH": os.getcwd()}, timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == [backend, "False"]
+
+
+def test_cli_explains_a_graph_over_500_nodes_without_scipy(tmp_path, monkeypatch, capsys):
+    from graphattn import cli
+
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    out = tmp_path / "sbm"
+    assert cli.main(["train", "--dataset", "sbm", "--num-nodes", "600", "--out", str(out),
+                     "--epochs", "1", "--hidden", "8", "--layers", "1", "--heads", "2",
+                     "--quiet"]) == 0
+    png = tmp_path / "sbm.png"
+    assert cli.main(["explain", "--checkpoint", str(out / "best.pt"), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == PNG and png.stat().st_size > 20_000
+    assert cli.main(["explain", "--checkpoint", str(out / "best.pt"), "--out",
+                     str(tmp_path / "sbm")]) == 2
+    assert "must end with .png" in capsys.readouterr().err

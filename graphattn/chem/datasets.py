@@ -43,6 +43,7 @@ from torch_geometric.data import InMemoryDataset
 from torch_geometric.datasets import MoleculeNet as _PygMoleculeNet
 
 from graphattn.chem.featurize import AtomFeaturizer, BondFeaturizer, from_mol, from_smiles
+from graphattn.chem.io import SDF_EXTENSIONS, read_molecules
 
 __all__ = [
     "default_root",
@@ -69,7 +70,8 @@ def default_root(name: str) -> str:
 
 
 def _floats(values: Sequence[str], columns: Sequence[str]) -> tuple[list[float], str | None]:
-    """Target strings -> floats; missing -> NaN; anything else unparsable -> a skip reason."""
+    """Target strings -> floats; missing (empty, ``nan``, ``NA``...) -> NaN; infinite or not a
+    number -> a skip reason naming the column and the value."""
     out = []
     for value, column in zip(values, columns):
         value = "" if value is None else str(value).strip()
@@ -77,9 +79,12 @@ def _floats(values: Sequence[str], columns: Sequence[str]) -> tuple[list[float],
             out.append(math.nan)
             continue
         try:
-            out.append(float(value))
+            number = float(value)
         except ValueError:
             return [], f"target {column!r} is not a number: {value!r}"
+        if math.isinf(number):
+            return [], f"target {column!r} is not finite: {value!r}"
+        out.append(number)
     return out, None
 
 
@@ -127,7 +132,7 @@ class MoleculeDataset(InMemoryDataset):
             self, root, transform, pre_transform, pre_filter, force_reload=force_reload
         )
         self.load(self.processed_paths[0])
-        with open(self.processed_paths[1]) as f:
+        with open(self.processed_paths[1], encoding="utf-8") as f:
             self.skipped: list[dict] = json.load(f)
         if self.skipped:
             warnings.warn(self._skip_summary(), stacklevel=2)
@@ -163,7 +168,7 @@ class MoleculeDataset(InMemoryDataset):
                         data = from_mol(mol, y, smiles=smiles, **kwargs)
                     else:
                         data = from_smiles(smiles, y, **kwargs)
-                except (ValueError, TypeError) as e:
+                except (ValueError, TypeError, RuntimeError) as e:
                     problem = str(e)
             if problem is not None:
                 skipped.append({"index": index, "smiles": smiles, "reason": problem})
@@ -179,8 +184,8 @@ class MoleculeDataset(InMemoryDataset):
                 f"{len(skipped)} rows skipped, first: {skipped[:3]}"
             )
         self.save(data_list, self.processed_paths[0])
-        with open(self.processed_paths[1], "w") as f:
-            json.dump(skipped, f, indent=1)
+        with open(self.processed_paths[1], "w", encoding="utf-8") as f:
+            json.dump(skipped, f, indent=1, ensure_ascii=False)
 
     def _skip_summary(self, show: int = 5) -> str:
         rows = "; ".join(f"row {r['index']} {r['smiles']!r}: {r['reason']}"
@@ -209,7 +214,7 @@ class FreeSolv(MoleculeDataset):
         shutil.copy(_DATA / "freesolv.csv", self.raw_dir)
 
     def records(self):
-        with open(self.raw_paths[0], newline="") as f:
+        with open(self.raw_paths[0], newline="", encoding="utf-8-sig") as f:
             for i, row in enumerate(csv.DictReader(f)):
                 y, problem = _floats([row["expt"]], self.target_names)
                 yield i, row["smiles"], None, y, problem
@@ -265,7 +270,10 @@ class MoleculeCSV(MoleculeDataset):
     r"""Any CSV/TSV (SMILES column + target columns) or SD file (targets as SD properties).
 
     Missing target values (empty, ``nan``, ``NA``...) become NaN, so multi-task files with gaps
-    load; rows with an unreadable molecule or a non-numeric target are skipped and reported.
+    load; rows with an unreadable molecule, a target that is not a number or is infinite, too
+    many fields, or bytes that are not UTF-8 are skipped and reported. Text files are read by
+    :func:`graphattn.chem.io.read_molecules` (UTF-8 with or without BOM, delimiter sniffed
+    among ``, \t ; |``, tab for ``.tsv``).
 
     Args:
         root (str, optional): data folder (default: cache folder named after the file).
@@ -295,11 +303,10 @@ class MoleculeCSV(MoleculeDataset):
         if not targets:
             raise ValueError("MoleculeCSV needs at least one target column, got none")
         self.target_names = targets
-        self.is_sdf = self.path.lower().endswith((".sdf", ".sdf.gz", ".sd"))
+        self.is_sdf = self.path.lower().endswith(SDF_EXTENSIONS)
         if not self.is_sdf:
-            with self._open() as f:
-                header = next(csv.reader(f), [])
-            missing = [c for c in [smiles_column, *targets] if c not in header]
+            header = self._table().columns
+            missing = [c for c in targets if c not in header]
             if missing:
                 raise ValueError(
                     f"MoleculeCSV: columns {missing} not in {self.path!r}; "
@@ -309,9 +316,10 @@ class MoleculeCSV(MoleculeDataset):
         self.name = f"csv/{stem}"
         super().__init__(root, **kwargs)
 
-    def _open(self):
-        opener = gzip.open if self.path.endswith(".gz") else open
-        return opener(self.path, "rt", newline="")
+    def _table(self):
+        """The file as :func:`graphattn.chem.io.read_molecules` reads it (raises ValueError
+        when the header lacks the SMILES column)."""
+        return read_molecules(self.path, format="table", smiles_column=self.smiles_column)
 
     def _key(self) -> str:
         st = os.stat(self.path)
@@ -328,11 +336,14 @@ class MoleculeCSV(MoleculeDataset):
         if self.is_sdf:
             yield from _sdf_records(self.path, self.target_names)
             return
-        delimiter = "\t" if self.path.lower().endswith((".tsv", ".tsv.gz")) else ","
-        with self._open() as f:
-            for i, row in enumerate(csv.DictReader(f, delimiter=delimiter)):
-                y, problem = _floats([row[c] for c in self.target_names], self.target_names)
-                yield i, row[self.smiles_column] or "", None, y, problem
+        table = self._table()
+        cols = [table.columns.index(c) for c in self.target_names]
+        for i, rec in enumerate(table):
+            if rec.error is not None:
+                yield i, rec.smiles, None, [], f"line {rec.line}: {rec.error}"
+                continue
+            y, problem = _floats([rec.values[c] for c in cols], self.target_names)
+            yield i, rec.smiles, None, y, problem
 
 
 # name: (qm9pack column, factor to the reported unit, reported unit)
@@ -416,7 +427,7 @@ class QM9(MoleculeDataset):
         factors = [QM9_TARGETS[t][1] for t in self.target_names]
         i = 0
         for path in self.raw_paths:
-            with open(path, newline="") as f:
+            with open(path, newline="", encoding="utf-8-sig") as f:
                 for row in csv.DictReader(f):
                     if self.max_molecules is not None and i >= self.max_molecules:
                         return
@@ -450,7 +461,7 @@ class MoleculeNet(MoleculeDataset, _PygMoleculeNet):
 
     def records(self):
         _, _, _, smiles_idx, y_idx = self.names[self.name]
-        with open(self.raw_paths[0], newline="") as f:
+        with open(self.raw_paths[0], newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = next(reader)
             names = self.target_names
@@ -465,7 +476,7 @@ class MoleculeNet(MoleculeDataset, _PygMoleculeNet):
     @property
     def target_names(self) -> list[str]:
         _, _, _, _, y_idx = self.names[self.name]
-        with open(self.raw_paths[0], newline="") as f:
+        with open(self.raw_paths[0], newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f))
         return header[y_idx] if isinstance(y_idx, slice) else [header[y_idx]]
 

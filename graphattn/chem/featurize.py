@@ -121,6 +121,22 @@ class _OneHot:
     def __len__(self) -> int:
         return len(self._sizes) if self.mode == "index" else self._width
 
+    def unknown(self, x: Tensor) -> dict[str, int]:
+        """How many rows of a matrix made by this featurizer (``[M, F]`` one-hot or ``[M, K]``
+        slots) fell into each block's ``"other"`` slot, i.e. outside the vocabulary; blocks
+        with none are left out. ``{"element": 2}``: two atoms of an unknown element."""
+        out = {}
+        for k, ((name, labels, _, _, other), start) in enumerate(zip(self._blocks,
+                                                                     self._starts)):
+            if not other:
+                continue
+            col = x[:, k] == len(labels) if self.mode == "index" else \
+                x[:, start + len(labels)] > 0
+            n = int(col.sum())
+            if n:
+                out[name] = n
+        return out
+
     def slots(self, item) -> list[int]:
         """The slot index of ``item`` (an RDKit atom or bond) within each block."""
         return [lookup.get(get(item), fb) for get, lookup, fb in self._fast]

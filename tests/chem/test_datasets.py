@@ -285,3 +285,32 @@ def test_featurizer_arguments_reach_the_graphs(tmp_path):
     assert index[0].x.dtype == torch.long and index[0].x.shape == (4, 8)
     with pytest.raises(ValueError, match="fragments"):
         MoleculeCSV(tmp_path / "a", path, "smiles", "y", fragments="none")
+
+
+def test_csv_tsv_bom_infinite_and_undecodable_rows(tmp_path):
+    """A .tsv with a UTF-8 BOM and CRLF line ends loads; infinite targets, a non-UTF-8 line and
+    a row with too many fields are reported with their reason and skipped; loaded + skipped
+    equals the data rows."""
+    lines = [b"smiles\tlogS\tname", b"CCO\t1.5\t\xc3\xa9thanol", b"CCN\tinf\tamine",
+             b"CCC\t-Infinity\tpropane", b"CCCl\t1e999\tchloro", b"c1ccccc1\t\xff\tbenzene",
+             b"CC\t2\tethane\textra", b"CO\tNaN\tmethanol", b"CCCC\t3.5\tbutane"]
+    path = tmp_path / "mols.tsv"
+    path.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines) + b"\r\n")
+    with pytest.warns(UserWarning, match="skipped 5"):
+        data = MoleculeCSV(tmp_path / "root", path, "smiles", "logS")
+    assert [d.smiles for d in data] == ["CCO", "CO", "CCCC"]
+    assert data[0].y.item() == 1.5 and torch.isnan(data[1].y).all()
+    reasons = {r["index"]: r["reason"] for r in data.skipped}
+    assert sorted(reasons) == [1, 2, 3, 4, 5] and len(data) + len(reasons) == len(lines) - 1
+    assert "not finite: 'inf'" in reasons[1] and "'-Infinity'" in reasons[2]
+    assert "'1e999'" in reasons[3]
+    assert "line 6" in reasons[4] and "not UTF-8" in reasons[4]
+    assert "4 fields" in reasons[5]
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+def test_csv_delimiter_is_sniffed(tmp_path, delimiter):
+    path = tmp_path / "m.csv"
+    path.write_text(f"smiles{delimiter}y\nCCO{delimiter}1\nCCC{delimiter}2\n")
+    data = MoleculeCSV(tmp_path / "root", path, "smiles", "y")
+    assert [d.y.item() for d in data] == [1.0, 2.0]
