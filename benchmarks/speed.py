@@ -8,8 +8,8 @@ Sparse cases (``mask="adjacency"``): random graphs of 10k / 100k nodes with aver
 in-degree 10 / 50, 64 input channels -> 4 heads x 16. graphattn ``score="dot"`` is compared
 with ``TransformerConv`` (same formula: no self loops, skip connection) and
 ``score="additive"`` with ``GATConv`` and ``GATv2Conv`` (all with self loops). graphattn runs
-its native C kernel (:mod:`graphattn.nn.native`); ``(MKL kernel)`` is the same layer with it
-turned off (:func:`graphattn.nn.native.disabled`): the pure-torch kernel that runs where no C
+its native C kernel (:mod:`graphattn.nn.kernels.native`); ``(MKL kernel)`` is the same layer with it
+turned off (:func:`graphattn.nn.kernels.disabled`): the pure-torch kernel that runs where no C
 compiler is found.
 
 Full cases (``mask="full"``): batches of 256 / 1024 molecule-like graphs of 10-40 nodes
@@ -120,7 +120,7 @@ def make_method(name: str):
     from torch_geometric.nn import GATConv, GATv2Conv, TransformerConv
     from torch_geometric.utils import to_dense_batch
 
-    from graphattn.nn import GraphSelfAttention, native
+    from graphattn.nn import GraphSelfAttention, kernels
 
     torch.manual_seed(0)
 
@@ -139,7 +139,7 @@ def make_method(name: str):
         score = "additive" if "additive" in name else "dot"
 
         def mkl_call(m, d):
-            with native.disabled():
+            with kernels.disabled():
                 return m(d["x"], d["edge_index"])
         return GraphSelfAttention(IN, C, heads=HEADS, score=score,
                                   add_self_loops=score == "additive"), mkl_call
@@ -156,7 +156,7 @@ def make_method(name: str):
             return m, (lambda m, d: m(d["x"], d["edge_index"], batch=d["batch"]))
         if name.endswith("(bucketed kernel)"):  # the pure-torch kernel the native one replaces
             def bucketed(m, d):
-                with native.disabled():
+                with kernels.disabled():
                     return m(d["x"], batch=d["batch"])
             return m, bucketed
         return m, (lambda m, d: m(d["x"], batch=d["batch"]))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graphattn.nn import GraphSelfAttention, native
+from graphattn.nn import GraphSelfAttention, kernels
 
-pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels unavailable")
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="native kernels unavailable")
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ backward, instead of the layer falling back to its reference path. Eager calls k
 :class:`~.native.NativeAttention` (the same kernels, without the dispatcher's overhead).
 
 Inputs are in the given edge order: the operator sorts the edges by target itself (cached
-per ``edge_index``, see :data:`~.sparse_kernel.STRUCTURES`) and returns ``alpha`` in edge
+per ``edge_index``, see :data:`~.structure.STRUCTURES`) and returns ``alpha`` in edge
 order. Shapes: q ``[N_t, H, C]``, kv ``[N_s, 2, H, C]``, emb ``[E, H, C]``, att ``[H, C]``,
 bias and noise ``[E, H]``, edge_index ``[2, E]`` -> out ``[N_t, H, C]``, alpha ``[E, H]``.
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from graphattn.nn import native
-from graphattn.nn.sparse_kernel import STRUCTURES, EdgeStructure
+from graphattn.nn.kernels import build, native
+from graphattn.nn.kernels.structure import STRUCTURES, EdgeStructure
 
 
 def _structure(edge_index: Tensor, num_src: int, num_dst: int) -> EdgeStructure:
@@ -44,7 +44,7 @@ def csr_attention(q: Tensor, kv: Tensor, emb: Tensor | None, att: Tensor | None,
 
 @csr_attention.register_fake
 def _(q, kv, emb, att, bias, noise, edge_index, num_src, negative_slope, scale):
-    acc = native.compute_dtype(q.dtype)
+    acc = build.compute_dtype(q.dtype)
     return q.new_empty(q.shape), q.new_empty(edge_index.size(1), q.size(1), dtype=acc)
 
 
@@ -58,7 +58,7 @@ def csr_attention_backward(g_out: Tensor, q: Tensor, kv: Tensor, emb: Tensor | N
     """Gradients of q, kv, emb, att and bias (empty tensors for absent inputs)."""
     st = _structure(edge_index, num_src, q.size(0))
     perm = st.perm.long()
-    acc = native.compute_dtype(q.dtype)
+    acc = build.compute_dtype(q.dtype)
     q_, kv_ = q.contiguous(), kv.to(q.dtype).contiguous()
     emb_ = _sorted(emb, perm)
     emb_ = emb_.to(q.dtype).contiguous() if emb_ is not None else None
@@ -111,4 +111,4 @@ csr_attention.register_autograd(_backward, setup_context=_setup_context)
 @torch.compiler.assume_constant_result
 def native_csr_available() -> bool:
     """Whether the native CSR kernel can run (a constant to ``torch.compile``)."""
-    return native.available(torch.float32, "csr")
+    return build.available(torch.float32, "csr")
