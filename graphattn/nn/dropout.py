@@ -67,8 +67,8 @@ def apply_mask_(x: Tensor, drop: Tensor, scale: float, out: Tensor | None = None
 
 
 class _FastDropout(torch.autograd.Function):
-    """Inverted dropout with :func:`drop_`'s mask: on a CPU 10-20x faster than
-    ``bernoulli_`` for the ``[N, C]`` activations of a million-node graph. ``inplace=True``
+    """Inverted dropout with :func:`drop_`'s mask, drawn in one pass instead of
+    ``bernoulli_``'s. ``inplace=True``
     overwrites ``x`` (which nothing may have saved). Only the mask is saved."""
 
     @staticmethod

@@ -1,11 +1,11 @@
-"""The native CPU kernels of graph attention (``csrc/``), compiled on first use.
+"""Autograd functions over the native CPU kernels of graph attention (``csrc/``).
 
 * ``csr_attention.c`` (``mask="adjacency"``, :class:`NativeAttention`): one sweep over the
   in-edges of each target computes the scores (dot or additive), the segment softmax and
   the weighted sum; the backward is one pass per target (score gradients, ``gq``, the
   additive ``att`` gradient) and one per source over the transposed structure (``gk``,
   ``gv``). Each output row is written by one OpenMP thread, and only ``[E, H]`` scalars are
-  stored. Compared with :class:`~.sparse_kernel.SparseAttention` (MKL sparse products plus
+  stored. Compared with :class:`~.csr_torch.SparseAttention` (MKL sparse products plus
   segment ops), it reads every node row once per edge instead of once per head and product,
   and computes the additive score without materialising ``q_i + k_j``.
 * ``dropout.c`` (:func:`dropout_forward`, :func:`dropout_backward`): the dropout of large
@@ -15,7 +15,6 @@
   per graph of a batch attends within it in cache, with no padding; it keeps the row
   maximum and sum of the softmax, not the ``[P, H]`` weights, and recomputes the scores in
   the backward.
-
 
 The C kernels are built and loaded by :mod:`~.build`; :mod:`~.ops` registers the CSR kernel
 as a torch custom operator for compiled graphs.
@@ -43,7 +42,7 @@ class NativeAttention(torch.autograd.Function):
     ``[E, H, C]`` (the edge embedding added to keys and values) or ``None``; att ``[H, C]``
     (additive score) or ``None`` (dot score); bias ``[E, H]`` or ``None``; noise ``[E, H]``
     (dropout keep-mask divided by ``1 - p``) or ``None``; ``st`` the
-    :class:`~.sparse_kernel.EdgeStructure`; ``scale`` of the dot score (default
+    :class:`~.structure.EdgeStructure`; ``scale`` of the dot score (default
     :math:`C^{-1/2}`). With bfloat16 ``q`` (autocast), ``kv`` and
     ``emb`` are read as bfloat16 and ``out`` and the node gradients are bfloat16; scores,
     sums, ``alpha`` and the other inputs are float32.

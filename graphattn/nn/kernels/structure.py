@@ -27,7 +27,7 @@ class EdgeStructure:
             sparse products are faster on it).
         crow: ``[N_t + 1]`` first sorted edge of each target.
 
-    Built on first use: ``src_long``, ``dst_long`` (int64: ``index_add_`` is 4x slower on
+    Built on first use: ``src_long``, ``dst_long`` (int64: ``index_add_`` is slower on
     int32), ``offsets`` (``crow`` as int64), ``transpose`` (``perm_t [E]`` sorted-edge position
     of each edge in source order, ``crow_t [N_s + 1]``, ``dst_t [E]``) and
     ``transpose_long``, ``eye`` (``0..E``).
