@@ -215,6 +215,7 @@ def _csr_op(layer, q, kv, x_src, x_dst, edge_index, edge_attr, attn_bias, want_a
     """Adjacency attention by the custom operator (compiled and exported graphs): self
     loops added in one pass with one dynamic shape, the edges sorted inside the operator."""
     H, C = layer.heads, layer.channels
+    graph = edge_index  # the sorted structure is cached under the given edges
     if attn_bias is not None and attn_bias.dim() == 1:
         attn_bias = attn_bias.unsqueeze(-1)
     if layer.num_loops:
@@ -227,8 +228,8 @@ def _csr_op(layer, q, kv, x_src, x_dst, edge_index, edge_attr, attn_bias, want_a
     noise = _noise(layer, edge_index.size(1), build.compute_dtype(q.dtype), q.device)
     att = layer.att.view(H, C) if layer.att is not None else None
     out, alpha = torch.ops.graphattn.csr_attention(
-        q, kv, emb, att, bias, noise, edge_index, x_src.size(0),
-        float(layer.negative_slope), C ** -0.5)
+        q, kv, emb, att, bias, noise, edge_index, graph, layer.num_loops, x_src.size(0),
+        float(layer.negative_slope), C ** -0.5, want_alpha)
     return out, ((edge_index, alpha) if want_alpha else None)
 
 

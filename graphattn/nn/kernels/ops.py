@@ -6,10 +6,15 @@ formula, the kernel stays in the compiled or exported graph as one opaque node, 
 backward, instead of the layer falling back to its reference path. Eager calls keep using
 :class:`~.native.NativeAttention` (the same kernels, without the dispatcher's overhead).
 
-Inputs are in the given edge order: the operator sorts the edges by target itself (cached
-per ``edge_index``, see :data:`~.structure.STRUCTURES`) and returns ``alpha`` in edge
-order. Shapes: q ``[N_t, H, C]``, kv ``[N_s, 2, H, C]``, emb ``[E, H, C]``, att ``[H, C]``,
-bias and noise ``[E, H]``, edge_index ``[2, E]`` -> out ``[N_t, H, C]``, alpha ``[E, H]``.
+Inputs are in the given edge order; the operator sorts the edges by target itself. The
+sorted structure is cached under ``graph`` (see :data:`~.structure.STRUCTURES`): the
+user's ``edge_index`` from which ``edge_index`` was made by adding ``loops`` self loops
+(``graph`` is ``edge_index`` itself when ``loops`` is 0), so a compiled model sorts each
+graph once although its looped edges are a new tensor at every call. ``alpha`` comes back
+in edge order when ``edge_order``, else in the sorted order (for the backward only).
+
+Shapes: q ``[N_t, H, C]``, kv ``[N_s, 2, H, C]``, emb ``[E, H, C]``, att ``[H, C]``, bias
+and noise ``[E, H]``, edge_index ``[2, E]`` -> out ``[N_t, H, C]``, alpha ``[E, H]``.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from graphattn.nn.kernels import build, native
 from graphattn.nn.kernels.structure import STRUCTURES, EdgeStructure
 
 
-def _structure(edge_index: Tensor, num_src: int, num_dst: int) -> EdgeStructure:
-    return STRUCTURES.get(edge_index, (num_src, num_dst, "op"), lambda: (
+def _structure(edge_index: Tensor, graph: Tensor, loops: int, num_src: int,
+               num_dst: int) -> EdgeStructure:
+    return STRUCTURES.get(graph, (num_src, num_dst, "op", loops), lambda: (
         None, None, EdgeStructure(edge_index, num_src, num_dst)))[2]
 
 
@@ -30,20 +36,26 @@ def _sorted(t: Tensor | None, perm: Tensor) -> Tensor | None:
     return t.index_select(0, perm) if t is not None else None
 
 
+def _unsorted(t: Tensor, perm: Tensor) -> Tensor:
+    """``t [E, ...]`` in sorted order -> edge order."""
+    return t.new_empty(t.shape).index_copy_(0, perm, t)
+
+
 @torch.library.custom_op("graphattn::csr_attention", mutates_args=(), device_types="cpu")
 def csr_attention(q: Tensor, kv: Tensor, emb: Tensor | None, att: Tensor | None,
                   bias: Tensor | None, noise: Tensor | None, edge_index: Tensor,
-                  num_src: int, negative_slope: float, scale: float
-                  ) -> tuple[Tensor, Tensor]:
-    st = _structure(edge_index, num_src, q.size(0))
-    perm = st.perm.long()
+                  graph: Tensor, loops: int, num_src: int, negative_slope: float,
+                  scale: float, edge_order: bool) -> tuple[Tensor, Tensor]:
+    st = _structure(edge_index, graph, loops, num_src, q.size(0))
+    perm = st.perm_long
     out, alpha, _ = native.csr_forward(q, kv, _sorted(emb, perm), att, _sorted(bias, perm),
                                        _sorted(noise, perm), st, negative_slope, scale)
-    return out, alpha.new_empty(alpha.shape).index_copy_(0, perm, alpha)
+    return out, (_unsorted(alpha, perm) if edge_order else alpha)
 
 
 @csr_attention.register_fake
-def _(q, kv, emb, att, bias, noise, edge_index, num_src, negative_slope, scale):
+def _(q, kv, emb, att, bias, noise, edge_index, graph, loops, num_src, negative_slope, scale,
+      edge_order):
     acc = build.compute_dtype(q.dtype)
     return q.new_empty(q.shape), q.new_empty(edge_index.size(1), q.size(1), dtype=acc)
 
@@ -52,12 +64,13 @@ def _(q, kv, emb, att, bias, noise, edge_index, num_src, negative_slope, scale):
                          device_types="cpu")
 def csr_attention_backward(g_out: Tensor, q: Tensor, kv: Tensor, emb: Tensor | None,
                            att: Tensor | None, noise: Tensor | None, alpha: Tensor,
-                           out: Tensor, edge_index: Tensor, num_src: int,
-                           negative_slope: float, scale: float
+                           out: Tensor, edge_index: Tensor, graph: Tensor, loops: int,
+                           num_src: int, negative_slope: float, scale: float,
+                           edge_order: bool, need_bias: bool
                            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of q, kv, emb, att and bias (empty tensors for absent inputs)."""
-    st = _structure(edge_index, num_src, q.size(0))
-    perm = st.perm.long()
+    st = _structure(edge_index, graph, loops, num_src, q.size(0))
+    perm = st.perm_long
     acc = build.compute_dtype(q.dtype)
     q_, kv_ = q.contiguous(), kv.to(q.dtype).contiguous()
     emb_ = _sorted(emb, perm)
@@ -65,44 +78,42 @@ def csr_attention_backward(g_out: Tensor, q: Tensor, kv: Tensor, emb: Tensor | N
     att_ = att.to(acc).contiguous() if att is not None else None
     noise_ = _sorted(noise, perm)
     noise_ = noise_.to(acc).contiguous() if noise_ is not None else None
-    alpha_ = alpha.index_select(0, perm).contiguous()
+    alpha_ = (alpha.index_select(0, perm) if edge_order else alpha).contiguous()
     gq, g_kv, g_emb, g_att, g_bias = native.csr_backward(
         g_out, q_, kv_, emb_, att_, noise_, alpha_, out.contiguous(), st, negative_slope,
-        scale, True, True)
-    E, H = alpha.shape
-    back = torch.empty_like(perm)
-    back[perm] = torch.arange(E)
-    g_emb = g_emb.index_select(0, back) if g_emb is not None else q.new_empty(0)
-    g_bias = g_bias.index_select(0, back).contiguous()
+        scale, True, need_bias)
+    g_emb = _unsorted(g_emb, perm) if g_emb is not None else q.new_empty(0)
+    g_bias = _unsorted(g_bias, perm) if g_bias is not None else alpha.new_empty(0)
     g_att = g_att if g_att is not None else q.new_empty(0)
     return gq, g_kv.to(kv.dtype), g_emb, g_att, g_bias
 
 
 @csr_attention_backward.register_fake
-def _(g_out, q, kv, emb, att, noise, alpha, out, edge_index, num_src, negative_slope, scale):
+def _(g_out, q, kv, emb, att, noise, alpha, out, edge_index, graph, loops, num_src,
+      negative_slope, scale, edge_order, need_bias):
     return (torch.empty_like(q), torch.empty_like(kv),
             torch.empty_like(emb) if emb is not None else q.new_empty(0),
             att.new_empty(att.shape, dtype=alpha.dtype) if att is not None else q.new_empty(0),
-            alpha.new_empty(alpha.shape))
+            alpha.new_empty(alpha.shape) if need_bias else alpha.new_empty(0))
 
 
 def _setup_context(ctx, inputs, output):
-    q, kv, emb, att, bias, noise, edge_index, num_src, negative_slope, scale = inputs
+    (q, kv, emb, att, bias, noise, edge_index, graph, loops, num_src, negative_slope, scale,
+     edge_order) = inputs
     out, alpha = output
-    ctx.save_for_backward(q, kv, emb, att, noise, alpha, out, edge_index)
-    ctx.num_src, ctx.slope, ctx.scale = num_src, negative_slope, scale
+    ctx.save_for_backward(q, kv, emb, att, noise, alpha, out, edge_index, graph)
+    ctx.args = (loops, num_src, negative_slope, scale, edge_order)
     ctx.has = (emb is not None, att is not None, bias is not None)
     ctx.mark_non_differentiable(alpha)
 
 
 def _backward(ctx, g_out, _g_alpha):
-    q, kv, emb, att, noise, alpha, out, edge_index = ctx.saved_tensors
-    gq, g_kv, g_emb, g_att, g_bias = csr_attention_backward(
-        g_out, q, kv, emb, att, noise, alpha, out, edge_index, ctx.num_src, ctx.slope,
-        ctx.scale)
+    q, kv, emb, att, noise, alpha, out, edge_index, graph = ctx.saved_tensors
     has_emb, has_att, has_bias = ctx.has
+    gq, g_kv, g_emb, g_att, g_bias = csr_attention_backward(
+        g_out, q, kv, emb, att, noise, alpha, out, edge_index, graph, *ctx.args, has_bias)
     return (gq, g_kv, g_emb if has_emb else None, g_att.to(att.dtype) if has_att else None,
-            g_bias if has_bias else None, None, None, None, None, None)
+            g_bias if has_bias else None, None, None, None, None, None, None, None, None)
 
 
 csr_attention.register_autograd(_backward, setup_context=_setup_context)

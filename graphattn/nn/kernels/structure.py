@@ -27,10 +27,10 @@ class EdgeStructure:
             sparse products are faster on it).
         crow: ``[N_t + 1]`` first sorted edge of each target.
 
-    Built on first use: ``src_long``, ``dst_long`` (int64: ``index_add_`` is slower on
-    int32), ``offsets`` (``crow`` as int64), ``transpose`` (``perm_t [E]`` sorted-edge position
-    of each edge in source order, ``crow_t [N_s + 1]``, ``dst_t [E]``) and
-    ``transpose_long``, ``eye`` (``0..E``).
+    Built on first use, as int64 (``index_add_`` and ``index_copy_`` want it): ``perm_long``,
+    ``src_long``, ``dst_long``, ``offsets`` (``crow``); ``transpose`` (``perm_t [E]``
+    sorted-edge position of each edge in source order, ``crow_t [N_s + 1]``, ``dst_t [E]``)
+    and ``transpose_long``; ``eye`` (``0..E``).
     Inference never builds the transpose.
     """
 
@@ -50,6 +50,10 @@ class EdgeStructure:
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
+
+    @property
+    def perm_long(self) -> Tensor:
+        return self._lazy("perm_long", lambda: self.perm.long())
 
     @property
     def src_long(self) -> Tensor:

@@ -37,14 +37,39 @@ def test_compiled_forward_and_backward_equal_eager(score, edge_dim, loops):
         torch.testing.assert_close(a, b)
 
 
-def test_operator_opcheck():
+@pytest.mark.parametrize("edge_order", [True, False])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_operator_opcheck(edge_order, with_bias):
     """torch.library.opcheck: schema, fake tensor and autograd registrations agree."""
     torch.manual_seed(0)
     q = torch.randn(6, 2, 4, dtype=torch.float64, requires_grad=True)
     kv = torch.randn(7, 2, 2, 4, dtype=torch.float64, requires_grad=True)
     att = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(20, 2, dtype=torch.float64, requires_grad=True) if with_bias else None
     ei = torch.stack([torch.randint(0, 7, (20,)), torch.randint(0, 6, (20,))])
     torch.library.opcheck(torch.ops.graphattn.csr_attention.default,
-                          (q, kv, None, att, None, None, ei, 7, 0.2, 0.5),
+                          (q, kv, None, att, bias, None, ei, ei, 0, 7, 0.2, 0.5, edge_order),
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
+
+
+@pytest.mark.slow
+def test_compiled_layer_with_self_loops_sorts_each_graph_once(monkeypatch):
+    """The looped edges are a new tensor at every compiled call; their sorted structure is
+    cached under the given edge_index, so training steps do not sort again."""
+    from graphattn.nn.kernels import structure
+
+    torch._dynamo.reset()
+    structure.STRUCTURES.clear()
+    built, init = [], structure.EdgeStructure.__init__
+    monkeypatch.setattr(structure.EdgeStructure, "__init__",
+                        lambda self, *a: built.append(1) or init(self, *a))
+    torch.manual_seed(0)
+    x, ei = torch.randn(30, 5), torch.randint(0, 30, (2, 90))
+    m = GraphSelfAttention(5, 4, heads=2, score="additive", add_self_loops=True)
+    compiled = torch.compile(m)
+    for _ in range(3):
+        out = compiled(x, ei)
+        out.sum().backward()
+    assert len(built) == 1
+    torch.testing.assert_close(out, m(x, ei))
