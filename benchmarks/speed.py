@@ -53,10 +53,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 SPARSE_METHODS = ["graphattn dot", "graphattn additive", "graphattn dot (MKL kernel)",
                   "graphattn additive (MKL kernel)", "graphattn dot (reference)",
+                  "graphattn dot (compiled)", "graphattn additive (compiled)",
                   "TransformerConv", "GATConv", "GATv2Conv"]
 FULL_METHODS = ["graphattn full dot", "graphattn full dot + edge bias",
                 "graphattn full dot (bucketed kernel)", "graphattn full dot (reference)",
-                "to_dense_batch + MultiheadAttention"]
+                "graphattn full dot (compiled)", "to_dense_batch + MultiheadAttention"]
 PAIRS = [  # (graphattn method, peer), the ratios reported
     ("graphattn dot", "TransformerConv"),
     ("graphattn dot", "graphattn dot (reference)"),
@@ -68,6 +69,10 @@ PAIRS = [  # (graphattn method, peer), the ratios reported
     ("graphattn full dot + edge bias", "to_dense_batch + MultiheadAttention"),
     ("graphattn full dot", "graphattn full dot (bucketed kernel)"),
     ("graphattn full dot", "graphattn full dot (reference)"),
+    # eager time / compiled time: > 1 when torch.compile makes the layer faster
+    ("graphattn dot (compiled)", "graphattn dot"),
+    ("graphattn additive (compiled)", "graphattn additive"),
+    ("graphattn full dot (compiled)", "graphattn full dot"),
 ]
 
 
@@ -122,6 +127,10 @@ def make_method(name: str):
 
     from graphattn.nn import GraphSelfAttention, kernels
 
+    if name.endswith(" (compiled)"):  # the eager method's layer under torch.compile
+        module, call = make_method(name.removesuffix(" (compiled)"))
+        compiled = torch.compile(module)
+        return module, (lambda m, d: call(compiled, d))
     torch.manual_seed(0)
 
     def sparse_call(m, d):

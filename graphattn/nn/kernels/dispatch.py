@@ -7,6 +7,8 @@ route              when
 =================  ==========================================================================
 ``"op"``           ``torch.compile`` / ``torch.export`` traces, adjacency mode: the native CSR
                    kernel as the custom operator ``graphattn::csr_attention`` (:mod:`~.ops`)
+``"eager"``        ``torch.compile`` traces, full mode: the eager kernels below, run outside
+                   the compiled graph (a graph break; ``torch.export`` takes the reference)
 ``"raw"``          adjacency, dot score, narrow raw source features, native kernel: the
                    kernel gathers the features and the projections run after the sum
 ``"csr"``          adjacency: the native CSR kernel (:mod:`~.native`), or the pure-torch one
@@ -106,6 +108,9 @@ def attend(layer: Layer, x_src: Tensor, x_dst: Tensor, edge_index: Tensor | None
     how = route(layer, x_src, x_dst, edge_attr, sizes)
     if how is None:
         return None
+    if how == "eager":
+        return _eager(layer, x_src, x_dst, edge_index, edge_attr, batch, attn_bias, sizes,
+                      want_alpha)
     if how == "raw":
         return _raw(layer, x_src, x_dst, edge_index, attn_bias, want_alpha)
     q = layer.lin_query(x_dst).view(-1, layer.heads, layer.channels)  # (N_t, H, C)
@@ -138,13 +143,14 @@ def route(layer: Layer, x_src: Tensor, x_dst: Tensor, edge_attr: Tensor | None,
         return None
     dtype = _query_dtype(x_dst)
     cpu = x_dst.device.type == "cpu"
-    if torch.compiler.is_compiling():
-        ok = layer.mask == "adjacency" and cpu and dtype in _OP_DTYPES \
-            and ops.native_csr_available()
-        return "op" if ok else None
     if layer.impl == "auto" and not (cpu and dtype in (torch.float32, torch.float64,
                                                        *GF.LOW_PRECISION)):
         return None
+    if torch.compiler.is_compiling():
+        if layer.mask == "full":  # torch.export keeps the reference path
+            return None if torch.compiler.is_exporting() else "eager"
+        ok = cpu and dtype in _OP_DTYPES and ops.native_csr_available()
+        return "op" if ok else None
     if layer.mask == "adjacency":
         return "raw" if _takes_raw(layer, x_src, x_dst, edge_attr, dtype) else "csr"
     if layer.score == "additive":
@@ -154,6 +160,13 @@ def route(layer: Layer, x_src: Tensor, x_dst: Tensor, edge_attr: Tensor | None,
     if build.available(wide, "dense") and largest <= NATIVE_FULL_MAX_NODES:
         return "dense"
     return "buckets"
+
+
+@torch.compiler.disable
+def _eager(*args):
+    """:func:`attend` outside the compiled graph (a graph break): full attention under
+    ``torch.compile`` runs the eager kernels."""
+    return attend(*args)
 
 
 def _query_dtype(x: Tensor) -> torch.dtype:

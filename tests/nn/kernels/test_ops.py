@@ -73,3 +73,29 @@ def test_compiled_layer_with_self_loops_sorts_each_graph_once(monkeypatch):
         out.sum().backward()
     assert len(built) == 1
     torch.testing.assert_close(out, m(x, ei))
+
+
+@pytest.mark.slow
+def test_compiled_full_attention_runs_the_eager_kernels_with_equal_results(monkeypatch):
+    """Full mode under torch.compile runs the native dense kernel outside the graph (not
+    the reference path): same outputs and gradients as eager."""
+    from graphattn.nn.kernels import dispatch
+
+    torch._dynamo.reset()
+    calls, apply = [], dispatch.DenseAttention.apply
+    monkeypatch.setattr(dispatch.DenseAttention, "apply",
+                        lambda *a: calls.append(1) or apply(*a))
+    torch.manual_seed(0)
+    batch = torch.repeat_interleave(torch.arange(3), torch.tensor([4, 7, 5]))
+    x = torch.randn(16, 6, dtype=torch.float64, requires_grad=True)
+    ei = torch.tensor([[0, 1, 4, 5, 11, 12], [1, 0, 5, 6, 12, 13]])
+    ea = torch.randn(6, 2, dtype=torch.float64)
+    m = GraphSelfAttention(6, 4, heads=2, mask="full", edge_dim=2).double()
+    results = []
+    for f in (m, torch.compile(m)):
+        out = f(x, ei, ea, batch=batch)
+        results.append((out, torch.autograd.grad(out.square().sum(), [x, *m.parameters()])))
+    assert len(calls) == 2
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b)
