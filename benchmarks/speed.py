@@ -8,9 +8,9 @@ Sparse cases (``mask="adjacency"``): random graphs of 10k / 100k nodes with aver
 in-degree 10 / 50, 64 input channels -> 4 heads x 16. graphattn ``score="dot"`` is compared
 with ``TransformerConv`` (same formula: no self loops, skip connection) and
 ``score="additive"`` with ``GATConv`` and ``GATv2Conv`` (all with self loops). graphattn runs
-its native C kernel (:mod:`graphattn.nn.kernels.native`); ``(MKL kernel)`` is the same layer with it
-turned off (:func:`graphattn.nn.kernels.disabled`): the pure-torch kernel that runs where no C
-compiler is found.
+its native C kernel (:mod:`graphattn.nn.kernels.native`); ``(MKL kernel)`` is the same layer
+with it turned off (:func:`graphattn.nn.kernels.disabled`): the pure-torch kernel that runs
+where no C compiler is found.
 
 Full cases (``mask="full"``): batches of 256 / 1024 molecule-like graphs of 10-40 nodes
 (a chain plus ring bonds, both directions), compared with ``to_dense_batch`` +
@@ -18,6 +18,9 @@ Full cases (``mask="full"``): batches of 256 / 1024 molecule-like graphs of 10-4
 edges (the same computation as the peer) and with edges as a learned score bias, with its
 native dense kernel; ``(bucketed kernel)`` is the same layer with it turned off: the
 pure-torch size-bucketed kernel that runs where no C compiler is found.
+
+``(compiled)``: the same layer under ``torch.compile`` (default options; compiled during the
+warm-up). Its ratio is eager time / compiled time (> 1: compiling makes the layer faster).
 
 Time: per case the methods run interleaved (method A, B, C, A, B, C, ...) after warm-up, and
 the median of the repeats is reported: ``forward`` (autograd recording, as in training) and
@@ -291,6 +294,16 @@ def markdown(meta: dict, rows: list[dict], ratio_rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+HISTORY = "## Notes and history"
+
+
+def kept_history(path: Path) -> str:
+    """The hand-written part of an existing ``speed.md`` (from :data:`HISTORY` on), which a
+    new run keeps below its tables; empty if there is none."""
+    text = path.read_text() if path.exists() else ""
+    return text[text.index(HISTORY):] if HISTORY in text else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small grid, under 2 minutes")
@@ -350,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "speed.json").write_text(json.dumps(
             dict(meta=meta, results=rows, ratios=ratio_rows), indent=1) + "\n")
-        (out_dir / "speed.md").write_text(markdown(meta, rows, ratio_rows))
+        history = kept_history(out_dir / "speed.md")
+        (out_dir / "speed.md").write_text(markdown(meta, rows, ratio_rows)
+                                          + ("\n" + history if history else ""))
         print(f"wrote {out_dir / 'speed.json'} and {out_dir / 'speed.md'}")
     return 0
 

@@ -383,7 +383,7 @@ class GraphSelfAttention(MessagePassing):
     def _reference_only(self) -> bool:
         """Whether this call must take the reference path: asked for, PyG's explain mode,
         or message-passing hooks (they read the per-edge messages)."""
-        return self.impl == "reference" or self._explain or \
+        return self.impl == "reference" or bool(self.explain) or \
             any(getattr(self, name) for name in _HOOKS)
 
     def _kernel_view(self, x_src: Tensor, x_dst: Tensor) -> kernels.Layer:

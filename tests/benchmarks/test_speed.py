@@ -66,3 +66,10 @@ def test_tiny_run_writes_json_markdown_and_ratios(sp, tmp_path, monkeypatch):
     md = (tmp_path / "speed.md").read_text()
     assert "| full 12 molecules of 10-40 nodes | graphattn full dot | " \
            "to_dense_batch + MultiheadAttention |" in md
+
+
+def test_a_new_run_keeps_the_hand_written_history(sp, tmp_path):
+    md = tmp_path / "speed.md"
+    assert sp.kept_history(md) == ""
+    md.write_text("# old tables\n\n| a |\n\n" + sp.HISTORY + "\n\nBefore/after notes.\n")
+    assert sp.kept_history(md) == sp.HISTORY + "\n\nBefore/after notes.\n"
