@@ -48,7 +48,7 @@ from graphattn.nn.kernels import build, ops
 from graphattn.nn.kernels.csr_torch import SparseAttention
 from graphattn.nn.kernels.dense_torch import Buckets, full_attention
 from graphattn.nn.kernels.native import DenseAttention, FullGraphs, NativeAttention
-from graphattn.nn.kernels.structure import STRUCTURES, EdgeStructure
+from graphattn.nn.kernels.structure import STRUCTURES, EdgeStructure, with_self_loops
 
 # full attention of graphs up to this size runs in the native dense kernel (one thread per
 # graph); batches with a larger graph use the bucketed kernels (torch's flash attention)
@@ -226,7 +226,8 @@ def _noise(layer: Layer, pairs: int, dtype: torch.dtype, device: torch.device
 
 def _csr_op(layer, q, kv, x_src, x_dst, edge_index, edge_attr, attn_bias, want_alpha):
     """Adjacency attention by the custom operator (compiled and exported graphs): self
-    loops added in one pass with one dynamic shape, the edges sorted inside the operator."""
+    loops added in one pass with one dynamic shape, the edges sorted inside the operator
+    (once per graph: cached under the given ``edge_index``)."""
     H, C = layer.heads, layer.channels
     graph = edge_index  # the sorted structure is cached under the given edges
     if attn_bias is not None and attn_bias.dim() == 1:
@@ -253,19 +254,7 @@ def _adjacency(layer, q, kv, x_src, x_dst, edge_index, edge_attr, attn_bias, wan
     ``kv`` may be one shared row per source and ``scale`` other than :math:`C^{-1/2}`
     (native kernel only)."""
     n_src, n_dst, n_loops = x_src.size(0), x_dst.size(0), layer.num_loops
-
-    def make():  # (edges, kept positions, structure); never edge_index itself, which
-        ei, keep = edge_index, None  # the cache must not keep alive
-        if not n_loops:
-            return None, None, EdgeStructure(ei, n_src, n_dst)
-        mask = ei[0] != ei[1]  # given edges minus loops, then n_loops loops: the
-        if not bool(mask.all()):  # reference order
-            keep = mask.nonzero().flatten()
-            ei = ei.index_select(1, keep)
-        ei = torch.cat([ei, torch.arange(n_loops, device=ei.device).repeat(2, 1)], 1)
-        return ei, keep, EdgeStructure(ei, n_src, n_dst)
-
-    looped, keep, st = STRUCTURES.get(edge_index, (n_src, n_dst, n_loops), make)
+    looped, keep, st = with_self_loops(edge_index, n_src, n_dst, n_loops)
     edge_index = looped if looped is not None else edge_index
     if attn_bias is not None and attn_bias.dim() == 1:
         attn_bias = attn_bias.unsqueeze(-1)

@@ -6,12 +6,13 @@ formula, the kernel stays in the compiled or exported graph as one opaque node, 
 backward, instead of the layer falling back to its reference path. Eager calls keep using
 :class:`~.native.NativeAttention` (the same kernels, without the dispatcher's overhead).
 
-Inputs are in the given edge order; the operator sorts the edges by target itself. The
-sorted structure is cached under ``graph`` (see :data:`~.structure.STRUCTURES`): the
-user's ``edge_index`` from which ``edge_index`` was made by adding ``loops`` self loops
-(``graph`` is ``edge_index`` itself when ``loops`` is 0), so a compiled model sorts each
-graph once although its looped edges are a new tensor at every call. ``alpha`` comes back
-in edge order when ``edge_order``, else in the sorted order (for the backward only).
+``edge_index`` holds the edges as the kernel sees them: ``graph``, the user's edges, with
+``loops`` self loops added (the given edges minus their loops, then ``i -> i`` for
+``i < loops``: the reference order); ``graph`` is ``edge_index`` itself when ``loops`` is 0.
+The operator sorts them once per graph: the structure is cached under ``graph`` (see
+:func:`~.structure.with_self_loops`, shared with the eager path), as the looped edges are a
+new tensor at every compiled call. ``alpha`` comes back in edge order when ``edge_order``,
+else in the sorted order (for the backward only).
 
 Shapes: q ``[N_t, H, C]``, kv ``[N_s, 2, H, C]``, emb ``[E, H, C]``, att ``[H, C]``, bias
 and noise ``[E, H]``, edge_index ``[2, E]`` -> out ``[N_t, H, C]``, alpha ``[E, H]``.
@@ -23,13 +24,16 @@ import torch
 from torch import Tensor
 
 from graphattn.nn.kernels import build, native
-from graphattn.nn.kernels.structure import STRUCTURES, EdgeStructure
+from graphattn.nn.kernels.structure import EdgeStructure, with_self_loops
 
 
 def _structure(edge_index: Tensor, graph: Tensor, loops: int, num_src: int,
                num_dst: int) -> EdgeStructure:
-    return STRUCTURES.get(graph, (num_src, num_dst, "op", loops), lambda: (
-        None, None, EdgeStructure(edge_index, num_src, num_dst)))[2]
+    st = with_self_loops(graph, num_src, num_dst, loops)[2]
+    if st.num_edges != edge_index.size(1):
+        raise ValueError(f"edge_index has {edge_index.size(1)} edges, but graph with {loops} "
+                         f"self loops has {st.num_edges}")
+    return st
 
 
 def _sorted(t: Tensor | None, perm: Tensor) -> Tensor | None:

@@ -154,3 +154,27 @@ STRUCTURES = StructureCache()
 def _pointers(sorted_index: Tensor, n: int, itype: torch.dtype) -> Tensor:
     counts = torch.bincount(sorted_index, minlength=n)
     return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]).to(itype)
+
+
+def with_self_loops(edge_index: Tensor, num_src: int, num_dst: int, num_loops: int
+                    ) -> tuple[Tensor | None, Tensor | None, EdgeStructure]:
+    """The edges of ``edge_index [2, E]`` as the reference path sees them, and their
+    structure, cached under ``edge_index`` in :data:`STRUCTURES`: with ``num_loops`` > 0 the
+    given edges minus their self loops, then the loops ``i -> i`` for ``i < num_loops``.
+
+    Returns ``(edges [2, E'], kept [E - given loops] or None, structure)``: ``edges`` is
+    ``None`` when it is ``edge_index`` itself (the cache must not keep that alive), ``kept``
+    the positions of the given edges that stay, ``None`` when every one does."""
+
+    def make():
+        ei, keep = edge_index, None
+        if not num_loops:
+            return None, None, EdgeStructure(ei, num_src, num_dst)
+        mask = ei[0] != ei[1]
+        if not bool(mask.all()):
+            keep = mask.nonzero().flatten()
+            ei = ei.index_select(1, keep)
+        ei = torch.cat([ei, torch.arange(num_loops, device=ei.device).repeat(2, 1)], 1)
+        return ei, keep, EdgeStructure(ei, num_src, num_dst)
+
+    return STRUCTURES.get(edge_index, (num_src, num_dst, num_loops), make)

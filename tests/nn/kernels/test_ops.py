@@ -39,16 +39,25 @@ def test_compiled_forward_and_backward_equal_eager(score, edge_dim, loops):
 
 @pytest.mark.parametrize("edge_order", [True, False])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_operator_opcheck(edge_order, with_bias):
-    """torch.library.opcheck: schema, fake tensor and autograd registrations agree."""
+@pytest.mark.parametrize("loops", [0, 6])
+def test_operator_opcheck(edge_order, with_bias, loops):
+    """torch.library.opcheck: schema, fake tensor and autograd registrations agree, on
+    given edges and on edges with self loops added."""
+    from graphattn.nn.kernels.structure import with_self_loops
+
     torch.manual_seed(0)
     q = torch.randn(6, 2, 4, dtype=torch.float64, requires_grad=True)
     kv = torch.randn(7, 2, 2, 4, dtype=torch.float64, requires_grad=True)
     att = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(20, 2, dtype=torch.float64, requires_grad=True) if with_bias else None
     ei = torch.stack([torch.randint(0, 7, (20,)), torch.randint(0, 6, (20,))])
+    ei[:, 0] = 3  # a given self loop, dropped when the operator adds its own
+    looped, _, _ = with_self_loops(ei, 7, 6, loops)
+    looped = looped if looped is not None else ei
+    bias = torch.randn(looped.size(1), 2, dtype=torch.float64, requires_grad=True) \
+        if with_bias else None
     torch.library.opcheck(torch.ops.graphattn.csr_attention.default,
-                          (q, kv, None, att, bias, None, ei, ei, 0, 7, 0.2, 0.5, edge_order),
+                          (q, kv, None, att, bias, None, looped, ei, loops, 7, 0.2, 0.5,
+                           edge_order),
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
 
