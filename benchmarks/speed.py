@@ -27,7 +27,8 @@ the median of the repeats is reported: ``forward`` (autograd recording, as in tr
 ``forward+backward`` (``out.sum().backward()``, input features require grad).
 
 Memory: each (case, method) runs once more in a fresh subprocess, which resets the kernel's
-peak-RSS counter (``/proc/self/clear_refs``) after building the inputs and the layer, runs
+peak-RSS counter (``/proc/self/clear_refs``) after building the inputs and the layer (and,
+for ``(compiled)``, after compiling it with one forward+backward), runs
 one forward+backward and reads ``VmHWM``: the peak resident memory added by that call
 (activations saved for backward, gradients, temporaries), in MiB. Where the counter cannot
 be reset the fallback is ``ru_maxrss`` minus the RSS before the call (noted in the JSON).
@@ -223,6 +224,8 @@ def memory_child(case: dict, name: str) -> dict:
     inputs = make_inputs(case)
     inputs["x"].requires_grad_(True)
     module, call = make_method(name)
+    if name.endswith("(compiled)"):  # compile first: its memory is not the call's
+        step(module, call, inputs, True)
     before = _rss_mib("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as f:

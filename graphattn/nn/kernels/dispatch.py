@@ -225,26 +225,29 @@ def _noise(layer: Layer, pairs: int, dtype: torch.dtype, device: torch.device
 
 
 def _csr_op(layer, q, kv, x_src, x_dst, edge_index, edge_attr, attn_bias, want_alpha):
-    """Adjacency attention by the custom operator (compiled and exported graphs): self
-    loops added in one pass with one dynamic shape, the edges sorted inside the operator
-    (once per graph: cached under the given ``edge_index``)."""
+    """Adjacency attention by the custom operator (compiled and exported graphs). The
+    operator adds the self loops and sorts the edges (once per graph); the graph adds the
+    loops too (one dynamic shape: ``nonzero``) only where per-edge inputs or the returned
+    pairs need the looped order."""
     H, C = layer.heads, layer.channels
-    graph = edge_index  # the sorted structure is cached under the given edges
+    given, n_loops = edge_index, layer.num_loops
     if attn_bias is not None and attn_bias.dim() == 1:
         attn_bias = attn_bias.unsqueeze(-1)
-    if layer.num_loops:
+    use_attr = layer.lin_edge is not None and edge_attr is not None
+    if n_loops and (use_attr or attn_bias is not None or layer.dropout > 0 or want_alpha):
+        # per-edge inputs (or the returned pairs) in the looped order: a graph break
         edge_index, edge_attr, attn_bias = GF.add_self_loops(
-            edge_index, layer.num_loops, x_dst.size(0), edge_attr, attn_bias, layer.loop_attr)
-    emb = None
-    if layer.lin_edge is not None and edge_attr is not None:
-        emb = layer.lin_edge(edge_attr).view(-1, H, C)
+            edge_index, n_loops, x_dst.size(0), edge_attr, attn_bias, layer.loop_attr)
+    emb = layer.lin_edge(edge_attr).view(-1, H, C) if use_attr else None
     bias = attn_bias.expand(-1, H) if attn_bias is not None else None
     noise = _noise(layer, edge_index.size(1), build.compute_dtype(q.dtype), q.device)
     att = layer.att.view(H, C) if layer.att is not None else None
     out, alpha = torch.ops.graphattn.csr_attention(
-        q, kv, emb, att, bias, noise, edge_index, graph, layer.num_loops, x_src.size(0),
+        q, kv, emb, att, bias, noise, given, n_loops, x_src.size(0),
         float(layer.negative_slope), C ** -0.5, want_alpha)
-    return out, ((edge_index, alpha) if want_alpha else None)
+    if not want_alpha:
+        return out, None
+    return out, (edge_index, alpha[:edge_index.size(1)])
 
 
 def _adjacency(layer, q, kv, x_src, x_dst, edge_index, edge_attr, attn_bias, want_alpha,

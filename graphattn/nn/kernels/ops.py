@@ -6,16 +6,19 @@ formula, the kernel stays in the compiled or exported graph as one opaque node, 
 backward, instead of the layer falling back to its reference path. Eager calls keep using
 :class:`~.native.NativeAttention` (the same kernels, without the dispatcher's overhead).
 
-``edge_index`` holds the edges as the kernel sees them: ``graph``, the user's edges, with
-``loops`` self loops added (the given edges minus their loops, then ``i -> i`` for
-``i < loops``: the reference order); ``graph`` is ``edge_index`` itself when ``loops`` is 0.
-The operator sorts them once per graph: the structure is cached under ``graph`` (see
-:func:`~.structure.with_self_loops`, shared with the eager path), as the looped edges are a
-new tensor at every compiled call. ``alpha`` comes back in edge order when ``edge_order``,
-else in the sorted order (for the backward only).
+``edge_index`` holds the given edges; the operator adds ``loops`` self loops itself (the
+given edges minus their loops, then ``i -> i`` for ``i < loops``: the reference order) and
+sorts the result once per graph, cached under ``edge_index`` (see
+:func:`~.structure.with_self_loops`, shared with the eager path). Per-edge inputs (``emb``,
+``bias``, ``noise``) are in that looped order: ``E'`` rows. How many edges the loops leave
+depends on the data, which a compiled graph cannot know without a graph break (``nonzero``);
+so without per-edge inputs ``alpha`` has ``E + loops`` rows, the first ``E'`` the weights and
+the rest 0. ``alpha`` is in looped edge order when ``edge_order``, else in the sorted order
+(for the backward only).
 
-Shapes: q ``[N_t, H, C]``, kv ``[N_s, 2, H, C]``, emb ``[E, H, C]``, att ``[H, C]``, bias
-and noise ``[E, H]``, edge_index ``[2, E]`` -> out ``[N_t, H, C]``, alpha ``[E, H]``.
+Shapes: q ``[N_t, H, C]``, kv ``[N_s, 2, H, C]``, emb ``[E', H, C]``, att ``[H, C]``, bias
+and noise ``[E', H]``, edge_index ``[2, E]`` -> out ``[N_t, H, C]``, alpha ``[E', H]`` or
+``[E + loops, H]``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,15 @@ from graphattn.nn.kernels import build, native
 from graphattn.nn.kernels.structure import EdgeStructure, with_self_loops
 
 
-def _structure(edge_index: Tensor, graph: Tensor, loops: int, num_src: int,
-               num_dst: int) -> EdgeStructure:
-    st = with_self_loops(graph, num_src, num_dst, loops)[2]
-    if st.num_edges != edge_index.size(1):
-        raise ValueError(f"edge_index has {edge_index.size(1)} edges, but graph with {loops} "
-                         f"self loops has {st.num_edges}")
-    return st
+def _structure(edge_index: Tensor, loops: int, num_src: int, num_dst: int) -> EdgeStructure:
+    return with_self_loops(edge_index, num_src, num_dst, loops)[2]
+
+
+def _alpha_rows(emb: Tensor | None, bias: Tensor | None, noise: Tensor | None,
+                edge_index: Tensor, loops: int):
+    """Rows of ``alpha``: ``E'`` as a per-edge input tells, else ``E + loops``."""
+    given = next((t for t in (emb, bias, noise) if t is not None), None)
+    return given.size(0) if given is not None else edge_index.size(1) + loops
 
 
 def _sorted(t: Tensor | None, perm: Tensor) -> Tensor | None:
@@ -48,32 +53,40 @@ def _unsorted(t: Tensor, perm: Tensor) -> Tensor:
 @torch.library.custom_op("graphattn::csr_attention", mutates_args=(), device_types="cpu")
 def csr_attention(q: Tensor, kv: Tensor, emb: Tensor | None, att: Tensor | None,
                   bias: Tensor | None, noise: Tensor | None, edge_index: Tensor,
-                  graph: Tensor, loops: int, num_src: int, negative_slope: float,
-                  scale: float, edge_order: bool) -> tuple[Tensor, Tensor]:
-    st = _structure(edge_index, graph, loops, num_src, q.size(0))
+                  loops: int, num_src: int, negative_slope: float, scale: float,
+                  edge_order: bool) -> tuple[Tensor, Tensor]:
+    st = _structure(edge_index, loops, num_src, q.size(0))
+    rows = _alpha_rows(emb, bias, noise, edge_index, loops)
+    if any(t is not None for t in (emb, bias, noise)) and rows != st.num_edges:
+        raise ValueError(f"per-edge inputs have {rows} rows, the edges with {loops} self "
+                         f"loops are {st.num_edges}")
     perm = st.perm_long
     out, alpha, _ = native.csr_forward(q, kv, _sorted(emb, perm), att, _sorted(bias, perm),
                                        _sorted(noise, perm), st, negative_slope, scale)
-    return out, (_unsorted(alpha, perm) if edge_order else alpha)
+    alpha = _unsorted(alpha, perm) if edge_order else alpha
+    if rows > st.num_edges:  # zero rows after the weights
+        alpha = torch.cat([alpha, alpha.new_zeros(rows - st.num_edges, alpha.size(1))])
+    return out, alpha
 
 
 @csr_attention.register_fake
-def _(q, kv, emb, att, bias, noise, edge_index, graph, loops, num_src, negative_slope, scale,
+def _(q, kv, emb, att, bias, noise, edge_index, loops, num_src, negative_slope, scale,
       edge_order):
     acc = build.compute_dtype(q.dtype)
-    return q.new_empty(q.shape), q.new_empty(edge_index.size(1), q.size(1), dtype=acc)
+    rows = _alpha_rows(emb, bias, noise, edge_index, loops)
+    return q.new_empty(q.shape), q.new_empty(rows, q.size(1), dtype=acc)
 
 
 @torch.library.custom_op("graphattn::csr_attention_backward", mutates_args=(),
                          device_types="cpu")
 def csr_attention_backward(g_out: Tensor, q: Tensor, kv: Tensor, emb: Tensor | None,
                            att: Tensor | None, noise: Tensor | None, alpha: Tensor,
-                           out: Tensor, edge_index: Tensor, graph: Tensor, loops: int,
-                           num_src: int, negative_slope: float, scale: float,
-                           edge_order: bool, need_bias: bool
-                           ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                           out: Tensor, edge_index: Tensor, loops: int, num_src: int,
+                           negative_slope: float, scale: float, edge_order: bool,
+                           need_bias: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of q, kv, emb, att and bias (empty tensors for absent inputs)."""
-    st = _structure(edge_index, graph, loops, num_src, q.size(0))
+    st = _structure(edge_index, loops, num_src, q.size(0))
+    alpha = alpha[:st.num_edges]  # without the zero rows
     perm = st.perm_long
     acc = build.compute_dtype(q.dtype)
     q_, kv_ = q.contiguous(), kv.to(q.dtype).contiguous()
@@ -93,8 +106,8 @@ def csr_attention_backward(g_out: Tensor, q: Tensor, kv: Tensor, emb: Tensor | N
 
 
 @csr_attention_backward.register_fake
-def _(g_out, q, kv, emb, att, noise, alpha, out, edge_index, graph, loops, num_src,
-      negative_slope, scale, edge_order, need_bias):
+def _(g_out, q, kv, emb, att, noise, alpha, out, edge_index, loops, num_src, negative_slope,
+      scale, edge_order, need_bias):
     return (torch.empty_like(q), torch.empty_like(kv),
             torch.empty_like(emb) if emb is not None else q.new_empty(0),
             att.new_empty(att.shape, dtype=alpha.dtype) if att is not None else q.new_empty(0),
@@ -102,22 +115,22 @@ def _(g_out, q, kv, emb, att, noise, alpha, out, edge_index, graph, loops, num_s
 
 
 def _setup_context(ctx, inputs, output):
-    (q, kv, emb, att, bias, noise, edge_index, graph, loops, num_src, negative_slope, scale,
+    (q, kv, emb, att, bias, noise, edge_index, loops, num_src, negative_slope, scale,
      edge_order) = inputs
     out, alpha = output
-    ctx.save_for_backward(q, kv, emb, att, noise, alpha, out, edge_index, graph)
+    ctx.save_for_backward(q, kv, emb, att, noise, alpha, out, edge_index)
     ctx.args = (loops, num_src, negative_slope, scale, edge_order)
     ctx.has = (emb is not None, att is not None, bias is not None)
     ctx.mark_non_differentiable(alpha)
 
 
 def _backward(ctx, g_out, _g_alpha):
-    q, kv, emb, att, noise, alpha, out, edge_index, graph = ctx.saved_tensors
+    q, kv, emb, att, noise, alpha, out, edge_index = ctx.saved_tensors
     has_emb, has_att, has_bias = ctx.has
     gq, g_kv, g_emb, g_att, g_bias = csr_attention_backward(
-        g_out, q, kv, emb, att, noise, alpha, out, edge_index, graph, *ctx.args, has_bias)
+        g_out, q, kv, emb, att, noise, alpha, out, edge_index, *ctx.args, has_bias)
     return (gq, g_kv, g_emb if has_emb else None, g_att.to(att.dtype) if has_att else None,
-            g_bias if has_bias else None, None, None, None, None, None, None, None, None)
+            g_bias if has_bias else None, None, None, None, None, None, None, None)
 
 
 csr_attention.register_autograd(_backward, setup_context=_setup_context)

@@ -56,16 +56,16 @@ def test_operator_opcheck(edge_order, with_bias, loops):
     bias = torch.randn(looped.size(1), 2, dtype=torch.float64, requires_grad=True) \
         if with_bias else None
     torch.library.opcheck(torch.ops.graphattn.csr_attention.default,
-                          (q, kv, None, att, bias, None, looped, ei, loops, 7, 0.2, 0.5,
-                           edge_order),
+                          (q, kv, None, att, bias, None, ei, loops, 7, 0.2, 0.5, edge_order),
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
 
 
 @pytest.mark.slow
 def test_compiled_layer_with_self_loops_sorts_each_graph_once(monkeypatch):
-    """The looped edges are a new tensor at every compiled call; their sorted structure is
-    cached under the given edge_index, so training steps do not sort again."""
+    """The compiled layer adds self loops without a graph break and sorts each graph once
+    (the structure is cached under the given edge_index); values, gradients and attention
+    weights equal eager ones."""
     from graphattn.nn.kernels import structure
 
     torch._dynamo.reset()
@@ -75,13 +75,21 @@ def test_compiled_layer_with_self_loops_sorts_each_graph_once(monkeypatch):
                         lambda self, *a: built.append(1) or init(self, *a))
     torch.manual_seed(0)
     x, ei = torch.randn(30, 5), torch.randint(0, 30, (2, 90))
+    ei[:, :3] = torch.tensor([[4, 7, 9], [4, 7, 9]])  # given self loops, replaced
     m = GraphSelfAttention(5, 4, heads=2, score="additive", add_self_loops=True)
-    compiled = torch.compile(m)
+    assert torch._dynamo.explain(m)(x, ei).graph_break_count == 0
+    compiled = torch.compile(m, fullgraph=True)
     for _ in range(3):
         out = compiled(x, ei)
-        out.sum().backward()
+        grads = torch.autograd.grad(out.square().sum(), [*m.parameters()])
     assert len(built) == 1
     torch.testing.assert_close(out, m(x, ei))
+    for a, b in zip(grads, torch.autograd.grad(m(x, ei).square().sum(), [*m.parameters()])):
+        torch.testing.assert_close(a, b)
+    out_c, (index_c, alpha_c) = torch.compile(m)(x, ei, return_attention_weights=True)
+    out_e, (index_e, alpha_e) = m(x, ei, return_attention_weights=True)
+    assert torch.equal(index_c, index_e)
+    torch.testing.assert_close(alpha_c, alpha_e)
 
 
 @pytest.mark.slow
