@@ -19,7 +19,7 @@ from torch_geometric.utils.sparse import is_torch_sparse_tensor
 
 from graphattn.nn import functional as GF
 from graphattn.nn import kernels
-from graphattn.nn._checks import check_inputs, check_layer_sizes
+from graphattn.nn._checks import check_full_pairs, check_inputs, check_layer_sizes, masked_bias
 from graphattn.nn.linear import Linear
 
 if typing.TYPE_CHECKING:
@@ -345,11 +345,12 @@ class GraphSelfAttention(MessagePassing):
             and is_torch_sparse_tensor(edge_index) else None
         x_src, x_dst, edge_index, edge_attr = check_inputs(self, x, edge_index, edge_attr,
                                                            batch, attn_bias, size)
-        sizes = self._graph_sizes(batch, x_dst) if self.mask == "full" else None
+        sizes = check_full_pairs(self, batch, x_dst) if self.mask == "full" else None
         dead = None
         if attn_bias is not None and not (torch.compiler.is_compiling()
                                           or torch.jit.is_tracing()):
-            attn_bias, dead = self._masked_bias(attn_bias, x_src, x_dst, edge_index, batch)
+            attn_bias, dead = masked_bias(self, attn_bias, x_dst, edge_index, batch,
+                                          self._num_loops(x_src, x_dst))
         want_alpha = bool(return_attention_weights)
         result = None
         if not self._reference_only():
@@ -394,19 +395,6 @@ class GraphSelfAttention(MessagePassing):
             self.dropout if self.training else 0.0, self.negative_slope,
             self._num_loops(x_src, x_dst), self._loop_attr)
 
-    def _graph_sizes(self, batch: Tensor | None, x: Tensor) -> Tensor:
-        """Nodes per graph ``[B]`` (full mode), refused above ``max_full_pairs`` scores."""
-        sizes = GF.graph_sizes(batch, x.size(0)).to(x.device)
-        pairs = int((sizes * sizes).sum()) * self.heads
-        if pairs > self.max_full_pairs:
-            biggest = int(sizes.max())
-            raise ValueError(
-                f"full attention would build {pairs:,} scores (largest graph: {biggest:,} "
-                f"nodes, {self.heads} heads), more than max_full_pairs={self.max_full_pairs:,} "
-                f"(~{pairs * 4 / 2**30:.1f} GiB per float32 tensor). Use mask='adjacency', "
-                "a linear global attention, smaller batches, or raise max_full_pairs.")
-        return sizes
-
     def _reference(self, x_src, x_dst, edge_index, edge_attr, batch, attn_bias, sizes):
         """The reference path: project, gather per pair, segment softmax, scatter
         (:meth:`propagate` and :meth:`message`). ``[N_t, H, C]`` and ``(index, alpha)``."""
@@ -436,40 +424,6 @@ class GraphSelfAttention(MessagePassing):
         out = self.propagate(index, q=q, k=k, v=v, edge_emb=edge_emb, score_bias=bias, size=n)
         alpha, self._alpha = self._alpha, None
         return out, (index, alpha)
-
-    def _masked_bias(self, attn_bias, x_src, x_dst, edge_index, batch):
-        """Check ``attn_bias`` and make its ``-inf`` entries (masked pairs) safe.
-
-        NaN or ``+inf`` raise a ``ValueError``. ``-inf`` is replaced by a large finite
-        negative value (the weight of such a pair is still exactly 0 next to any finite
-        score), and the ``(target, head)`` rows whose pairs are all ``-inf`` are returned
-        as ``dead [N_t, H]``: they attend to nothing, so their attention output is 0 (as
-        for a node without in-edges), never NaN. A self loop (bias 0) keeps a row alive.
-        """
-        if bool(torch.isnan(attn_bias).any()) or bool(torch.isposinf(attn_bias).any()):
-            raise ValueError("attn_bias contains NaN or +inf; use -inf to mask a pair out")
-        if not bool(torch.isneginf(attn_bias).any()):
-            return attn_bias, None
-        H, n_dst = self.heads, x_dst.size(0)
-        live = ~torch.isneginf(attn_bias)
-        if self.mask == "adjacency":  # [E] / [E, H] over the in-edges of each target
-            live = live.view(live.size(0), -1).expand(-1, H).to(attn_bias.dtype)
-            dst = edge_index[1]
-            alive = live.new_zeros(n_dst, H).index_add_(0, dst, live) > 0
-            alive[:self._num_loops(x_src, x_dst)] = True
-            dead = ~alive
-        else:  # [B, (H,) M, M]: target i of graph b over the sources j < N_b
-            sizes = GF.graph_sizes(batch, n_dst).to(attn_bias.device)
-            M = attn_bias.size(-1)
-            valid = torch.arange(M, device=attn_bias.device) < sizes.view(-1, 1)  # (B, M)
-            live4 = live if live.dim() == 4 else live.unsqueeze(1)
-            alive = (live4 & valid[:, None, None, :]).any(-1)  # (B, H | 1, M)
-            graph = torch.repeat_interleave(torch.arange(sizes.numel(),
-                                                         device=sizes.device), sizes)
-            pos = torch.arange(n_dst, device=sizes.device) - (sizes.cumsum(0) - sizes)[graph]
-            dead = ~alive[graph, :, pos].expand(-1, H)  # (N, H)
-        floor = torch.finfo(attn_bias.dtype).min / 4
-        return attn_bias.masked_fill(torch.isneginf(attn_bias), floor), dead
 
     def _num_loops(self, x_src: Tensor, x_dst: Tensor) -> int:
         r"""How many self loops this call adds: :math:`\min(N_s, N_t)` in adjacency mode
