@@ -30,7 +30,7 @@ BENCHMARKS = ("speed", "molecules", "social")
 # PyTorch's CPU allocator backs tensors of 2 MB and more with transparent huge pages when this
 # is "1" at its first allocation (importing PyG already allocates): on a graph of a million
 # nodes an [N, 64] activation is 256 MB, and its 4 kB page faults cost more than the
-# arithmetic on it (about 4x on an elementwise op here).
+# arithmetic on it.
 THP = "THP_MEM_ALLOC_ENABLE"
 
 
