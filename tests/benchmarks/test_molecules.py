@@ -169,3 +169,25 @@ def test_graphattn_settings_are_the_cli_recipes(mb):
                                                                               pool="gru")
     assert mb.BUDGET["freesolv_random"] == dict(epochs=60, batch_size=32, warmup=5)
     assert mb.BUDGET["solubility"] == dict(epochs=40, batch_size=32, warmup=3)
+
+
+@pytest.mark.parametrize("task, fn", [("crippen_logp", "MolLogP"), ("crippen_mr", "MolMR")])
+def test_crippen_targets_are_rdkits_values_and_splits_deterministic(mb, data_root, task, fn):
+    from rdkit import Chem
+    from rdkit.Chem import Crippen
+
+    a = mb.load_task(task, 1, root=data_root, limit=50)
+    b = mb.load_task(task, 1, root=data_root, limit=50)
+    c = mb.load_task(task, 2, root=data_root, limit=50)
+    assert len(a["data"]) == 50 and [d.smiles for d in a["data"]] == [d.smiles for d in b["data"]]
+    for d in a["data"]:
+        want = getattr(Crippen, fn)(Chem.MolFromSmiles(d.smiles))
+        assert d.y.shape == (1, 1) and d.y.item() == pytest.approx(want, abs=1e-5)
+    for k in ("train", "val", "test"):
+        assert torch.equal(a[k], b[k])
+    assert sorted(torch.cat([a["train"], a["val"], a["test"]]).tolist()) == list(range(50))
+    assert (a["train"].numel(), a["val"].numel(), a["test"].numel()) == (40, 5, 5)
+    assert not torch.equal(a["test"], c["test"])  # a new split per seed
+    canon = [Chem.MolToSmiles(Chem.MolFromSmiles(d.smiles)) for d in a["data"]]
+    assert len(set(canon)) == len(canon)  # each molecule once
+    assert task not in mb.DEFAULT_TASKS and task in mb.BUDGET
