@@ -72,7 +72,10 @@ DEFAULT_TASKS = TASKS[:4]  # what a run without --tasks runs (qm9_gap_110k takes
 # (FreeSolv + Solubility): sums of atom contributions, so a right model gets them nearly exact
 CRIPPEN = {"crippen_logp": "MolLogP", "crippen_mr": "MolMR"}
 MODELS = ("graphattn-adjacency", "graphattn-full", "graphattn-hybrid", "attentivefp",
-          "attentivefp-pyg", "gin")
+          "attentivefp-pyg", "gin", "chemprop", "chemprop-rdkit2d")
+# peers run by their own program on the benchmark's split files (an optional extra:
+# `pip install -e ".[bench]"`), skipped with a message when it is not installed
+EXTERNAL = ("chemprop", "chemprop-rdkit2d")
 UNITS = {"freesolv_random": "kcal/mol", "freesolv_scaffold": "kcal/mol",
          "solubility": "log(mol/L)", "qm9_gap": "eV", "qm9_gap_110k": "eV",
          "crippen_logp": "Crippen logP", "crippen_mr": "Crippen MR, cm^3/mol"}
@@ -125,6 +128,10 @@ CONFIGS = {
     "attentivefp-pyg": dict(hidden=200, layers=2, timesteps=2, dropout=0.2, lr=10**-2.5,
                             weight_decay=1e-5, features="pyg"),
     "gin": dict(hidden=128, layers=4, dropout=0.1, lr=1e-3, weight_decay=1e-5),
+    # Chemprop v2's CLI defaults (D-MPNN, hidden 300, depth 3, batch 64, Noam schedule);
+    # only the epochs are the task's budget
+    "chemprop": dict(featurizers=()),
+    "chemprop-rdkit2d": dict(featurizers=("v1_rdkit_2d_normalized",)),
 }
 # Per-task changes to CONFIGS: on QM9 the width is a budget knob, the same for every model.
 # On FreeSolv graphattn-adjacency reads out with Attentive FP's GRU steps instead of a sum
@@ -370,6 +377,122 @@ def add_rwse(data: list, walk_length: int) -> list:
     return [pe(d.clone()) for d in data]
 
 
+def write_split(loaded: dict, path: Path) -> Path:
+    """The split file of one (task, seed): a CSV of ``smiles``, ``y`` (the first target) and
+    ``split`` (``train`` / ``val`` / ``test``), one row per graph in the benchmark's order;
+    the file every external peer trains on."""
+    import csv
+
+    role = {}
+    for name in ("train", "val", "test"):
+        for i in loaded[name].tolist():
+            role[int(i)] = name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["smiles", "y", "split"])
+        for i, d in enumerate(loaded["data"]):
+            if i in role:
+                w.writerow([d.smiles, repr(float(d.y.view(-1)[0])), role[i]])
+    return path
+
+
+def chemprop_command() -> list[str] | None:
+    """How to run Chemprop's CLI: the ``chemprop`` next to this Python, else on ``PATH``,
+    else ``None`` (not installed)."""
+    import shutil
+
+    here = Path(sys.executable).parent / "chemprop"
+    if here.exists():
+        return [str(here)]
+    found = shutil.which("chemprop")
+    return [found] if found else None
+
+
+def run_chemprop(split_file: Path, work: Path, cfg: dict, budget: dict, seed: int,
+                 verbose: bool = False) -> dict:
+    """Train Chemprop v2 (its CLI, its defaults but the epochs) on ``split_file`` and score
+    its test predictions (the checkpoint of its best validation epoch) the benchmark's way."""
+    import csv
+    import subprocess
+
+    cmd = chemprop_command()
+    if cmd is None:
+        raise RuntimeError("chemprop is not installed (pip install -e '.[bench]')")
+    work.mkdir(parents=True, exist_ok=True)
+    args = cmd + ["train", "-i", str(split_file), "-s", "smiles", "--target-columns", "y",
+                  "--splits-column", "split", "-t", "regression", "--epochs",
+                  str(budget["epochs"]), "--pytorch-seed", str(seed), "--data-seed", str(seed),
+                  "-o", str(work), "-n", "0", "--accelerator", "cpu", "--devices", "1"]
+    if cfg.get("featurizers"):
+        args += ["--molecule-featurizers", *cfg["featurizers"]]
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"chemprop failed ({proc.returncode}): {' | '.join(tail)}")
+    if verbose:
+        print(proc.stdout[-2000:], flush=True)
+    rows = list(csv.DictReader(open(split_file)))
+    test_true = [float(r["y"]) for r in rows if r["split"] == "test"]
+    (pred_file,) = sorted(work.rglob("test_predictions.csv"))[-1:]
+    pred = [float(r["y"]) for r in csv.DictReader(open(pred_file))]
+    if len(pred) != len(test_true):
+        raise RuntimeError(f"chemprop predicted {len(pred)} test molecules, expected "
+                           f"{len(test_true)}")
+    err = torch.tensor(pred) - torch.tensor(test_true)
+    best = _chemprop_best(work)
+    # training time alone (as for the other models: no start-up, no featurization): from
+    # Chemprop's log line printing the model (training starts) to "Test Set results"
+    train_seconds = _log_span(proc.stderr, "MPNN(", "Test Set results") or seconds
+    return dict(epoch=best.get("epoch"), val_rmse=float("nan"), val_mae=float("nan"),
+                test_rmse=float(err.pow(2).mean().sqrt()), test_mae=float(err.abs().mean()),
+                seconds=train_seconds, wall_seconds=seconds, epochs=budget["epochs"],
+                seconds_per_epoch=train_seconds / budget["epochs"], history=[],
+                params=best.get("params", 0))
+
+
+def _log_span(log: str, start: str, end: str) -> float | None:
+    """Seconds between the first log line containing ``start`` and the first containing
+    ``end`` (Chemprop's log lines begin with an ISO time stamp, 1 s resolution)."""
+    from datetime import datetime
+
+    stamps = {}
+    for line in log.splitlines():
+        for key in (start, end):
+            if key in line and key not in stamps:
+                try:
+                    stamps[key] = datetime.fromisoformat(line.split(" - ")[0].strip())
+                except ValueError:
+                    pass
+    if start in stamps and end in stamps:
+        return max((stamps[end] - stamps[start]).total_seconds(), 0.0)
+    return None
+
+
+def _chemprop_best(work: Path) -> dict:
+    """The best epoch and the parameter count of a Chemprop run, from its checkpoint file
+    name (``best-epoch=E-val_loss=L.ckpt``) and weights (its validation loss is on scaled
+    targets: not reported)."""
+    import re
+
+    out: dict = {}
+    for ck in sorted(work.rglob("best*.ckpt")):
+        m = re.search(r"epoch=(\d+)", ck.name)
+        if m:
+            out["epoch"] = int(m.group(1)) + 1
+        try:
+            state = torch.load(ck, map_location="cpu", weights_only=False)["state_dict"]
+            out["params"] = sum(v.numel() for k, v in state.items()
+                                if v.is_floating_point() and "running_" not in k
+                                and not k.endswith(("loc", "scale")))
+        except Exception:  # noqa: BLE001 - the count is informative only
+            pass
+    return out
+
+
 # ------------------------------------------------------------------------------- models
 
 class AttentiveFPModel(torch.nn.Module):
@@ -409,7 +532,8 @@ class GINModel(torch.nn.Module):
 
 # GraphTransformer arguments a graphattn configuration may set (else the model's defaults)
 _GT_OPTIONAL = ("score", "attn_dropout", "norm", "pre_norm", "ffn_ratio", "head_layers",
-                "lap_k", "max_degree", "max_distance", "global_attention", "residual")
+                "lap_k", "max_degree", "max_distance", "global_attention", "residual",
+                "graph_features")
 
 
 def build_model(name: str, cfg: dict, in_channels: int, edge_dim: int) -> torch.nn.Module:
@@ -468,9 +592,20 @@ def run_one(task: str, name: str, seed: int, budget: dict, cfg: dict, loaded: di
         if "pyg" not in cache:
             cache["pyg"] = pyg_features(loaded["data"])
         loaded = dict(loaded, data=cache["pyg"])
+    if cfg.get("descriptors"):  # molecule-level inputs, computed once per task
+        cache = loaded.setdefault("cache", {})
+        key = ("descriptors", cfg["descriptors"])
+        if key not in cache:
+            from graphattn.chem import add_descriptors
+
+            cache[key] = add_descriptors(loaded["data"], cfg["descriptors"])
+        loaded = dict(loaded, data=cache[key])
+        cfg = dict(cfg, graph_features=loaded["data"][0].descriptors.size(1))
     data = loaded["data"]
     torch.manual_seed(seed)
     model = build_model(name, cfg, data[0].x.size(1), data[0].edge_attr.size(1))
+    if cfg.get("graph_features"):  # standardised with the training part's statistics
+        model.fit_graph_features(torch.cat([data[int(i)].descriptors for i in loaded["train"]]))
     params = sum(p.numel() for p in model.parameters())
 
     def log(epoch, rec):
@@ -514,8 +649,8 @@ def cross_validate(task: str, name: str, cfg: dict, budget: dict, seeds=(0, 1, 2
 
 def summarise(runs: list[dict]) -> dict:
     out = {}
-    for key in ("test_rmse", "test_mae", "val_rmse", "seconds"):
-        vals = [r[key] for r in runs]
+    for key in ("test_rmse", "test_mae", "val_rmse", "seconds", "seconds_per_epoch"):
+        vals = [r.get(key, r["seconds"] / r["epochs"]) for r in runs]
         out[key] = dict(mean=statistics.fmean(vals),
                         std=statistics.stdev(vals) if len(vals) > 1 else 0.0)
     return out
@@ -539,7 +674,7 @@ def comparisons(results: dict) -> dict:
 
 
 def _pm(s: dict | None, key: str, spec: str = ".3f") -> str:
-    if not s:
+    if not s or key not in s or s[key]["mean"] != s[key]["mean"]:  # none, or NaN
         return "-"
     return f"{s[key]['mean']:{spec}} ± {s[key]['std']:{spec}}"
 
@@ -564,15 +699,16 @@ def markdown(meta: dict, results: dict) -> str:
                   f"{sizes.get('test')}; {b['epochs']} epochs, batch {b['batch_size']}, "
                   f"{b['warmup']} warm-up epochs.", "",
                   "| model | seeds | test RMSE | test MAE | val RMSE | RMSE vs AttentiveFP | "
-                  "params | s / run |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "params | s / run | s / epoch |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, entry in models.items():
             s = entry.get("summary")
             c = comp.get(task, {}).get(name)
             vs = f"{c['rmse_ratio']:.2f}x ({c['rmse_diff']:+.3f})" if c else "-"
+            per_epoch = _pm(s, "seconds_per_epoch", ".2f")
             lines.append(f"| {name} | {len(entry['runs'])} | {_pm(s, 'test_rmse')} | "
                          f"{_pm(s, 'test_mae')} | {_pm(s, 'val_rmse')} | {vs} | "
-                         f"{entry['params']:,} | {_pm(s, 'seconds', '.0f')} |")
+                         f"{entry['params']:,} | {_pm(s, 'seconds', '.0f')} | {per_epoch} |")
         if task in ANCHORS:
             lines += ["", "Reference points (not run here; other features, splits, budgets):", ""]
             lines += [f"- {who}: {value}" for who, value in ANCHORS[task]]
@@ -616,11 +752,23 @@ def run(tasks=DEFAULT_TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None 
         out_dir: Path | None = None, limit: int | None = None, root: str | None = None,
         configs: dict | None = None, budget: dict | None = None, verbose: bool = False,
         command: str = "", notes: list[str] | None = None, append: bool = False,
-        qm9_sizes: tuple[int, int, int] | None = None) -> dict:
+        qm9_sizes: tuple[int, int, int] | None = None, work: Path | None = None) -> dict:
     """Run the benchmark; returns ``{"meta", "results"}`` and writes
     ``molecules.{json,md}`` into ``out_dir`` after every run when given. ``append`` keeps
-    the other tasks of an existing ``out_dir/molecules.json`` (re-run or add a task)."""
+    the other tasks of an existing ``out_dir/molecules.json`` (re-run or add a task).
+    External peers (Chemprop) train on split files written into ``work`` (default: a
+    temporary folder); they are skipped, with a message, when not installed."""
+    import tempfile
+
     import torch_geometric
+
+    missing = [m for m in models if m in EXTERNAL and chemprop_command() is None]
+    for m in missing:
+        print(f"skipping {m}: chemprop is not installed (pip install -e '.[bench]', in a "
+              "separate environment if its requirements clash with this torch)", flush=True)
+    models = [m for m in models if m not in missing]
+    if work is None and any(m in EXTERNAL for m in models):
+        work = Path(tempfile.mkdtemp(prefix="molecules-bench-"))
 
     overrides = configs or {}
     configs = {m: dict(CONFIGS[m], **overrides.get(m, {})) for m in models}
@@ -663,7 +811,12 @@ def run(tasks=DEFAULT_TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None 
             for name in models:
                 t0 = time.perf_counter()
                 cfg = model_config(task, name, overrides.get(name))
-                r = run_one(task, name, seed, budget[task], cfg, loaded, verbose)
+                if name in EXTERNAL:
+                    split_file = write_split(loaded, work / "splits" / f"{task}-seed{seed}.csv")
+                    r = dict(run_chemprop(split_file, work / "runs" / f"{task}-{name}-{seed}",
+                                          cfg, budget[task], seed, verbose), seed=seed)
+                else:
+                    r = run_one(task, name, seed, budget[task], cfg, loaded, verbose)
                 r.pop("history") if not verbose else None
                 entry = results[task].setdefault(name, dict(runs=[], config=cfg))
                 entry["runs"].append(r)
@@ -716,6 +869,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--append", action="store_true",
                    help="keep the other tasks already in OUT/molecules.json")
     p.add_argument("--verbose", action="store_true", help="print every 10th epoch")
+    p.add_argument("--work", type=Path, default=None,
+                   help="folder for the split files and runs of external peers (Chemprop; "
+                        "default: a temporary folder)")
     p.add_argument("--cv", type=int, default=None, metavar="K",
                    help="tuning mode: K-fold cross-validation inside each seed's training "
                         "part (see cross_validate); prints the mean held-out RMSE per model "
@@ -756,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
         json.loads(args.config) if args.config else None, verbose=args.verbose,
         budget={t: dict(batch_size=args.batch_size) for t in tasks} if args.batch_size else None,
         command=command.strip(), append=args.append,
-        qm9_sizes=tuple(args.qm9_sizes) if args.qm9_sizes else None)
+        qm9_sizes=tuple(args.qm9_sizes) if args.qm9_sizes else None, work=args.work)
     return 0
 
 

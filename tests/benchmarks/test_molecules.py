@@ -191,3 +191,36 @@ def test_crippen_targets_are_rdkits_values_and_splits_deterministic(mb, data_roo
     canon = [Chem.MolToSmiles(Chem.MolFromSmiles(d.smiles)) for d in a["data"]]
     assert len(set(canon)) == len(canon)  # each molecule once
     assert task not in mb.DEFAULT_TASKS and task in mb.BUDGET
+
+
+def test_split_file_is_the_benchmark_split(mb, data_root, tmp_path):
+    import csv
+
+    loaded = mb.load_task("freesolv_random", 3, root=data_root, limit=30)
+    path = mb.write_split(loaded, tmp_path / "s" / "split.csv")
+    rows = list(csv.DictReader(open(path)))
+    assert [r["smiles"] for r in rows] == [d.smiles for d in loaded["data"]]
+    for name in ("train", "val", "test"):
+        assert [i for i, r in enumerate(rows) if r["split"] == name] == \
+            sorted(loaded[name].tolist())
+    assert all(float(r["y"]) == pytest.approx(d.y.item()) for r, d in zip(rows, loaded["data"]))
+
+
+def test_chemprop_is_skipped_with_a_message_when_not_installed(mb, data_root, monkeypatch,
+                                                                capsys):
+    monkeypatch.setattr(mb, "chemprop_command", lambda: None)
+    res = mb.run(tasks=["freesolv_random"], models=["chemprop", "gin"], seeds=[0], epochs=1,
+                 limit=20, root=data_root, configs={"gin": {"hidden": 8}})
+    assert list(res["results"]["freesolv_random"]) == ["gin"]
+    assert "skipping chemprop: chemprop is not installed" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="chemprop is not installed"):
+        mb.run_chemprop(Path("x.csv"), Path("w"), mb.CONFIGS["chemprop"],
+                        dict(epochs=1, batch_size=4, warmup=0), 0)
+
+
+def test_chemprop_training_time_from_its_log(mb):
+    log = ("2026-12-04T09:48:48 - INFO:chemprop.cli.train - Caching training\n"
+           "2026-12-04T09:48:49 - INFO:chemprop.cli.train - MPNN(\n  (message_passing)\n"
+           "2026-12-04T09:49:31 - INFO:chemprop.cli.train - Test Set results:\n")
+    assert mb._log_span(log, "MPNN(", "Test Set results") == 42.0
+    assert mb._log_span("no time stamps", "MPNN(", "Test Set results") is None
