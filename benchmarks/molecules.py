@@ -16,6 +16,16 @@ columns):
   here beside the others to show what graphattn's featurizer alone is worth.
 * ``gin``: :class:`torch_geometric.nn.models.GIN` + sum pooling + a 2-layer MLP readout
   (GIN has no edge input: it sees the atoms and the graph, not the bond features).
+* ``chemprop`` / ``chemprop-rdkit2d``: Chemprop v2 (D-MPNN), its own CLI with its defaults
+  (hidden 300, depth 3, batch 64, Noam schedule, its own featurizer), only the epochs set to
+  the task's budget; ``-rdkit2d`` adds its ``v1_rdkit_2d_normalized`` molecule features
+  (RDKit 2-D descriptors, CDF-normalised). It trains on the benchmark's split file of each
+  (task, seed) (:func:`write_split`: ``smiles,y,split``, the same molecules, targets and
+  train / val / test rows as every other model), keeps its best validation epoch, and its
+  test predictions are scored here. An optional extra: ``pip install -e ".[bench]"`` (a
+  separate environment if chemprop's requirements would change this torch); without it
+  both are skipped with a message. Seconds per epoch: its training only (from its log),
+  as for the others.
 
 Tasks:
 
