@@ -104,7 +104,7 @@ def _recipe_config(name: str) -> dict:
     return dict(hidden=m["hidden_channels"], layers=m["num_layers"], heads=m["heads"],
                 dropout=m["dropout"], lr=t["lr"], weight_decay=t["weight_decay"],
                 pool=m["pool"], encodings=tuple(m["encodings"]), walk_length=m["walk_length"],
-                local=m["local"], mask=m["mask"])
+                local=m["local"], mask=m["mask"], descriptors=m.get("descriptors"))
 
 
 def _recipe_budget(name: str) -> dict:

@@ -200,6 +200,7 @@ def build_model(settings: dict, data, task: str, out_channels: int, seed: int):
     """The recipe's model (``settings["arch"]``) for ``data``, initialised from ``seed``."""
     settings = dict(settings)
     arch = settings.pop("arch")
+    settings.pop("descriptors", None)  # data.descriptors' size is graph_features
     sample = data if task == "node" else data[0]
     torch.manual_seed(seed)
     if arch == "attention_pair":
@@ -211,6 +212,8 @@ def build_model(settings: dict, data, task: str, out_channels: int, seed: int):
     edge_attr = getattr(sample, "edge_attr", None)
     if task != "graph":
         settings.pop("pool", None)
+    if task == "graph" and getattr(sample, "descriptors", None) is not None:
+        settings["graph_features"] = sample.descriptors.size(-1)
     return GraphTransformer(in_channels=sample.num_features, out_channels=out_channels,
                             task=task, edge_dim=edge_attr.size(-1) if edge_attr is not None
                             else None, **settings)
@@ -279,7 +282,15 @@ def cmd_train(args) -> int:
     if "rwse" in (model_cfg.get("encodings") or ()):
         transforms["rwse"] = model_cfg.get("walk_length", 16)
         data = _add_rwse(data, task, transforms["rwse"])
+    if model_cfg.get("descriptors") and task == "graph":  # molecule-level inputs (recipes)
+        from graphattn.chem import add_descriptors
+
+        transforms["descriptors"] = model_cfg["descriptors"]
+        data = add_descriptors(data, transforms["descriptors"])
     model = build_model(model_cfg, data, task, _out_channels(data, task, kind), args.seed)
+    if transforms.get("descriptors"):  # standardised with the training molecules' statistics
+        model.fit_graph_features(torch.cat([data[int(i)].descriptors
+                                            for i in _indices(splits["train"])]))
     modularity = train_cfg.pop("modularity", 0.0) or 0.0
     if modularity < 0 or (modularity and (task, kind) != ("node", "classification")):
         raise UserError(f"--modularity is a prior of node classification (>= 0), got "
@@ -309,6 +320,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _indices(split) -> list[int]:
+    """A split as item indices (an index tensor, or a boolean mask)."""
+    split = torch.as_tensor(split)
+    return (split.nonzero().view(-1) if split.dtype == torch.bool else split).tolist()
+
+
+def _descriptor_set(ckpt: dict) -> str | None:
+    """The molecule descriptors a checkpoint's model reads (``None``: none)."""
+    return ((ckpt.get("extra") or {}).get("transforms") or {}).get("descriptors")
+
+
 def _load(path: str):
     from graphattn.checkpoint import load_model
 
@@ -328,6 +350,10 @@ def cmd_evaluate(args) -> int:
         raise UserError(f"{args.checkpoint} does not say which data set it was trained on: "
                         "give --dataset")
     data, task, kind, splits, _, _ = load_dataset(spec)
+    if _descriptor_set(ckpt) and task == "graph":
+        from graphattn.chem import add_descriptors
+
+        data = add_descriptors(data, _descriptor_set(ckpt))
     if task != ckpt.get("task"):
         raise UserError(f"{args.checkpoint} is a {ckpt.get('task')}-level model, --dataset "
                         f"{spec['name']} is a {task}-level data set")
@@ -344,8 +370,10 @@ def _predict_rows(model, ckpt, records, kwargs, batch: int = 256):
     vocabulary blocks some atom fell outside of). Featurized and predicted in chunks; a chunk
     the model rejects (e.g. a molecule too large for full attention) is predicted again one
     molecule at a time, so one molecule never costs the others their row."""
-    from graphattn.chem import from_mol, from_smiles
+    from graphattn.chem import descriptors, from_mol, from_smiles
     from graphattn.train import predict
+
+    which = _descriptor_set(ckpt)
 
     def run(graphs):
         return predict(model, graphs, task="graph",
@@ -382,6 +410,9 @@ def _predict_rows(model, ckpt, records, kwargs, batch: int = 256):
             try:
                 graph = (from_mol(rec.mol, smiles=rec.smiles, **kwargs) if rec.mol is not None
                          else from_smiles(rec.smiles, **kwargs))
+                if which:
+                    graph.descriptors = descriptors(
+                        rec.mol if rec.mol is not None else rec.smiles, which)
             except (ValueError, TypeError, RuntimeError) as e:  # RDKit raises RuntimeErrors
                 err = _first_line(e)
         chunk.append((rec, graph, err))

@@ -9,7 +9,10 @@ come from one configuration.
 recipe                        what it is
 ===========================  =====================================================================
 ``molecule-regression``       GraphTransformer, adjacency mask, 64 wide, 4 layers, 4 heads,
-                              dropout 0.1, degree + RWSE (16 steps) encodings, sum readout;
+                              dropout 0.1, degree + RWSE (16 steps) encodings, sum readout,
+                              104 RDKit 2-D descriptors (``descriptors="rdkit2d"``,
+                              standardised with the training molecules' statistics) joined
+                              to the pooled vector;
                               AdamW lr 2e-3, weight decay 1e-4, batch 32, 40 epochs, warm-up
                               3 epochs then cosine (per step), gradient clip 5, drop_last.
                               ``benchmarks/molecules.py``'s graphattn-adjacency on Solubility.
@@ -78,7 +81,7 @@ _MOLECULE = Recipe(
     task="graph", kind="regression",
     model=dict(arch="transformer", hidden_channels=64, num_layers=4, heads=4, mask="adjacency",
                pool="sum", encodings=("degree", "rwse"), walk_length=16, dropout=0.1,
-               local="attention"),
+               local="attention", descriptors="rdkit2d"),
     train=dict(epochs=40, batch_size=32, lr=2e-3, weight_decay=1e-4, optimizer="adamw",
                schedule="warmup_cosine", warmup=3, grad_clip=5.0, drop_last=True),
 )
