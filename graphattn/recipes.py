@@ -16,7 +16,7 @@ recipe                        what it is
                               AdamW lr 2e-3, weight decay 1e-4, batch 32, 40 epochs, warm-up
                               3 epochs then cosine (per step), gradient clip 5, drop_last.
                               ``benchmarks/molecules.py``'s graphattn-adjacency on Solubility.
-``freesolv``                  molecule-regression with Attentive FP's GRU readout, 60 epochs,
+``freesolv``                  molecule-regression with Attentive FP's GRU readout, 100 epochs,
                               warm-up 5: graphattn-adjacency on FreeSolv.
 ``molecule-classification``   molecule-regression's model and optimiser, cross-entropy (not
                               benchmarked).
@@ -89,8 +89,8 @@ _MOLECULE = Recipe(
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     _MOLECULE,
     _MOLECULE.with_changes("freesolv", "FreeSolv's benchmark configuration: GRU readout, "
-                           "60 epochs, 5 warm-up epochs.", model=dict(pool="gru"),
-                           train=dict(epochs=60, warmup=5)),
+                           "100 epochs, 5 warm-up epochs.", model=dict(pool="gru"),
+                           train=dict(epochs=100, warmup=5)),
     _MOLECULE.with_changes("molecule-classification", "Graph classification on molecules: "
                            "molecule-regression's model and optimiser, cross-entropy.",
                            kind="classification"),

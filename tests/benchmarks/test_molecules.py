@@ -167,7 +167,7 @@ def test_graphattn_settings_are_the_cli_recipes(mb):
     assert mb.CONFIGS["graphattn-adjacency"] == published
     assert mb.model_config("freesolv_random", "graphattn-adjacency") == dict(published,
                                                                               pool="gru")
-    assert mb.BUDGET["freesolv_random"] == dict(epochs=60, batch_size=32, warmup=5)
+    assert mb.BUDGET["freesolv_random"] == dict(epochs=100, batch_size=32, warmup=5)
     assert mb.BUDGET["solubility"] == dict(epochs=40, batch_size=32, warmup=3)
 
 
