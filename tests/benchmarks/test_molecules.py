@@ -224,3 +224,11 @@ def test_chemprop_training_time_from_its_log(mb):
            "2026-12-04T09:49:31 - INFO:chemprop.cli.train - Test Set results:\n")
     assert mb._log_span(log, "MPNN(", "Test Set results") == 42.0
     assert mb._log_span("no time stamps", "MPNN(", "Test Set results") is None
+
+
+def test_chemprop_best_epoch_and_parameters(mb, tmp_path):
+    ck = tmp_path / "model_0" / "checkpoints"
+    ck.mkdir(parents=True)
+    (ck / "best-epoch=41-val_loss=0.12.ckpt").write_bytes(b"")
+    out = mb._chemprop_best(tmp_path, "Trainable params: 318 K\nTotal params: 318 K\n")
+    assert out == {"epoch": 42, "params": 318_000}
