@@ -471,7 +471,10 @@ def run_chemprop(split_file: Path, work: Path, cfg: dict, budget: dict, seed: in
     cmd = chemprop_command()
     if cmd is None:
         raise RuntimeError("chemprop is not installed (pip install -e '.[bench]')")
-    work.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)  # a run left by a killed benchmark
+    work.mkdir(parents=True)
     args = cmd + ["train", "-i", str(split_file), "-s", "smiles", "--target-columns", "y",
                   "--splits-column", "split", "-t", "regression", "--epochs",
                   str(budget["epochs"]), "--pytorch-seed", str(seed), "--data-seed", str(seed),
@@ -699,6 +702,10 @@ def summarise(runs: list[dict]) -> dict:
     out = {}
     for key in ("test_rmse", "test_mae", "val_rmse", "seconds", "seconds_per_epoch"):
         vals = [r.get(key, r["seconds"] / r["epochs"]) for r in runs]
+        vals = [float("nan") if v is None else v for v in vals]  # NaN read back from JSON
+        if any(v != v for v in vals):  # a score the model does not report (Chemprop's val)
+            out[key] = dict(mean=float("nan"), std=float("nan"))
+            continue
         out[key] = dict(mean=statistics.fmean(vals),
                         std=statistics.stdev(vals) if len(vals) > 1 else 0.0)
     return out
@@ -805,12 +812,15 @@ def run(tasks=DEFAULT_TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None 
         out_dir: Path | None = None, limit: int | None = None, root: str | None = None,
         configs: dict | None = None, budget: dict | None = None, verbose: bool = False,
         command: str = "", notes: list[str] | None = None, append: bool = False,
-        qm9_sizes: tuple[int, int, int] | None = None, work: Path | None = None) -> dict:
+        qm9_sizes: tuple[int, int, int] | None = None, work: Path | None = None,
+        resume: bool = False) -> dict:
     """Run the benchmark; returns ``{"meta", "results"}`` and writes
     ``molecules.{json,md}`` into ``out_dir`` after every run when given. ``append`` keeps
     the other tasks of an existing ``out_dir/molecules.json`` (re-run or add a task).
     External peers (Chemprop) train on split files written into ``work`` (default: a
-    temporary folder); they are skipped, with a message, when not installed."""
+    temporary folder); they are skipped, with a message, when not installed. ``resume``
+    (with ``append``) keeps the runs of ``out_dir/molecules.json`` made with the same
+    settings and budget and runs only the missing (task, model, seed)."""
     import tempfile
 
     import torch_geometric
@@ -839,10 +849,12 @@ def run(tasks=DEFAULT_TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None 
                 qm9_sizes={t: list(qm9_sizes or QM9_SIZES[t])
                            for t in tasks if t in QM9_SIZES})
     results: dict = {}
+    done: dict = {}
     old = out_dir / "molecules.json" if out_dir is not None else None
     if append and old is not None and old.exists():
         prev = json.loads(old.read_text())
         results = {t: v for t, v in prev["results"].items() if t not in tasks}
+        done = {t: v for t, v in prev["results"].items() if t in tasks} if resume else {}
         if isinstance(prev["meta"].get("qm9_sizes"), list):  # before sizes per QM9 task
             prev["meta"]["qm9_sizes"] = {"qm9_gap": prev["meta"]["qm9_sizes"]}
         for key in ("budget", "sizes", "task_configs", "qm9_sizes"):
@@ -865,16 +877,23 @@ def run(tasks=DEFAULT_TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None 
             for name in models:
                 t0 = time.perf_counter()
                 cfg = model_config(task, name, overrides.get(name))
-                if name in EXTERNAL:
+                before = done.get(task, {}).get(name, {})
+                kept = [r for r in before.get("runs", []) if r["seed"] == seed
+                        and r["epochs"] == budget[task]["epochs"]
+                        and json.loads(json.dumps(before.get("config"))) ==
+                        json.loads(json.dumps(cfg))]
+                if kept:
+                    r = kept[0]
+                elif name in EXTERNAL:
                     split_file = write_split(loaded, work / "splits" / f"{task}-seed{seed}.csv")
                     r = dict(run_chemprop(split_file, work / "runs" / f"{task}-{name}-{seed}",
                                           cfg, budget[task], seed, verbose), seed=seed)
                 else:
                     r = run_one(task, name, seed, budget[task], cfg, loaded, verbose)
-                r.pop("history") if not verbose else None
+                r.pop("history", None) if not verbose else None
                 entry = results[task].setdefault(name, dict(runs=[], config=cfg))
                 entry["runs"].append(r)
-                entry["params"] = r["params"]
+                entry["params"] = r["params"] or entry.get("params", 0)
                 entry["summary"] = summarise(entry["runs"])
                 print(f"   seed {seed} {name:20s} test RMSE {r['test_rmse']:.4f} MAE "
                       f"{r['test_mae']:.4f} (val {r['val_rmse']:.4f} @ epoch {r['epoch']}) "
@@ -923,6 +942,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--append", action="store_true",
                    help="keep the other tasks already in OUT/molecules.json")
     p.add_argument("--verbose", action="store_true", help="print every 10th epoch")
+    p.add_argument("--resume", action="store_true",
+                   help="with --append: keep the finished runs of the same settings, run "
+                        "the missing (task, model, seed) only")
     p.add_argument("--work", type=Path, default=None,
                    help="folder for the split files and runs of external peers (Chemprop; "
                         "default: a temporary folder)")
@@ -966,7 +988,8 @@ def main(argv: list[str] | None = None) -> int:
         json.loads(args.config) if args.config else None, verbose=args.verbose,
         budget={t: dict(batch_size=args.batch_size) for t in tasks} if args.batch_size else None,
         command=command.strip(), append=args.append,
-        qm9_sizes=tuple(args.qm9_sizes) if args.qm9_sizes else None, work=args.work)
+        qm9_sizes=tuple(args.qm9_sizes) if args.qm9_sizes else None, work=args.work,
+        resume=args.resume)
     return 0
 
 

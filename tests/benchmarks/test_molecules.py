@@ -232,3 +232,19 @@ def test_chemprop_best_epoch_and_parameters(mb, tmp_path):
     (ck / "best-epoch=41-val_loss=0.12.ckpt").write_bytes(b"")
     out = mb._chemprop_best(tmp_path, "Trainable params: 318 K\nTotal params: 318 K\n")
     assert out == {"epoch": 42, "params": 318_000}
+
+
+def test_resume_keeps_finished_runs_and_nan_scores_summarise(mb, tmp_path, data_root,
+                                                             monkeypatch):
+    common = dict(tasks=["freesolv_random"], models=["gin"], epochs=1, out_dir=tmp_path,
+                  limit=20, root=data_root, configs={"gin": {"hidden": 8}}, append=True)
+    first = mb.run(seeds=[0], **common)["results"]["freesolv_random"]["gin"]["runs"][0]
+    calls = []
+    real = mb.run_one
+    monkeypatch.setattr(mb, "run_one", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    res = mb.run(seeds=[0, 1], resume=True, **common)["results"]["freesolv_random"]["gin"]
+    assert calls == [1]  # seed 0 was kept, seed 1 ran
+    assert res["runs"][0]["test_rmse"] == pytest.approx(first["test_rmse"])
+    s = mb.summarise([dict(first, val_rmse=float("nan")), dict(first, val_rmse=None)])
+    assert s["val_rmse"]["mean"] != s["val_rmse"]["mean"]  # NaN, not an error
+    assert s["test_rmse"]["std"] == 0.0
