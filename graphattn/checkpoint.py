@@ -175,7 +175,9 @@ def attach_transforms(model: torch.nn.Module, spec: dict | None) -> torch.nn.Mod
     """Make ``model(data)`` compute the inputs it needs beyond the featurizer's: with
     ``spec = {"rwse": K}`` a forward pre-hook adds ``data.rwse`` (random-walk return
     probabilities of ``K`` steps, :class:`~graphattn.nn.SparseRandomWalkPE`) to a graph or
-    batch that lacks it (on a shallow copy; the caller's data is unchanged). The CLI stores
+    batch that lacks it (on a shallow copy; the caller's data is unchanged); with
+    ``{"descriptors": name}`` one adds ``data.descriptors`` computed from ``data.smiles``
+    (:func:`graphattn.chem.descriptors`). The CLI stores
     the spec in a checkpoint's ``extra["transforms"]``, so a loaded model predicts on freshly
     featurized molecules."""
     if not spec or getattr(model, "_graphattn_transforms", None) == spec:
@@ -195,6 +197,23 @@ def attach_transforms(model: torch.nn.Module, spec: dict | None) -> torch.nn.Mod
             return None
 
         model.register_forward_pre_hook(hook)
+    which = spec.get("descriptors")
+    if which:  # molecule descriptors of data.smiles (graphattn.chem.descriptors)
+        import copy
+
+        from graphattn.chem.descriptors import descriptors
+
+        def add_descriptors(module, args):
+            data = args[0] if args else None
+            if getattr(data, "smiles", None) is None or getattr(data, "descriptors",
+                                                                 None) is not None:
+                return None
+            smiles = [data.smiles] if isinstance(data.smiles, str) else list(data.smiles)
+            data = copy.copy(data)
+            data.descriptors = torch.cat([descriptors(s, which) for s in smiles])
+            return (data, *args[1:])
+
+        model.register_forward_pre_hook(add_descriptors)
     model._graphattn_transforms = dict(spec)
     return model
 
