@@ -8,9 +8,9 @@ Sparse cases (``mask="adjacency"``): random graphs of 10k / 100k nodes with aver
 in-degree 10 / 50, 64 input channels -> 4 heads x 16. graphattn ``score="dot"`` is compared
 with ``TransformerConv`` (same formula: no self loops, skip connection) and
 ``score="additive"`` with ``GATConv`` and ``GATv2Conv`` (all with self loops). graphattn runs
-its native C kernel (:mod:`graphattn.nn.native`); ``(MKL kernel)`` is the same layer with it
-turned off (:func:`graphattn.nn.native.disabled`): the pure-torch kernel that runs where no C
-compiler is found.
+its native C kernel (:mod:`graphattn.nn.kernels.native`); ``(MKL kernel)`` is the same layer
+with it turned off (:func:`graphattn.nn.kernels.disabled`): the pure-torch kernel that runs
+where no C compiler is found.
 
 Full cases (``mask="full"``): batches of 256 / 1024 molecule-like graphs of 10-40 nodes
 (a chain plus ring bonds, both directions), compared with ``to_dense_batch`` +
@@ -18,6 +18,9 @@ Full cases (``mask="full"``): batches of 256 / 1024 molecule-like graphs of 10-4
 edges (the same computation as the peer) and with edges as a learned score bias, with its
 native dense kernel; ``(bucketed kernel)`` is the same layer with it turned off: the
 pure-torch size-bucketed kernel that runs where no C compiler is found.
+
+``(compiled)``: the same layer under ``torch.compile`` (default options; compiled during the
+warm-up). Its ratio is eager time / compiled time (> 1: compiling makes the layer faster).
 
 Time: per case the methods run interleaved (method A, B, C, A, B, C, ...) after warm-up, and
 the median of the repeats is reported: ``forward`` (autograd recording, as in training) and
@@ -28,6 +31,8 @@ peak-RSS counter (``/proc/self/clear_refs``) after building the inputs and the l
 one forward+backward and reads ``VmHWM``: the peak resident memory added by that call
 (activations saved for backward, gradients, temporaries), in MiB. Where the counter cannot
 be reset the fallback is ``ru_maxrss`` minus the RSS before the call (noted in the JSON).
+``(compiled)`` methods are not measured: their first call compiles, and a later call runs in
+a warm process, so neither compares with the eager figure.
 
 Ratios are peer / graphattn for time (> 1: graphattn faster) and graphattn / peer for
 memory (< 1: graphattn smaller).
@@ -53,10 +58,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 SPARSE_METHODS = ["graphattn dot", "graphattn additive", "graphattn dot (MKL kernel)",
                   "graphattn additive (MKL kernel)", "graphattn dot (reference)",
+                  "graphattn dot (compiled)", "graphattn additive (compiled)",
                   "TransformerConv", "GATConv", "GATv2Conv"]
 FULL_METHODS = ["graphattn full dot", "graphattn full dot + edge bias",
                 "graphattn full dot (bucketed kernel)", "graphattn full dot (reference)",
-                "to_dense_batch + MultiheadAttention"]
+                "graphattn full dot (compiled)", "to_dense_batch + MultiheadAttention"]
 PAIRS = [  # (graphattn method, peer), the ratios reported
     ("graphattn dot", "TransformerConv"),
     ("graphattn dot", "graphattn dot (reference)"),
@@ -68,6 +74,10 @@ PAIRS = [  # (graphattn method, peer), the ratios reported
     ("graphattn full dot + edge bias", "to_dense_batch + MultiheadAttention"),
     ("graphattn full dot", "graphattn full dot (bucketed kernel)"),
     ("graphattn full dot", "graphattn full dot (reference)"),
+    # eager time / compiled time: > 1 when torch.compile makes the layer faster
+    ("graphattn dot (compiled)", "graphattn dot"),
+    ("graphattn additive (compiled)", "graphattn additive"),
+    ("graphattn full dot (compiled)", "graphattn full dot"),
 ]
 
 
@@ -120,8 +130,12 @@ def make_method(name: str):
     from torch_geometric.nn import GATConv, GATv2Conv, TransformerConv
     from torch_geometric.utils import to_dense_batch
 
-    from graphattn.nn import GraphSelfAttention, native
+    from graphattn.nn import GraphSelfAttention, kernels
 
+    if name.endswith(" (compiled)"):  # the eager method's layer under torch.compile
+        module, call = make_method(name.removesuffix(" (compiled)"))
+        compiled = torch.compile(module)
+        return module, (lambda m, d: call(compiled, d))
     torch.manual_seed(0)
 
     def sparse_call(m, d):
@@ -139,7 +153,7 @@ def make_method(name: str):
         score = "additive" if "additive" in name else "dot"
 
         def mkl_call(m, d):
-            with native.disabled():
+            with kernels.disabled():
                 return m(d["x"], d["edge_index"])
         return GraphSelfAttention(IN, C, heads=HEADS, score=score,
                                   add_self_loops=score == "additive"), mkl_call
@@ -156,7 +170,7 @@ def make_method(name: str):
             return m, (lambda m, d: m(d["x"], d["edge_index"], batch=d["batch"]))
         if name.endswith("(bucketed kernel)"):  # the pure-torch kernel the native one replaces
             def bucketed(m, d):
-                with native.disabled():
+                with kernels.disabled():
                     return m(d["x"], batch=d["batch"])
             return m, bucketed
         return m, (lambda m, d: m(d["x"], batch=d["batch"]))
@@ -225,6 +239,8 @@ def memory_child(case: dict, name: str) -> dict:
 
 
 def measure_memory(case: dict, name: str, threads: int) -> dict:
+    if name.endswith("(compiled)"):  # the first call compiles; a later one runs in a warm
+        return dict(peak_mib=None, how="not measured (compiled)")  # process: not comparable
     cmd = [sys.executable, __file__, "--_memory", json.dumps([case, name]),
            "--threads", str(threads)]
     try:
@@ -280,6 +296,16 @@ def markdown(meta: dict, rows: list[dict], ratio_rows: list[dict]) -> str:
         lines.append(f"| {r['case']} | {r['method']} | {fmt(r['forward_ms'], '.1f')} | "
                      f"{fmt(r['forward+backward_ms'], '.1f')} | {fmt(r['peak_mib'], '.0f')} |")
     return "\n".join(lines) + "\n"
+
+
+HISTORY = "## Notes and history"
+
+
+def kept_history(path: Path) -> str:
+    """The hand-written part of an existing ``speed.md`` (from :data:`HISTORY` on), which a
+    new run keeps below its tables; empty if there is none."""
+    text = path.read_text() if path.exists() else ""
+    return text[text.index(HISTORY):] if HISTORY in text else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "speed.json").write_text(json.dumps(
             dict(meta=meta, results=rows, ratios=ratio_rows), indent=1) + "\n")
-        (out_dir / "speed.md").write_text(markdown(meta, rows, ratio_rows))
+        history = kept_history(out_dir / "speed.md")
+        (out_dir / "speed.md").write_text(markdown(meta, rows, ratio_rows)
+                                          + ("\n" + history if history else ""))
         print(f"wrote {out_dir / 'speed.json'} and {out_dir / 'speed.md'}")
     return 0
 

@@ -19,6 +19,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ BENCHMARKS = ("speed", "molecules", "social")
 # PyTorch's CPU allocator backs tensors of 2 MB and more with transparent huge pages when this
 # is "1" at its first allocation (importing PyG already allocates): on a graph of a million
 # nodes an [N, 64] activation is 256 MB, and its 4 kB page faults cost more than the
-# arithmetic on it (about 4x on an elementwise op here).
+# arithmetic on it.
 THP = "THP_MEM_ALLOC_ENABLE"
 
 
@@ -479,7 +480,7 @@ def cmd_predict(args) -> int:
             if err is not None:
                 counts["bad"] += 1
                 if counts["bad"] <= shown:
-                    print(f"line {rec.line}: skipped: {err}", file=sys.stderr)
+                    print(f"line {rec.line}: not predicted: {err}", file=sys.stderr)
                 w.writerow([*rec.values, *[""] * len(names), err])
                 continue
             w.writerow([*rec.values, *(f"{v:.6g}" for v in values), ""])
@@ -720,12 +721,20 @@ def _run_lock(args):
     return RunLock(args.out, command="graphattn " + " ".join(sys.argv[1:]), clean=True)
 
 
+def _one_line_warning(command: str):
+    """Warnings as one ``graphattn CMD: warning: ...`` line on stderr (no source line)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"graphattn {command}: warning: {message}", file=file or sys.stderr)
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if argv is None:  # the command itself, not a call from Python
         _rerun_with_huge_pages(args)
     try:
-        with _run_lock(args) as lock:
+        with warnings.catch_warnings(), _run_lock(args) as lock:
+            warnings.showwarning = _one_line_warning(args.command)
             for path in getattr(lock, "removed", ()):
                 print(f"removed {path}: left by a run that no longer exists", file=sys.stderr)
             return args.func(args)

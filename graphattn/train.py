@@ -861,22 +861,27 @@ def _set_rng(state: dict | None, shuffle_gen: torch.Generator, device) -> None:
 
 
 def _check_resume(path, ckpt, task, kind, spec, seed, digest, dataset) -> None:
-    """One-line ValueError when a checkpoint is not this run's."""
+    """One-line ValueError when a checkpoint is not this run's (data first, then model)."""
     if (ckpt.get("task"), ckpt.get("kind")) != (task, kind):
         raise ValueError(f"{path!r} is a {ckpt.get('task')}/{ckpt.get('kind')} run, "
                          f"cannot resume it as {task}/{kind}")
-    if ckpt["model_config"] != spec[1] or ckpt["model_class"] != spec[0]:
-        raise ValueError(f"{path!r} was trained with model {ckpt['model_class']} "
-                         f"{ckpt['model_config']}, not {spec[0]} {spec[1]}")
-    if ckpt.get("seed") is not None and ckpt["seed"] != seed:
-        raise ValueError(f"{path!r} was trained with seed {ckpt['seed']}, not {seed}")
     old = (ckpt.get("extra") or {}).get("dataset")
     if old is not None and dataset is not None and old != dataset:
         raise ValueError(f"{path!r} was trained on data set {old}, not {dataset}")
+    if ckpt.get("seed") is not None and ckpt["seed"] != seed:
+        raise ValueError(f"{path!r} was trained with seed {ckpt['seed']}, not {seed}")
     if ckpt.get("split") is not None and ckpt["split"] != digest:
         raise ValueError(f"{path!r} was trained on another split (sizes "
                          f"{ {k: v.split(':')[0] for k, v in ckpt['split'].items()} }, now "
                          f"{ {k: v.split(':')[0] for k, v in digest.items()} } or other items)")
+    if ckpt["model_class"] != spec[0]:
+        raise ValueError(f"{path!r} was trained with model {ckpt['model_class']}, "
+                         f"not {spec[0]}")
+    if ckpt["model_config"] != spec[1]:
+        was, now = ckpt["model_config"] or {}, spec[1] or {}
+        diff = [f"{k}={was.get(k)!r} (now {now.get(k)!r})" for k in dict.fromkeys([*was, *now])
+                if was.get(k) != now.get(k)]
+        raise ValueError(f"{path!r} was trained with another model: {', '.join(diff)}")
 
 
 def _write_json(path: str, obj) -> None:

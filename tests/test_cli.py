@@ -277,6 +277,32 @@ def test_resume_refuses_another_seed_and_a_checkpoint_not_matching_its_weights(
     assert "odd.pt" in err and "do not match" in err and err.count("\n") == 1, err
 
 
+def test_resume_names_the_model_setting_that_changed(workdir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(train_args(workdir, out, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert cli.main(train_args(workdir, out, "--epochs", "2", "--resume", "--heads", "1")) == 2
+    err = capsys.readouterr().err
+    assert "heads=2 (now 1)" in err and "hidden_channels" not in err, err
+    assert err.count("\n") == 1, err
+
+
+def test_warnings_are_one_line_each(workdir, tmp_path, capsys):
+    """A data set's report of skipped rows reaches the user as one line, without the
+    source line Python's warning format adds."""
+    path = tmp_path / "some_bad.csv"
+    path.write_text("mol,size\n" + "".join(f"{s},{len(s)}\n" for s in
+                                           ["CCO", "C1CC", "CCC", "CCN", "CCCl", "CO", "CCCC",
+                                            "c1ccccc1", "CC(=O)O", "CCBr"]))
+    assert cli.main(["train", "--dataset", f"csv:{path}", "--smiles-column", "mol", "--target",
+                     "size", "--data-root", str(tmp_path / "data"), "--out",
+                     str(tmp_path / "o"), *MODEL]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "C1CC" in line]
+    assert len(lines) == 1 and lines[0].startswith("graphattn train: warning:"), err
+    assert "super().__init__" not in err, err
+
+
 @pytest.mark.slow
 def test_recipe_defaults_reach_the_engine(monkeypatch, tmp_path):
     """`graphattn train --dataset D` with no other flag trains with D's recipe: the

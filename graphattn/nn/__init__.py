@@ -14,13 +14,14 @@ from graphattn.nn.encodings import (
 from graphattn.nn.heads import CLSPool, GraphHead, NodeHead, masked_loss
 from graphattn.nn.layer import GraphTransformerLayer
 from graphattn.nn.linear_attention import LinearGlobalAttention
-from graphattn.nn.models import GraphTransformer
+from graphattn.nn.models import GraphTransformer, GraphTransformerConfig
 
 __all__ = [
     "GraphSelfAttention",
     "LinearGlobalAttention",
     "GraphTransformerLayer",
     "GraphTransformer",
+    "GraphTransformerConfig",
     "NodeHead",
     "GraphHead",
     "CLSPool",

@@ -2,7 +2,9 @@
 
 One helper turns every accepted input form into ``(x_src, x_dst, edge_index, edge_attr)``
 and raises a ``ValueError``/``TypeError`` naming what was expected and what was got, before
-any kernel runs. Data-dependent checks are skipped while ``torch.compile`` traces.
+any kernel runs. Data-dependent checks are skipped while ``torch.compile`` traces. Two more
+prepare what full attention and an ``attn_bias`` need: the graph sizes (within the memory
+guard) and a bias whose ``-inf`` entries are safe.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch_geometric.utils import is_torch_sparse_tensor
+
+from graphattn.nn import functional as GF
 
 
 class EdgeIndexError(ValueError, IndexError):
@@ -210,3 +214,54 @@ def check_inputs(module, x, edge_index, edge_attr, batch, attn_bias, size=None):
             raise ValueError(f"attn_bias must have shape {want} (mask={module.mask!r}), "
                              f"got {list(attn_bias.shape)}")
     return x_src, x_dst, edge_index, edge_attr
+
+
+def check_full_pairs(module, batch: Tensor | None, x: Tensor) -> Tensor:
+    """Nodes per graph ``[B]`` of full attention, refused with a ``ValueError`` when the
+    scores :math:`H \\sum_b N_b^2` would exceed ``module.max_full_pairs``."""
+    sizes = GF.graph_sizes(batch, x.size(0)).to(x.device)
+    pairs = int((sizes * sizes).sum()) * module.heads
+    if pairs > module.max_full_pairs:
+        biggest = int(sizes.max())
+        raise ValueError(
+            f"full attention would build {pairs:,} scores (largest graph: {biggest:,} "
+            f"nodes, {module.heads} heads), more than max_full_pairs="
+            f"{module.max_full_pairs:,} (~{pairs * 4 / 2**30:.1f} GiB per float32 tensor). "
+            "Use mask='adjacency', a linear global attention, smaller batches, or raise "
+            "max_full_pairs.")
+    return sizes
+
+
+def masked_bias(module, attn_bias: Tensor, x_dst: Tensor, edge_index: Tensor | None,
+                batch: Tensor | None, num_loops: int) -> tuple[Tensor, Tensor | None]:
+    """Check ``attn_bias`` and make its ``-inf`` entries (masked pairs) safe.
+
+    NaN or ``+inf`` raise a ``ValueError``. ``-inf`` is replaced by a large finite negative
+    value (the weight of such a pair is still exactly 0 next to any finite score), and the
+    ``(target, head)`` rows whose pairs are all ``-inf`` are returned as ``dead [N_t, H]``:
+    they attend to nothing, so their attention output is 0 (as for a node without in-edges),
+    never NaN. A self loop (bias 0; the first ``num_loops`` targets have one) keeps a row
+    alive."""
+    if bool(torch.isnan(attn_bias).any()) or bool(torch.isposinf(attn_bias).any()):
+        raise ValueError("attn_bias contains NaN or +inf; use -inf to mask a pair out")
+    if not bool(torch.isneginf(attn_bias).any()):
+        return attn_bias, None
+    H, n_dst = module.heads, x_dst.size(0)
+    live = ~torch.isneginf(attn_bias)
+    if module.mask == "adjacency":  # [E] / [E, H] over the in-edges of each target
+        live = live.view(live.size(0), -1).expand(-1, H).to(attn_bias.dtype)
+        alive = live.new_zeros(n_dst, H).index_add_(0, edge_index[1], live) > 0
+        alive[:num_loops] = True
+        dead = ~alive
+    else:  # [B, (H,) M, M]: target i of graph b over the sources j < N_b
+        sizes = GF.graph_sizes(batch, n_dst).to(attn_bias.device)
+        M = attn_bias.size(-1)
+        valid = torch.arange(M, device=attn_bias.device) < sizes.view(-1, 1)  # (B, M)
+        live4 = live if live.dim() == 4 else live.unsqueeze(1)
+        alive = (live4 & valid[:, None, None, :]).any(-1)  # (B, H | 1, M)
+        graph = torch.repeat_interleave(torch.arange(sizes.numel(), device=sizes.device),
+                                        sizes)
+        pos = torch.arange(n_dst, device=sizes.device) - (sizes.cumsum(0) - sizes)[graph]
+        dead = ~alive[graph, :, pos].expand(-1, H)  # (N, H)
+    floor = torch.finfo(attn_bias.dtype).min / 4
+    return attn_bias.masked_fill(torch.isneginf(attn_bias), floor), dead

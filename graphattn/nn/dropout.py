@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from graphattn.nn import native
+from graphattn.nn.kernels import build, native
 
 FAST_DROPOUT_NUMEL = 1 << 22  # tensors at least this large take the fast mask
 
@@ -17,7 +17,7 @@ _BITS = threading.local()  # one reused buffer of random bits per thread (torch 
 
 
 def _native_ok(x: Tensor) -> bool:
-    return x.device.type == "cpu" and native.available(x.dtype, kernel="dropout")
+    return x.device.type == "cpu" and build.available(x.dtype, kernel="dropout")
 
 
 def drop_(x: Tensor, p: float, out: Tensor | None = None) -> tuple[Tensor, float]:
@@ -67,8 +67,8 @@ def apply_mask_(x: Tensor, drop: Tensor, scale: float, out: Tensor | None = None
 
 
 class _FastDropout(torch.autograd.Function):
-    """Inverted dropout with :func:`drop_`'s mask: on a CPU 10-20x faster than
-    ``bernoulli_`` for the ``[N, C]`` activations of a million-node graph. ``inplace=True``
+    """Inverted dropout with :func:`drop_`'s mask, drawn in one pass instead of
+    ``bernoulli_``'s. ``inplace=True``
     overwrites ``x`` (which nothing may have saved). Only the mask is saved."""
 
     @staticmethod

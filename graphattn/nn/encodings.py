@@ -97,10 +97,9 @@ class SparseRandomWalkPE(BaseTransform):
       graphs. Graphs of at most ``dense_max_nodes`` nodes (molecules) take dense
       :math:`N \times N` products; larger ones sparse products whose cost is bounded before
       they run: above ``max_nnz`` a ``ValueError`` says so. (Small graphs do not take the
-      sparse path because torch's CSR @ CSR product on CPU leaks host memory on every call,
-      ~40 kB even for a 4-node graph: exact RWSE of 24k QM9 molecules grew a process by
-      3.5 GB.) With ``data.edge_weight`` the walk is the
-      weighted one, :math:`P_{ij} = w_{ij} / \sum_l w_{il}` (PyG's transform puts
+      sparse path because torch's CSR @ CSR product on CPU leaks host memory on every
+      call, which adds up over a data set of molecules.) With ``data.edge_weight`` the walk
+      is the weighted one, :math:`P_{ij} = w_{ij} / \sum_l w_{il}` (PyG's transform puts
       :math:`1 / \max(1, \sum_l w_{il})` on every edge instead). Duplicate edges are parallel
       edges of a multigraph (PyG's dense path writes them once into :math:`A`).
     * ``method="sampled"``: ``num_walks`` random walks from every node, counting returns:

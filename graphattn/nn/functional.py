@@ -29,10 +29,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     Autograd computes a weight's gradient in the layout the product read it in.
     ``F.linear`` reads ``weight.t()``, a column-major ``[in, out]`` view, so the gradient of
     the ``[out, in]`` weight is computed as ``grad.t() @ x``, ``[out, N] @ [N, in]``: a
-    product that CPU BLAS runs ~10x slower than ``x.t() @ grad`` when ``in`` is a handful
-    of columns and ``N`` is large (1M nodes, 4 features, 32 outputs, one thread: 220 vs
-    23 ms; a whole forward and backward 333 vs 122 ms). Here a narrow weight is read as a
-    row-major copy of ``weight.t()`` (``in * out`` numbers) instead.
+    product that CPU BLAS runs far slower than ``x.t() @ grad`` when ``in`` is a handful
+    of columns and ``N`` is large. Here a narrow weight is read as a row-major copy of
+    ``weight.t()`` (``in * out`` numbers) instead.
 
     Shapes: x ``[N, in]``, weight ``[out, in]``, bias ``[out]`` -> ``[N, out]``.
     """
@@ -140,3 +139,78 @@ def gather_dense_bias(attn_bias: Tensor, pair_index: Tensor, pair_graph: Tensor,
     if attn_bias.dim() == 3:
         return attn_bias[pair_graph, i, j].unsqueeze(-1).expand(-1, heads)
     return attn_bias[pair_graph, :, i, j]
+
+
+def add_self_loops(edge_index: Tensor, n: int, n_dst: int, edge_attr: Tensor | None,
+                   attn_bias: Tensor | None, loop_attr) -> tuple[Tensor, Tensor | None,
+                                                                 Tensor | None]:
+    """The given edges without their self loops, then ``n`` loops ``i -> i`` (``i < n``),
+    the order the reference path and PyG's explain machinery see. Edge features of the
+    loops come from ``loop_attr(edge_attr, dst, n_dst, n)``, their ``attn_bias`` is 0.
+
+    Shapes: edge_index ``[2, E]``, edge_attr ``[E, D]``, attn_bias ``[E, H | 1]`` ->
+    ``[2, E']``, ``[E', D]``, ``[E', H | 1]`` with ``E' = E - (loops given) + n``. One
+    dynamic shape (the kept edges), so ``torch.compile`` traces it once."""
+    keep = (edge_index[0] != edge_index[1]).nonzero().flatten()
+    loops = torch.arange(n, device=edge_index.device).unsqueeze(0).repeat(2, 1)
+    if attn_bias is not None:
+        attn_bias = torch.cat([attn_bias.index_select(0, keep),
+                               attn_bias.new_zeros(n, attn_bias.size(1))])
+    edge_index = edge_index.index_select(1, keep)
+    if edge_attr is not None:
+        edge_attr = edge_attr.index_select(0, keep)
+        edge_attr = torch.cat([edge_attr, loop_attr(edge_attr, edge_index[1], n_dst, n)])
+    return torch.cat([edge_index, loops], 1), edge_attr, attn_bias
+
+
+def full_edge_bias(beta: Tensor, lin_edge, edge_index: Tensor | None,
+                   edge_attr: Tensor | None) -> Tensor | None:
+    r"""The score bias of the edges in full attention, :math:`\beta^h +
+    \mathbf{w}^{h\top}_e \mathbf{e}_{ij}` (``lin_edge`` the projection
+    :math:`[E, D] \to [E, H]`, applied when both it and ``edge_attr`` are given), or
+    ``None`` without edges.
+
+    Shapes: beta ``[H]``, edge_index ``[2, E]``, edge_attr ``[E, D]`` -> ``[E, H]``."""
+    if edge_index is None or edge_index.size(1) == 0:
+        return None
+    bias = beta.view(1, -1).expand(edge_index.size(1), -1)
+    if lin_edge is not None and edge_attr is not None:
+        w = lin_edge.weight  # edge features in the weights' dtype (bfloat16 models: the
+        if not isinstance(w, torch.nn.parameter.UninitializedParameter):  # scores widen)
+            edge_attr = edge_attr.to(w.dtype)
+        bias = bias + lin_edge(edge_attr)
+    return bias
+
+
+def full_pair_bias(edge_bias: Tensor | None, edge_index: Tensor | None,
+                   batch: Tensor | None, attn_bias: Tensor | None, pair_index: Tensor,
+                   pair_graph: Tensor, sizes: Tensor, heads: int) -> Tensor | None:
+    """The score bias of every attended pair of full attention: the edge bias at the pairs
+    of the edges (summed over duplicate edges) plus the dense ``attn_bias``, or ``None``.
+
+    Shapes: edge_bias ``[E, H]``, attn_bias ``[B, (H,) N_max, N_max]``, pair_index
+    ``[2, P]`` -> ``[P, H]``."""
+    bias = None
+    if edge_bias is not None:
+        pos = pair_position(edge_index, batch, sizes)
+        bias = edge_bias.new_zeros(pair_index.size(1), heads).index_add_(0, pos, edge_bias)
+    if attn_bias is not None:
+        dense = gather_dense_bias(attn_bias, pair_index, pair_graph, sizes, heads)
+        bias = dense if bias is None else bias + dense
+    return bias
+
+
+def sparse_weights(index: Tensor, alpha: Tensor, n_dst: int, n_src: int,
+                   layout: torch.layout) -> Tensor:
+    """Attention weights ``alpha [P, H]`` of the pairs ``index [2, P]`` (source, target) as
+    a sparse ``[N_t, N_s, H]`` tensor of ``layout`` (COO coalesced, CSR or CSC)."""
+    shape = (n_dst, n_src, alpha.size(1))
+    if layout == torch.sparse_coo:
+        return torch.sparse_coo_tensor(index.flip(0), alpha, shape).coalesce()
+    major, minor = (index[1], index[0]) if layout == torch.sparse_csr else (index[0], index[1])
+    n_major = n_dst if layout == torch.sparse_csr else n_src
+    order = torch.argsort(major * max(n_src, n_dst, 1) + minor)
+    counts = torch.bincount(major, minlength=n_major)
+    ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    make = torch.sparse_csr_tensor if layout == torch.sparse_csr else torch.sparse_csc_tensor
+    return make(ptr, minor[order], alpha[order], shape)

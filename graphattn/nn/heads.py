@@ -60,7 +60,7 @@ class NodeHead(torch.nn.Module):
         if not (self.training and x.size(0) * mlp.channel_list[1] >= FAST_DROPOUT_NUMEL):
             return mlp(x)
         # a large graph: PyG's MLP (no norm, plain last layer) with graphattn's dropout,
-        # whose mask is 5-10x faster to draw than bernoulli_ on [N, hidden] on a CPU
+        # whose mask on [N, hidden] is cheaper to draw than bernoulli_'s on a CPU
         for lin, p in zip(mlp.lins[:-1], mlp.dropout):
             x = dropout(mlp.act(lin(x)), p, inplace=True)
         return mlp.lins[-1](x)

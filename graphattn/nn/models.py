@@ -12,11 +12,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn import Linear
 from torch.utils.checkpoint import checkpoint
 from torch_geometric.data import Data
 
-from graphattn.nn import functional as GF
 from graphattn.nn.attention import GraphSelfAttention
 from graphattn.nn.encodings import (
     AdjacencyBias,
@@ -27,6 +25,7 @@ from graphattn.nn.encodings import (
 )
 from graphattn.nn.heads import GraphHead, NodeHead
 from graphattn.nn.layer import GraphTransformerLayer, make_norm
+from graphattn.nn.linear import Linear
 
 MASKS = ("adjacency", "full", "hybrid")
 ENCODINGS = ("degree", "rwse", "lappe", "spd", "adjacency")
@@ -225,14 +224,6 @@ class GraphTransformerConfig:
         return cls(**config)
 
 
-class _InputLinear(Linear):
-    """``torch.nn.Linear`` through :func:`graphattn.nn.functional.linear`: the same values,
-    gradients and state dict, a faster backward for raw inputs of few features."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return GF.linear(x, self.weight, self.bias)
-
-
 class GraphTransformer(torch.nn.Module):
     r"""A ready graph transformer for node or graph prediction, in one line:
 
@@ -298,11 +289,11 @@ class GraphTransformer(torch.nn.Module):
         self.input_layer = cfg.input_layer
         self.lin_in = self.attn_in = None
         if cfg.input_layer == "linear":
-            self.lin_in = _InputLinear(in_channels, hidden_channels)
+            self.lin_in = Linear(in_channels, hidden_channels)
         else:
             self.attn_in = GraphSelfAttention(in_channels, hidden_channels // heads, heads=heads,
                                               root_weight=False, add_self_loops=True)
-        self.lin_edge = Linear(edge_dim, hidden_channels) if edge_dim else None
+        self.lin_edge = torch.nn.Linear(edge_dim, hidden_channels) if edge_dim else None
         self.degree = (DegreeEncoder(hidden_channels, cfg.max_degree)
                        if "degree" in encodings else None)
         self.rwse = (RWSEEncoder(cfg.walk_length, hidden_channels)

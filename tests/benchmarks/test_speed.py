@@ -22,10 +22,11 @@ def sp():
     return module
 
 
+@pytest.mark.slow  # compiles the layer
 @pytest.mark.parametrize("case", TINY, ids=["sparse", "full"])
 def test_kernel_variants_of_a_method_compute_the_same_outputs(sp, case):
-    """'(MKL kernel)', '(bucketed kernel)' and '(reference)' time the same layer (same seed,
-    same weights) with another kernel, so their outputs must agree."""
+    """'(MKL kernel)', '(bucketed kernel)', '(reference)' and '(compiled)' time the same
+    layer (same seed, same weights) another way, so their outputs must agree."""
     inputs = sp.make_inputs(case)
     names = sp.methods_for(case, quick=True)
     outs = {}
@@ -33,16 +34,20 @@ def test_kernel_variants_of_a_method_compute_the_same_outputs(sp, case):
         if name.startswith("graphattn"):
             module, call = sp.make_method(name)
             outs[name] = call(module, inputs)
-    groups = ({"graphattn dot": ["graphattn dot (MKL kernel)", "graphattn dot (reference)"],
-               "graphattn additive": ["graphattn additive (MKL kernel)"]}
+    groups = ({"graphattn dot": ["graphattn dot (MKL kernel)", "graphattn dot (reference)",
+                                 "graphattn dot (compiled)"],
+               "graphattn additive": ["graphattn additive (MKL kernel)",
+                                      "graphattn additive (compiled)"]}
               if case["kind"] == "sparse" else
               {"graphattn full dot": ["graphattn full dot (bucketed kernel)",
-                                      "graphattn full dot (reference)"]})
+                                      "graphattn full dot (reference)",
+                                      "graphattn full dot (compiled)"]})
     for base, variants in groups.items():
         for name in variants:
             torch.testing.assert_close(outs[name], outs[base], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # compiles the layer
 def test_tiny_run_writes_json_markdown_and_ratios(sp, tmp_path, monkeypatch):
     monkeypatch.setattr(sp, "grid", lambda quick: TINY)
     assert sp.main(["--quick", "--no-memory", "--repeats", "1", "--threads", "1",
@@ -61,3 +66,10 @@ def test_tiny_run_writes_json_markdown_and_ratios(sp, tmp_path, monkeypatch):
     md = (tmp_path / "speed.md").read_text()
     assert "| full 12 molecules of 10-40 nodes | graphattn full dot | " \
            "to_dense_batch + MultiheadAttention |" in md
+
+
+def test_a_new_run_keeps_the_hand_written_history(sp, tmp_path):
+    md = tmp_path / "speed.md"
+    assert sp.kept_history(md) == ""
+    md.write_text("# old tables\n\n| a |\n\n" + sp.HISTORY + "\n\nBefore/after notes.\n")
+    assert sp.kept_history(md) == sp.HISTORY + "\n\nBefore/after notes.\n"

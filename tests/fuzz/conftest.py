@@ -27,8 +27,9 @@ def models(tmp_path_factory):
         assert cli.main(["train", "--dataset", f"csv:{path}", "--smiles-column", "mol",
                          "--target", "size", "--data-root", str(root / "data"), "--out",
                          str(root / "mol"), *MODEL]) == 0
+        # karate's recipe (node-small) is a pair of attention layers: no --layers flag
         assert cli.main(["train", "--dataset", "karate", "--out", str(root / "social"),
-                         *MODEL]) == 0
+                         "--hidden", "8", "--heads", "2", "--quiet", "--epochs", "2"]) == 0
     yield {"mol": root / "mol" / "best.pt", "social": root / "social" / "best.pt",
            "csv": path, "root": root}
     mp.undo()

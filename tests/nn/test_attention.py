@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphattn.nn import GraphSelfAttention, native
+from graphattn.nn import GraphSelfAttention, kernels
+from graphattn.nn import functional as GF
+from graphattn.nn.kernels.dispatch import route
 from tests.strategies import batches, graphs, random_batch
 
 MODES = [(m, s) for m in ("adjacency", "full") for s in ("dot", "additive")]
@@ -385,7 +387,7 @@ def test_autocast_bfloat16_keeps_the_fused_kernels_in_float32(mask, score, monke
     x16 = x.clone().requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out16 = m(x16, ei, ea, batch=batch)
-    bf16_rows = mask == "adjacency" and native.available(torch.bfloat16, "csr")
+    bf16_rows = mask == "adjacency" and kernels.available(torch.bfloat16, "csr")
     assert out16.dtype == (torch.bfloat16 if bf16_rows else torch.float32)
     torch.testing.assert_close(out16.float(), out32, rtol=0.05, atol=0.05)
     g16 = torch.autograd.grad(out16.float().pow(2).sum(), [x16, *m.parameters()],
@@ -398,6 +400,13 @@ def test_autocast_bfloat16_keeps_the_fused_kernels_in_float32(mask, score, monke
 
 # --- attention over raw features (keys and values projected after the sum) -------------
 
+def takes_raw(m: GraphSelfAttention, x: torch.Tensor, edge_attr=None) -> bool:
+    """Whether a call of ``m`` on ``x`` runs the raw-feature kernel."""
+    sizes = GF.graph_sizes(None, x.size(0)) if m.mask == "full" else None
+    return not m._reference_only() and \
+        route(m._kernel_view(x, x), x, x, edge_attr, sizes) == "raw"
+
+
 def _reference_twin(m: GraphSelfAttention) -> GraphSelfAttention:
     ref = GraphSelfAttention(m.in_channels, m.out_channels, heads=m.heads, dropout=m.dropout,
                              root_weight=m.root_weight, bias=m.lin_key.bias is not None,
@@ -406,7 +415,7 @@ def _reference_twin(m: GraphSelfAttention) -> GraphSelfAttention:
     return ref.train(m.training)
 
 
-@pytest.mark.skipif(not native.available(), reason="the native kernel did not build")
+@pytest.mark.skipif(not kernels.available(), reason="the native kernel did not build")
 @settings(max_examples=30, deadline=None)
 @given(graph=graphs(channels=3), heads=st.integers(1, 3), out_channels=st.integers(2, 5),
        bias=st.booleans(), dropout=st.sampled_from([0.0, 0.4]), concat=st.booleans(),
@@ -421,7 +430,7 @@ def test_raw_feature_attention_equals_reference(graph, heads, out_channels, bias
     torch.manual_seed(seed)
     m = GraphSelfAttention(3, out_channels, heads=heads, dropout=dropout, bias=bias,
                            root_weight=False, concat=concat).double().train()
-    assert m._attends_raw(x, x, None) == (3 + 1 <= (out_channels if needs_grad
+    assert takes_raw(m, x, None) == (3 + 1 <= (out_channels if needs_grad
                                                     else heads * out_channels))
     results = []
     for mod in (m, _reference_twin(m)):
@@ -442,12 +451,12 @@ def test_raw_feature_attention_equals_reference(graph, heads, out_channels, bias
             torch.testing.assert_close(g, g_r)
 
 
-@pytest.mark.skipif(not native.available(), reason="the native kernel did not build")
+@pytest.mark.skipif(not kernels.available(), reason="the native kernel did not build")
 def test_raw_feature_attention_gradcheck_float64():
     x, ei, _, _ = random_batch([5, 4], channels=2, seed=2)
     m = layer(in_channels=2, out_channels=3, heads=2, root_weight=False)
     x.requires_grad_(True)
-    assert m._attends_raw(x, x, None)
+    assert takes_raw(m, x, None)
     params = [m.lin_query.weight, m.lin_key.weight, m.lin_key.bias, m.lin_value.weight]
     assert torch.autograd.gradcheck(lambda x, *p: m(x, ei), (x, *params))
 
@@ -456,24 +465,24 @@ def test_raw_feature_attention_only_where_it_is_cheaper_and_exact():
     """Wide features, edge embeddings, the additive score, full attention and the reference
     implementation keep the key-value kernel."""
     x = torch.randn(6, 4, dtype=torch.float64)
-    assert layer(in_channels=4, out_channels=3, heads=2)._attends_raw(x, x, None) == \
-        native.available()
+    assert takes_raw(layer(in_channels=4, out_channels=3, heads=2), x, None) == \
+        kernels.available()
     wide = torch.randn(6, 40, dtype=torch.float64)
-    assert not layer(in_channels=40, out_channels=3, heads=2)._attends_raw(wide, wide, None)
-    assert not layer(in_channels=4, out_channels=3, heads=2)._attends_raw(
-        x.requires_grad_(True), x, None)  # needs a gradient: F + 1 > C
+    assert not takes_raw(layer(in_channels=40, out_channels=3, heads=2), wide, None)
+    assert not takes_raw(layer(in_channels=4, out_channels=3, heads=2),
+                         x.requires_grad_(True), None)  # needs a gradient: F + 1 > C
     ea = torch.randn(3, 2, dtype=torch.float64)
-    assert not layer(edge_dim=2)._attends_raw(x, x, ea)
-    assert not layer(score="additive")._attends_raw(x, x, None)
-    assert not layer(mask="full")._attends_raw(x, x, None)
-    assert not layer(impl="reference")._attends_raw(x, x, None)
+    assert not takes_raw(layer(edge_dim=2), x, ea)
+    assert not takes_raw(layer(score="additive"), x, None)
+    assert not takes_raw(layer(mask="full"), x, None)
+    assert not takes_raw(layer(impl="reference"), x, None)
 
 
-@pytest.mark.skipif(not native.available(torch.bfloat16), reason="no bfloat16 native kernel")
+@pytest.mark.skipif(not kernels.available(torch.bfloat16), reason="no bfloat16 native kernel")
 def test_raw_feature_attention_under_autocast_bfloat16():
     x, ei, _, _ = random_batch([6, 9], dtype=torch.float32, seed=4)
     m = layer(in_channels=4, out_channels=4, heads=2).float().train()
-    assert m._attends_raw(x, x, None)
+    assert takes_raw(m, x, None)
     out32 = m(x, ei)
     g32 = torch.autograd.grad(out32.pow(2).sum(), list(m.parameters()))
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -515,7 +524,7 @@ def test_all_masked_adjacency_row_attends_to_nothing(score, impl, no_native):
     bias = torch.randn(ei.size(1), generator=g, dtype=torch.float64)
     bias[torch.rand(ei.size(1), generator=g) < 0.3] = float("-inf")
     bias[ei[1] == target] = float("-inf")  # every in-edge of `target`
-    with native.disabled() if no_native else contextlib.nullcontext():
+    with kernels.disabled() if no_native else contextlib.nullcontext():
         out, (index, alpha) = m(x, ei, attn_bias=bias, return_attention_weights=True)
         out.sum().backward()
         keep = ~torch.isneginf(bias)
@@ -535,7 +544,7 @@ def test_all_masked_full_row_attends_to_nothing(impl, no_native):
     bias = torch.zeros(2, 2, 4, 4, dtype=torch.float64)
     bias[1, 0, 2, :] = float("-inf")  # node 5 (graph 1, position 2), head 0: all masked
     bias[0, 1, 0, 1] = float("-inf")  # one pair of node 0, head 1
-    with native.disabled() if no_native else contextlib.nullcontext():
+    with kernels.disabled() if no_native else contextlib.nullcontext():
         out = m(x, batch=batch, attn_bias=bias)
         out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
@@ -558,7 +567,7 @@ def test_half_layer_on_every_path(mask, score, edge_dim, impl, no_native, dtype)
     m = GraphSelfAttention(4, 3, heads=2, mask=mask, score=score, edge_dim=edge_dim,
                            impl=impl, add_self_loops=True)
     kw = {"batch": batch} if mask == "full" else {}
-    with native.disabled() if no_native else contextlib.nullcontext():
+    with kernels.disabled() if no_native else contextlib.nullcontext():
         expected = m(x, ei, ea, **kw)
         m = m.to(dtype)
         out = m(x.to(dtype), ei, ea.to(dtype) if ea is not None else None, **kw)

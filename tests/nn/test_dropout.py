@@ -7,16 +7,16 @@ import contextlib
 import pytest
 import torch
 
-from graphattn.nn import native
+from graphattn.nn import kernels
 from graphattn.nn.dropout import FAST_DROPOUT_NUMEL, apply_mask_, drop_, dropout
 
 PATHS = ["native", "torch"]
 
 
 def _path(name):
-    if name == "native" and not native.available():
+    if name == "native" and not kernels.available():
         pytest.skip("no native kernel")
-    return native.disabled() if name == "torch" else contextlib.nullcontext()
+    return kernels.disabled() if name == "torch" else contextlib.nullcontext()
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -106,7 +106,7 @@ def test_native_bfloat16_uses_the_float_mask_and_rounds_like_torch():
     the same seed and scales in float, rounded to nearest even as torch's bfloat16 product;
     NaN stays NaN where kept."""
     _path("native")
-    assert native.available(torch.bfloat16, kernel="dropout")
+    assert kernels.available(torch.bfloat16, kernel="dropout")
     x = torch.randn(70_001) * 100
     x[::13] = float("nan")
     xb = x.bfloat16()

@@ -38,9 +38,9 @@ def test_compile_conv(impl, name, kwargs):
 
 def test_compile_keeps_native_kernel():
     """The compiled graph calls graphattn's custom operator (not the reference path)."""
-    from graphattn.nn import GraphSelfAttention, native
+    from graphattn.nn import GraphSelfAttention, kernels
 
-    if not native.available():
+    if not kernels.available():
         pytest.skip("native kernels unavailable")
     torch._dynamo.reset()
     x, edge_index = torch.randn(10, 16), torch.randint(0, 10, (2, 40))

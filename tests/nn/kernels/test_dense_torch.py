@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 
 from graphattn.nn import GraphSelfAttention
-from graphattn.nn.dense_kernel import Buckets
-from tests.nn.test_sparse_kernel import close
+from graphattn.nn.kernels.dense_torch import Buckets
+from tests.nn.kernels.test_csr_torch import close
 from tests.strategies import batches, random_batch
 
 SIZES = [5, 0, 1, 13, 3, 12, 7, 40, 2, 1]  # empty and single-node graphs, mixed sizes

@@ -1,22 +1,18 @@
-"""The native C kernel: exact gradients (float64 gradcheck), hubs, thread-count independence,
-and a clear fallback where it cannot be built."""
+"""The native C kernels (graphattn.nn.kernels.native): exact gradients (float64 gradcheck),
+hubs, thread-count independence, every dtype, the dense kernel's size limit."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from graphattn.nn import GraphSelfAttention, native
+from graphattn.nn import GraphSelfAttention
 from graphattn.nn import functional as GF
-from graphattn.nn.native import DenseAttention, FullGraphs, NativeAttention
-from graphattn.nn.sparse_kernel import EdgeStructure
+from graphattn.nn.kernels import build, dispatch
+from graphattn.nn.kernels.native import DenseAttention, FullGraphs, NativeAttention
+from graphattn.nn.kernels.structure import EdgeStructure
 
-pytestmark = pytest.mark.skipif(not native.available(), reason="the native kernel did not build")
+pytestmark = pytest.mark.skipif(not build.available(), reason="the native kernel did not build")
 
 
 def inputs(n=7, e=20, H=2, C=3, seed=0, dtype=torch.float64):
@@ -136,7 +132,7 @@ def test_shared_rows_equal_the_same_row_as_every_key_and_value(score, dtype, H, 
     skipped when the row needs none."""
     st, q, _, _, att, bias, noise = inputs(n=40, e=300, H=H, C=C, seed=3)
     x = torch.randn(40, C, dtype=torch.float64)
-    acc = native.compute_dtype(dtype)
+    acc = build.compute_dtype(dtype)
     att = att.detach().to(acc).requires_grad_() if score == "additive" else None
     q = q.detach().to(dtype).requires_grad_()
     bias, noise = bias.detach().to(acc), noise.to(acc)
@@ -193,53 +189,15 @@ def test_bfloat16_rows_give_the_float32_numbers_rounded(score, with_emb, H, C):
                                    atol=8 * ulp * float(b.abs().max()))
 
 
-def test_no_compiler_falls_back_with_one_clear_warning(tmp_path):
-    code = (
-        "import warnings, torch\n"
-        "from graphattn.nn import GraphSelfAttention, native\n"
-        "torch.manual_seed(0)\n"
-        "m = GraphSelfAttention(4, 3, heads=2)\n"
-        "x, ei = torch.randn(6, 4), torch.randint(0, 6, (2, 15))\n"
-        "with warnings.catch_warnings(record=True) as w:\n"
-        "    warnings.simplefilter('always')\n"
-        "    out = m(x, ei); m(x, ei)\n"
-        "m.impl = 'reference'\n"
-        "torch.testing.assert_close(out, m(x, ei), rtol=1e-5, atol=1e-5)\n"
-        "assert not native.available()\n"
-        "msgs = [str(x.message) for x in w if 'native' in str(x.message)]\n"
-        "assert len(msgs) == 1 and 'does-not-exist' in msgs[0], msgs\n"
-    )
-    env = dict(os.environ, CC=str(tmp_path / "does-not-exist"), GRAPHATTN_CACHE=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-
-
-def test_library_is_cached_per_source_and_compiler(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHATTN_CACHE", str(tmp_path))
-    a, b = native.library_path("cc"), native.library_path("clang")
-    assert a.parent == tmp_path and a != b and a == native.library_path("cc")
-
-
 def test_disabled_block_uses_the_mkl_kernel_with_the_same_result():
     torch.manual_seed(0)
     m = GraphSelfAttention(5, 3, heads=2, score="additive")
     x, ei = torch.randn(9, 5), torch.randint(0, 9, (2, 30))
-    with native.disabled():
-        assert not native.available()
+    with build.disabled():
+        assert not build.available()
         out_mkl = m(x, ei)
-    assert native.available()
+    assert build.available()
     torch.testing.assert_close(m(x, ei), out_mkl, rtol=1e-5, atol=1e-5)
-
-
-def test_builds_from_source_into_an_empty_cache(tmp_path):
-    code = ("from graphattn.nn import native\n"
-            "assert native.available(), native._error\n"
-            "print(native.library_path(native._compiler()))\n")
-    env = dict(os.environ, GRAPHATTN_CACHE=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    built = list(tmp_path.glob("csr_attention-*.so"))
-    assert [str(p) for p in built] == [proc.stdout.strip()]
 
 
 def dense_inputs(sizes=(3, 0, 1, 17, 34, 5), H=2, C=3, dtype=torch.float64, seed=0,
@@ -333,10 +291,8 @@ def test_full_layer_uses_the_native_kernel_up_to_its_size_limit_with_equal_resul
         monkeypatch):
     """Batches of small graphs run the native dense kernel, a batch with a graph over
     NATIVE_FULL_MAX_NODES the bucketed kernels; both equal the reference path."""
-    import graphattn.nn.attention as attention
-
     calls, apply = [], DenseAttention.apply
-    monkeypatch.setattr(attention.DenseAttention, "apply", lambda *a: calls.append(1) or
+    monkeypatch.setattr(dispatch.DenseAttention, "apply", lambda *a: calls.append(1) or
                         apply(*a))
     torch.manual_seed(0)
     m = GraphSelfAttention(6, 4, heads=2, mask="full", edge_dim=3)
@@ -360,45 +316,3 @@ def test_a_tensor_of_another_dtype_is_refused_not_read_as_garbage():
     bias = torch.zeros(1, q.size(1), 5, 5, dtype=torch.float64)
     with pytest.raises(TypeError, match="float64 tensor among torch.float32"):
         DenseAttention.apply(q, kv, None, bias, None, graphs, False)
-
-
-def _run_layer(env: dict) -> subprocess.CompletedProcess:
-    code = ("import warnings, torch\n"
-            "from graphattn.nn import GraphSelfAttention, native\n"
-            "m = GraphSelfAttention(4, 3, heads=2)\n"
-            "x, ei = torch.randn(6, 4), torch.randint(0, 6, (2, 15))\n"
-            "with warnings.catch_warnings(record=True) as w:\n"
-            "    warnings.simplefilter('always')\n"
-            "    m(x, ei); m(x, ei)\n"
-            "print(native.available(), sum('native' in str(x.message) for x in w))\n")
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True)
-
-
-@pytest.mark.slow
-def test_truncated_cached_library_is_rebuilt_not_loaded(tmp_path):
-    """Issue 22: a truncated library in the cache crashed every later process (SIGBUS)."""
-    env = dict(os.environ, GRAPHATTN_CACHE=str(tmp_path))
-    assert _run_layer(env).stdout.split() == ["True", "0"]
-    (lib,) = tmp_path.glob("csr_attention-*.so")
-    good = lib.read_bytes()
-    lib.write_bytes(good[: len(good) // 3])  # truncated in place (same name)
-    proc = _run_layer(env)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["True", "0"]
-    assert lib.stat().st_size > len(good) // 3 and native._intact(lib)  # rebuilt
-    lib.with_suffix(".json").unlink()  # no record: rebuilt too
-    assert _run_layer(env).stdout.split() == ["True", "0"]
-    assert lib.with_suffix(".json").exists()
-
-
-def test_empty_cache_variable_means_the_default(monkeypatch):
-    monkeypatch.setenv("GRAPHATTN_CACHE", "")
-    assert native.library_path("cc").parent == Path.home() / ".cache" / "graphattn"
-
-
-def test_native_disabled_by_environment_warns_once():
-    env = dict(os.environ, GRAPHATTN_NATIVE="0")
-    proc = _run_layer(env)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["False", "1"]

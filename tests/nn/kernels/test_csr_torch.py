@@ -1,6 +1,6 @@
 """The fused adjacency kernels equal the reference path: outputs and gradients, float32.
 
-Every test runs twice: with the native C kernel (:mod:`graphattn.nn.native`, used where it
+Every test runs twice: with the native C kernel (:mod:`graphattn.nn.kernels.native`, used where it
 compiled and no edge features are given) and with the MKL sparse kernel alone."""
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphattn.nn import GraphSelfAttention, native
-from graphattn.nn.sparse_kernel import EdgeStructure, segment_softmax, spmm
+from graphattn.nn import GraphSelfAttention
+from graphattn.nn.kernels import build, structure
+from graphattn.nn.kernels.csr_torch import segment_softmax, spmm
+from graphattn.nn.kernels.dispatch import route
+from graphattn.nn.kernels.structure import EdgeStructure
 from tests.strategies import graphs
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -21,10 +24,10 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 
 @pytest.fixture(autouse=True, params=["native", "mkl"])
 def kernel(request, monkeypatch):
-    if request.param == "native" and not native.available():
+    if request.param == "native" and not build.available():
         pytest.skip("the native kernel did not build here")
     if request.param == "mkl":
-        monkeypatch.setattr(native, "available", lambda dtype=None, kernel="csr": False)
+        monkeypatch.setattr(build, "available", lambda dtype=None, kernel="csr": False)
     return request.param
 
 
@@ -158,19 +161,24 @@ def test_fused_equals_reference_property(score, graph, loops):
     assert_same(ref, fused, x.float(), ei)
 
 
+def uses_kernels(m: GraphSelfAttention, x: torch.Tensor) -> bool:
+    """Whether a call of ``m`` on ``x`` runs a kernel (not the reference path)."""
+    return not m._reference_only() and route(m._kernel_view(x, x), x, x, None, None) is not None
+
+
 def test_auto_uses_fused_and_hooks_force_reference():
     ref, fused = pair()
     fused.impl = "auto"
     x, ei = random_graph(10, 30, seed=4)
-    assert fused._fused(x)
+    assert uses_kernels(fused, x)
     seen = []
     handle = fused.register_message_forward_hook(lambda m, inputs, out: seen.append(out.shape))
-    assert not fused._fused(x)
+    assert not uses_kernels(fused, x)
     torch.testing.assert_close(fused(x, ei), ref(x, ei))
     assert seen and seen[0][1:] == (2, 3)  # the per-edge messages went through the hook
     handle.remove()
     fused.explain = True
-    assert not fused._fused(x)
+    assert not uses_kernels(fused, x)
 
 
 def test_segment_softmax_and_spmm_match_dense():
@@ -190,20 +198,19 @@ def test_segment_softmax_and_spmm_match_dense():
 
 
 def test_structure_cache_reuses_and_never_goes_stale():
-    from graphattn.nn import sparse_kernel
 
     ref, fused = pair(edge_dim=2)
     x, ei = random_graph(12, 40, seed=5)
     ea = torch.randn(40, 2)
-    sparse_kernel.STRUCTURES.clear()
+    structure.STRUCTURES.clear()
     built = []
-    original = sparse_kernel.EdgeStructure.__init__
+    original = structure.EdgeStructure.__init__
 
     def counting(self, *args):
         built.append(1)
         original(self, *args)
 
-    sparse_kernel.EdgeStructure.__init__ = counting
+    structure.EdgeStructure.__init__ = counting
     try:
         first = fused(x, ei, ea)
         torch.testing.assert_close(fused(x, ei, ea), first)  # the same tensor: no new sort
@@ -224,7 +231,7 @@ def test_structure_cache_reuses_and_never_goes_stale():
             torch.testing.assert_close(fused(x, ei, ea), ref(x, ei, ea), **TOL)
             assert len(built) == expected
     finally:
-        sparse_kernel.EdgeStructure.__init__ = original
-    n = len(sparse_kernel.STRUCTURES._entries)
+        structure.EdgeStructure.__init__ = original
+    n = len(structure.STRUCTURES._entries)
     del ei
-    assert len(sparse_kernel.STRUCTURES._entries) == n - 1  # freed with its tensor
+    assert len(structure.STRUCTURES._entries) == n - 1  # freed with its tensor
