@@ -108,7 +108,8 @@ def _recipe_config(name: str) -> dict:
     return dict(hidden=m["hidden_channels"], layers=m["num_layers"], heads=m["heads"],
                 dropout=m["dropout"], lr=t["lr"], weight_decay=t["weight_decay"],
                 pool=m["pool"], encodings=tuple(m["encodings"]), walk_length=m["walk_length"],
-                local=m["local"], mask=m["mask"], descriptors=m.get("descriptors"))
+                local=m["local"], mask=m["mask"], descriptors=m.get("descriptors"),
+                ensemble=t.get("ensemble", 1))
 
 
 def _recipe_budget(name: str) -> dict:
@@ -607,12 +608,16 @@ def build_model(name: str, cfg: dict, in_channels: int, edge_dim: int) -> torch.
 
 # ------------------------------------------------------------------------------- training
 
-def train_model(model: torch.nn.Module, data: list, split: dict, *, epochs: int,
-                batch_size: int, lr: float, weight_decay: float, warmup: int = 5,
-                seed: int = 0, grad_clip: float | None = 5.0, log=None) -> dict:
+def train_model(model, data: list, split: dict, *, epochs: int, batch_size: int, lr: float,
+                weight_decay: float, warmup: int = 5, seed: int = 0,
+                grad_clip: float | None = 5.0, log=None, members: int = 1) -> dict:
     """:func:`graphattn.train.fit` with the benchmark's protocol: AdamW, linear warm-up then
     cosine decay (per step), gradient clipping, MSE on standardised targets, drop_last;
-    returns the scores of the epoch with the lowest validation RMSE."""
+    returns the scores of the epoch with the lowest validation RMSE. With ``members > 1``
+    ``model`` is a factory (seed -> model) and :func:`graphattn.ensemble.fit_ensemble`
+    trains that many (each member at its best validation epoch); the seconds per epoch
+    then cover every member (one epoch of the ensemble)."""
+    from graphattn.ensemble import fit_ensemble
     from graphattn.train import fit
 
     def callback(epoch, record, m):
@@ -620,19 +625,29 @@ def train_model(model: torch.nn.Module, data: list, split: dict, *, epochs: int,
             log(epoch, dict(epoch=epoch, train_loss=record["train_loss"],
                             val_rmse=record["val"]["rmse"]))
 
+    protocol = dict(task="graph", kind="regression", epochs=epochs, lr=lr,
+                    weight_decay=weight_decay, batch_size=batch_size, train_idx=split["train"],
+                    val_idx=split["val"], test_idx=split["test"], optimizer="adamw",
+                    schedule="warmup_cosine", warmup=warmup, grad_clip=grad_clip,
+                    drop_last=True, seed=seed, quiet=True, callbacks=[callback])
     t0 = time.perf_counter()
-    res = fit(model, data, task="graph", kind="regression", epochs=epochs, lr=lr,
-              weight_decay=weight_decay, batch_size=batch_size, train_idx=split["train"],
-              val_idx=split["val"], test_idx=split["test"], optimizer="adamw",
-              schedule="warmup_cosine", warmup=warmup, grad_clip=grad_clip, drop_last=True,
-              seed=seed, quiet=True, callbacks=[callback])
+    if members > 1:
+        res = fit_ensemble(model, data, members, **protocol)
+        runs = res.members
+    else:
+        res = fit(model, data, **protocol)
+        runs = [res]
     seconds = time.perf_counter() - t0
     history = [dict(epoch=r["epoch"], train_loss=r["train_loss"], val_rmse=r["val"]["rmse"])
-               for r in res.history]
+               for r in runs[0].history]
     m = res.metrics
-    return dict(epoch=res.best_epoch, val_rmse=m["val"]["rmse"], val_mae=m["val"]["mae"],
-                test_rmse=m["test"]["rmse"], test_mae=m["test"]["mae"], seconds=seconds,
-                epochs=epochs, seconds_per_epoch=seconds / epochs, history=history)
+    out = dict(epoch=res.best_epoch, val_rmse=m["val"]["rmse"], val_mae=m["val"]["mae"],
+               test_rmse=m["test"]["rmse"], test_mae=m["test"]["mae"], seconds=seconds,
+               epochs=epochs, seconds_per_epoch=seconds / epochs, history=history)
+    if members > 1:  # each member alone: what one model of the ensemble scores
+        out["member_test_rmse"] = [r.metrics["test"]["rmse"] for r in runs]
+        out["member_val_rmse"] = [r.metrics["val"]["rmse"] for r in runs]
+    return out
 
 
 def run_one(task: str, name: str, seed: int, budget: dict, cfg: dict, loaded: dict,
@@ -653,21 +668,28 @@ def run_one(task: str, name: str, seed: int, budget: dict, cfg: dict, loaded: di
         loaded = dict(loaded, data=cache[key])
         cfg = dict(cfg, graph_features=loaded["data"][0].descriptors.size(1))
     data = loaded["data"]
-    torch.manual_seed(seed)
-    model = build_model(name, cfg, data[0].x.size(1), data[0].edge_attr.size(1))
-    if cfg.get("graph_features"):  # standardised with the training part's statistics
-        model.fit_graph_features(torch.cat([data[int(i)].descriptors for i in loaded["train"]]))
-    params = sum(p.numel() for p in model.parameters())
+    members = cfg.get("ensemble", 1)
+
+    def make(s: int) -> torch.nn.Module:
+        torch.manual_seed(s)
+        model = build_model(name, cfg, data[0].x.size(1), data[0].edge_attr.size(1))
+        if cfg.get("graph_features"):  # standardised with the training part's statistics
+            model.fit_graph_features(torch.cat([data[int(i)].descriptors
+                                                for i in loaded["train"]]))
+        return model
+
+    model = make(seed)
+    params = members * sum(p.numel() for p in model.parameters())
 
     def log(epoch, rec):
         if verbose and (epoch % 10 == 0 or epoch == budget["epochs"]):
             print(f"      epoch {epoch:4d} loss {rec['train_loss']:.4f} val {rec['val_rmse']:.4f}",
                   flush=True)
 
-    res = train_model(model, data, loaded, epochs=budget["epochs"],
+    res = train_model(make if members > 1 else model, data, loaded, epochs=budget["epochs"],
                       batch_size=budget["batch_size"], lr=cfg["lr"],
                       weight_decay=cfg["weight_decay"], warmup=budget["warmup"], seed=seed,
-                      log=log)
+                      log=log, members=members)
     return dict(res, seed=seed, params=params)
 
 
@@ -680,7 +702,7 @@ def cross_validate(task: str, name: str, cfg: dict, budget: dict, seeds=(0, 1, 2
     per (seed, fold) and its mean: ``folds x len(seeds)`` held-out sets instead of one
     64-molecule validation set per seed."""
     walk = cfg.get("walk_length", 16) if "rwse" in cfg.get("encodings", ()) else 0
-    graphs, rmses, cache = None, [], {}
+    graphs, rmses, members, cache = None, [], [], {}
     for seed in seeds:
         loaded = load_task(task, seed, root=root, limit=limit)
         if graphs is None:
@@ -691,9 +713,14 @@ def cross_validate(task: str, name: str, cfg: dict, budget: dict, seeds=(0, 1, 2
             split = dict(data=graphs, train=rest, val=held, test=held, cache=cache)
             r = run_one(task, name, 100 * seed + k, budget, cfg, split)
             rmses.append(r["val_rmse"])
-    return dict(task=task, model=name, config=cfg, budget=budget, seeds=list(seeds),
-                folds=folds, rmse=rmses, mean=statistics.fmean(rmses),
-                std=statistics.stdev(rmses) if len(rmses) > 1 else 0.0)
+            members.append(r.get("member_val_rmse"))
+    out = dict(task=task, model=name, config=cfg, budget=budget, seeds=list(seeds),
+               folds=folds, rmse=rmses, mean=statistics.fmean(rmses),
+               std=statistics.stdev(rmses) if len(rmses) > 1 else 0.0)
+    if all(m is not None for m in members):  # an ensemble: each member alone as well
+        out["member_rmse"] = members
+        out["member_mean"] = statistics.fmean(x for m in members for x in m)
+    return out
 
 
 # ------------------------------------------------------------------------------- report
@@ -967,6 +994,8 @@ def main(argv: list[str] | None = None) -> int:
                 rec = cross_validate(task, name, cfg, budget, args.seeds or [0, 1, 2],
                                      args.cv, args.root, args.limit)
                 rec["seconds"] = time.perf_counter() - t0
+                if "member_mean" in rec:
+                    print(f"cv {task} {name}: one member alone {rec['member_mean']:.4f}")
                 print(f"cv {task} {name}: held-out RMSE {rec['mean']:.4f} ± {rec['std']:.4f} "
                       f"({len(rec['rmse'])} folds, {rec['seconds']:.0f} s) "
                       f"{json.dumps(overrides.get(name, {}))}", flush=True)

@@ -36,7 +36,7 @@ FORMAT = "graphattn-checkpoint"
 VERSION = 1
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "build_model", "model_spec",
-           "attach_transforms",
+           "model_from_config", "attach_transforms",
            "featurizer_spec", "featurizers_from_spec"]
 
 
@@ -135,23 +135,31 @@ def build_model(ckpt: dict, model_cls=None, path: str | None = None) -> torch.nn
                              "config: pass model_cls= (a factory returning the model) to load it")
         model = model_cls()
     else:
-        if model_cls is None:
-            module, _, name = ckpt["model_class"].rpartition(".")
-            if not module.startswith("graphattn."):
-                raise ValueError(f"{where}: model class {ckpt['model_class']!r} is outside "
-                                 "graphattn: pass model_cls= to load it")
-            model_cls = getattr(importlib.import_module(module), name)
-        try:
-            model = model_cls.from_config(config)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: its model config does not build a "
-                             f"{ckpt['model_class']}: {_first(e)}") from None
+        model = model_from_config(ckpt["model_class"], config, model_cls, where)
     try:
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError as e:
         raise ValueError(f"{where}: its weights do not match its model config: "
                          f"{_first(e)}") from None
     return model
+
+
+def model_from_config(model_class: str, config: dict, model_cls=None,
+                      where: str = "checkpoint") -> torch.nn.Module:
+    """An untrained ``model_class`` (``"module.Class"``, a graphattn class unless
+    ``model_cls`` is given) built by its ``from_config(config)``; ValueError naming
+    ``where`` when the class is outside graphattn or the config does not build it."""
+    if model_cls is None:
+        module, _, name = model_class.rpartition(".")
+        if not module.startswith("graphattn."):
+            raise ValueError(f"{where}: model class {model_class!r} is outside "
+                             "graphattn: pass model_cls= to load it")
+        model_cls = getattr(importlib.import_module(module), name)
+    try:
+        return model_cls.from_config(config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: its model config does not build a "
+                         f"{model_class}: {_first(e)}") from None
 
 
 def _first(e: Exception) -> str:

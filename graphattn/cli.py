@@ -163,7 +163,7 @@ _MODEL_FLAGS = {"hidden": "hidden_channels", "layers": "num_layers", "heads": "h
                 "dropout": "dropout", "input_layer": "input_layer"}
 _PAIR_FLAGS = {"hidden": "hidden", "heads": "heads", "dropout": "dropout"}
 _TRAIN_FLAGS = ("epochs", "lr", "weight_decay", "batch_size", "patience", "optimizer",
-                "schedule", "warmup", "grad_clip", "modularity")
+                "schedule", "warmup", "grad_clip", "modularity", "ensemble")
 
 
 def model_settings(args, recipe) -> dict:
@@ -251,16 +251,21 @@ def cmd_train(args) -> int:
 
     recipe = get_recipe(args.recipe) if args.recipe else recipe_for(args.dataset, args.kind)
     out = Path(args.out)
-    if (out / "checkpoint.pt").exists() and not args.resume:  # before loading any data
-        raise UserError(f"{out / 'checkpoint.pt'} exists: pass --resume to continue that run "
-                        "or choose another --out")
+    for ckpt in (out / "checkpoint.pt", out / "member-0" / "checkpoint.pt"):
+        if ckpt.exists() and not args.resume:  # before loading any data
+            raise UserError(f"{ckpt} exists: pass --resume to continue that run or choose "
+                            "another --out")
     device = resolve_device(args.device)
     social = args.dataset in SOCIAL
     if (recipe.task == "node") != social:
         raise UserError(f"recipe {recipe.name!r} is for {recipe.task}-level tasks, --dataset "
                         f"{args.dataset} is {'node' if social else 'graph'}-level")
     model_cfg, train_cfg = model_settings(args, recipe), train_settings(args, recipe)
+    members = train_cfg.pop("ensemble", 1)
     rank, world, ddp_device = _distributed()
+    if members > 1 and world > 1:
+        raise UserError(f"an ensemble (--ensemble {members}) trains in one process, not "
+                        f"under torchrun (WORLD_SIZE={world}): pass --ensemble 1")
     device = ddp_device or device
     spec = {"name": args.dataset, "seed": args.seed, "data_root": args.data_root,
             "targets": args.target, "smiles_column": args.smiles_column, "split": args.split,
@@ -288,10 +293,15 @@ def cmd_train(args) -> int:
 
         transforms["descriptors"] = model_cfg["descriptors"]
         data = add_descriptors(data, transforms["descriptors"])
-    model = build_model(model_cfg, data, task, _out_channels(data, task, kind), args.seed)
-    if transforms.get("descriptors"):  # standardised with the training molecules' statistics
-        model.fit_graph_features(torch.cat([data[int(i)].descriptors
-                                            for i in _indices(splits["train"])]))
+    train_descriptors = torch.cat([data[int(i)].descriptors for i in
+                                   _indices(splits["train"])]) if transforms.get(
+        "descriptors") else None
+
+    def make_model(seed: int):
+        model = build_model(model_cfg, data, task, _out_channels(data, task, kind), seed)
+        if train_descriptors is not None:  # standardised with the training molecules'
+            model.fit_graph_features(train_descriptors)  # statistics
+        return model
     modularity = train_cfg.pop("modularity", 0.0) or 0.0
     if modularity < 0 or (modularity and (task, kind) != ("node", "classification")):
         raise UserError(f"--modularity is a prior of node classification (>= 0), got "
@@ -302,13 +312,18 @@ def cmd_train(args) -> int:
 
         def extra_loss(out, d):
             return -modularity * soft_modularity(out.softmax(-1), d.edge_index)
-    res = fit(model, data, task=task, kind=kind, train_idx=splits["train"],
-              val_idx=splits.get("val"), test_idx=splits["test"], seed=args.seed, out_dir=out,
-              resume=args.resume, quiet=args.quiet, featurizer=featurizer,
-              target_names=target_names, extra_loss=extra_loss, device=device,
-              extra={"dataset": spec, "target_names": target_names, "recipe": recipe.name,
-                     "transforms": transforms, "modularity": modularity},
-              **train_cfg)
+    common = dict(task=task, kind=kind, train_idx=splits["train"], val_idx=splits.get("val"),
+                  test_idx=splits["test"], seed=args.seed, out_dir=out, resume=args.resume,
+                  quiet=args.quiet, featurizer=featurizer, target_names=target_names,
+                  extra_loss=extra_loss, device=device,
+                  extra={"dataset": spec, "target_names": target_names, "recipe": recipe.name,
+                         "transforms": transforms, "modularity": modularity}, **train_cfg)
+    if members > 1:
+        from graphattn.ensemble import fit_ensemble
+
+        res = fit_ensemble(make_model, data, members, **common)
+    else:
+        res = fit(make_model(args.seed), data, **common)
     if rank == 0:
         print(json.dumps({"best_epoch": res.best_epoch, **res.metrics}))
         if not args.quiet:
@@ -372,11 +387,14 @@ def _predict_rows(model, ckpt, records, kwargs, batch: int = 256):
     the model rejects (e.g. a molecule too large for full attention) is predicted again one
     molecule at a time, so one molecule never costs the others their row."""
     from graphattn.chem import descriptors, from_mol, from_smiles
+    from graphattn.ensemble import predict_spread
     from graphattn.train import predict
 
     which = _descriptor_set(ckpt)
 
-    def run(graphs):
+    def run(graphs):  # an ensemble's regression: each target's mean, then its spread
+        if _spread(model, ckpt):
+            return torch.cat(predict_spread(model, graphs), 1).tolist()
         return predict(model, graphs, task="graph",
                        kind=ckpt.get("kind", "regression")).tolist()
 
@@ -422,6 +440,13 @@ def _predict_rows(model, ckpt, records, kwargs, batch: int = 256):
     yield from flush()
 
 
+def _spread(model, ckpt: dict) -> bool:
+    """Whether predictions come with the members' spread (an ensemble's regression)."""
+    from graphattn.ensemble import Ensemble
+
+    return isinstance(model, Ensemble) and ckpt.get("kind", "regression") == "regression"
+
+
 def _unknown(graph, kwargs) -> dict[str, int]:
     """Atoms (bonds) of a featurized molecule that fell outside the featurizers' vocabulary:
     ``{"element": 1, "bond type": 2}``."""
@@ -439,7 +464,8 @@ def _first_line(e: BaseException) -> str:
 
 def cmd_predict(args) -> int:
     """One output row per input record, in input order: the input columns, the predictions
-    and ``error`` (empty when predicted). Unreadable records are reported by line number on
+    (an ensemble adds ``NAME_std`` per target: the spread over its members) and
+    ``error`` (empty when predicted). Unreadable records are reported by line number on
     stderr; atoms outside the featurizer's vocabulary are warned about."""
     from graphattn.checkpoint import featurizers_from_spec
     from graphattn.chem.io import read_molecules
@@ -467,6 +493,8 @@ def cmd_predict(args) -> int:
     if ckpt.get("kind") == "classification" or len(names) != width:
         prefix = "p_class" if ckpt.get("kind") == "classification" else "y"
         names = [f"{prefix}{j}" for j in range(width)]
+    if _spread(model, ckpt):  # mean, then standard deviation over the members
+        names = [*names, *(f"{n}_std" for n in names)]
     taken = set(table.columns)
     names = [f"predicted_{n}" if n in taken else n for n in names]
     error_col = "predict_error" if "error" in taken else "error"
@@ -650,6 +678,9 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--modularity", type=float, default=None,
                    help="node classification: weight of the soft-modularity prior on every "
                         "node (graphattn.social.soft_modularity; 0: none)")
+    t.add_argument("--ensemble", type=_positive_int, default=None, metavar="K",
+                   help="train K models (seeds SEED + 1000 k) and average them; predict "
+                   "then adds each target's spread over the members (default: the recipe's)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto",
                    help="auto (CUDA when present), cpu, cuda or cuda:N")

@@ -354,3 +354,27 @@ def test_train_writes_a_parity_plot_and_a_confusion_matrix(trained, workdir):
     assert cli.main(["train", "--dataset", "karate", "--epochs", "3", "--quiet", "--out",
                      str(out)]) == 0
     assert (out / "confusion.png").stat().st_size > 1000
+
+
+def test_ensemble_trains_members_predicts_their_spread_and_resumes(workdir, capsys):
+    out = workdir / "ensemble"
+    args = train_args(workdir, out, "--epochs", "2", "--ensemble", "2")
+    assert cli.main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed["best_epoch"]) == 2
+    assert (out / "member-0" / "best.pt").exists() and (out / "member-1" / "best.pt").exists()
+    assert cli.main(args) == 2  # never overwritten without --resume
+    assert cli.main([*args, "--resume"]) == 0  # both members finished: nothing retrained
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["test"] == printed["test"]
+    assert cli.main(["evaluate", "--checkpoint", str(out / "checkpoint.pt")]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["test"]["rmse"] == pytest.approx(printed["test"]["rmse"], rel=1e-6)
+    smi = workdir / "ensemble_query.smi"
+    smi.write_text("CCO\nnot_a_smiles\nc1ccccc1\n")
+    pred = workdir / "ensemble_pred.csv"
+    assert cli.main(["predict", "--checkpoint", str(out / "checkpoint.pt"), "--smiles",
+                     str(smi), "--out", str(pred)]) == 0
+    rows = list(csv.DictReader(pred.open()))
+    assert list(rows[0]) == ["smiles", "name", "size", "size_std", "error"]
+    assert [r["error"] == "" for r in rows] == [True, False, True]
+    assert all(float(r["size_std"]) > 0 for r in rows if not r["error"])
