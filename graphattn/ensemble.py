@@ -154,8 +154,8 @@ def fit_ensemble(make_model: Callable[[int], torch.nn.Module], data, members: in
         members: the number of members ``K >= 1``.
         seed: member ``k`` trains with ``member_seed(seed, k)``.
         out_dir: each member writes ``fit``'s outputs to ``out_dir/member-k/``; the ensemble
-            writes ``checkpoint.pt`` (loadable with :func:`graphattn.checkpoint.load_model`)
-            and ``metrics.json`` (the ensemble's scores and each member's) to ``out_dir``.
+            writes ``checkpoint.pt`` and the same as ``best.pt`` (loadable with
+            :func:`graphattn.checkpoint.load_model`) and ``metrics.json`` (the ensemble's scores and each member's) to ``out_dir``.
         resume: members whose folder holds ``metrics.json`` are loaded instead of trained
             again; an interrupted member resumes from its checkpoint.
     """
@@ -199,6 +199,7 @@ def fit_ensemble(make_model: Callable[[int], torch.nn.Module], data, members: in
         out_dir = os.fspath(out_dir)
         first = results[0]
         files = {"checkpoint": osp.join(out_dir, "checkpoint.pt"),
+                 "best": osp.join(out_dir, "best.pt"),
                  "metrics": osp.join(out_dir, "metrics.json")}
         ckpt = _member_payload(first, out_dir)
         from graphattn.checkpoint import model_spec
@@ -207,6 +208,7 @@ def fit_ensemble(make_model: Callable[[int], torch.nn.Module], data, members: in
         ckpt["model_state"] = ens.state_dict()
         ckpt["seed"], ckpt["members"] = seed, members
         save_checkpoint(files["checkpoint"], ckpt)
+        save_checkpoint(files["best"], ckpt)  # the names a single run's outputs have
         tmp = files["metrics"] + f".tmp-{os.getpid()}"
         with open(tmp, "w") as f:
             json.dump({"final": metrics, "members": members, "seed": seed,

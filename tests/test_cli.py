@@ -363,6 +363,7 @@ def test_ensemble_trains_members_predicts_their_spread_and_resumes(workdir, caps
     printed = json.loads(capsys.readouterr().out)
     assert len(printed["best_epoch"]) == 2
     assert (out / "member-0" / "best.pt").exists() and (out / "member-1" / "best.pt").exists()
+    assert (out / "best.pt").exists()  # the quick start's commands read best.pt
     assert cli.main(args) == 2  # never overwritten without --resume
     assert cli.main([*args, "--resume"]) == 0  # both members finished: nothing retrained
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["test"] == printed["test"]
