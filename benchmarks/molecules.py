@@ -585,7 +585,7 @@ class GINModel(torch.nn.Module):
 # GraphTransformer arguments a graphattn configuration may set (else the model's defaults)
 _GT_OPTIONAL = ("score", "attn_dropout", "norm", "pre_norm", "ffn_ratio", "head_layers",
                 "lap_k", "max_degree", "max_distance", "global_attention", "residual",
-                "graph_features", "graph_linear")
+                "graph_features")
 
 
 def build_model(name: str, cfg: dict, in_channels: int, edge_dim: int) -> torch.nn.Module:

@@ -205,10 +205,6 @@ class GraphHead(torch.nn.Module):
         extra_channels (int): Size of a per-graph vector (e.g. molecule descriptors)
             concatenated to the pooled vector before the MLP, as Chemprop does; ``forward``
             then needs ``extra``. Not with ``"atomwise"``. (default: ``0``)
-        extra_linear (bool): Also add a linear map of ``extra`` to the output (a wide path
-            beside the deep one: :math:`\hat{\mathbf{y}}_b = \mathrm{MLP}([\mathbf{g}_b,
-            \mathbf{e}_b]) + \mathbf{W}_e \mathbf{e}_b`), zero at initialisation.
-            (default: ``False``)
 
     Shapes:
         - **input:** node features :math:`(N, F)`, batch vector :math:`(N)` *(optional)*,
@@ -219,8 +215,7 @@ class GraphHead(torch.nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, pool: str = "mean",
                  hidden_channels: int | None = None, num_layers: int = 2,
-                 dropout: float = 0.0, heads: int = 1, extra_channels: int = 0,
-                 extra_linear: bool = False) -> None:
+                 dropout: float = 0.0, heads: int = 1, extra_channels: int = 0) -> None:
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
@@ -238,19 +233,11 @@ class GraphHead(torch.nn.Module):
             self.pooling = GRUReadout(in_channels, dropout=dropout)
         self.mlp = _mlp(in_channels + extra_channels, out_channels,
                         hidden_channels or in_channels, num_layers, dropout)
-        if extra_linear and not extra_channels:
-            raise ValueError("extra_linear needs extra_channels > 0")
-        self.lin_extra = (torch.nn.Linear(extra_channels, out_channels, bias=False)
-                          if extra_linear else None)
-        if self.lin_extra is not None:
-            torch.nn.init.zeros_(self.lin_extra.weight)
 
     def reset_parameters(self) -> None:
         if self.pooling is not None:
             self.pooling.reset_parameters()
         self.mlp.reset_parameters()
-        if self.lin_extra is not None:
-            torch.nn.init.zeros_(self.lin_extra.weight)
 
     def forward(self, x: Tensor, batch: Tensor | None = None,
                 num_graphs: int | None = None, extra: Tensor | None = None) -> Tensor:
@@ -275,9 +262,7 @@ class GraphHead(torch.nn.Module):
                 got = None if extra is None else list(extra.shape)
                 raise ValueError(f"extra must have shape [num_graphs={g.size(0)}, "
                                  f"extra_channels={self.extra_channels}], got {got}")
-            extra = extra.to(g.dtype)
-            out = self.mlp(torch.cat([g, extra], dim=-1))
-            return out + self.lin_extra(extra) if self.lin_extra is not None else out
+            g = torch.cat([g, extra.to(g.dtype)], dim=-1)
         return self.mlp(g)
 
     def __repr__(self) -> str:

@@ -123,9 +123,6 @@ class GraphTransformerConfig:
             keep them), clipped to :math:`\pm 5`, and concatenated to the pooled vector
             before the head's MLP (Chemprop's extra molecule features). ``0``: none.
             (default: ``0``)
-        graph_linear (bool): With ``graph_features``, also add a linear map of the
-            standardised graph features to the output (:class:`GraphHead`'s
-            ``extra_linear``). (default: ``False``)
     """
 
     in_channels: int
@@ -156,7 +153,6 @@ class GraphTransformerConfig:
     residual: str = "add"
     input_layer: str = "linear"
     graph_features: int = 0
-    graph_linear: bool = False
 
     def __post_init__(self) -> None:
         enc = self.encodings
@@ -175,8 +171,6 @@ class GraphTransformerConfig:
         unknown = [e for e in self.encodings if e not in ENCODINGS]
         if unknown:
             raise ValueError(f"unknown encodings {unknown}: choose from {ENCODINGS}")
-        if self.graph_linear and not self.graph_features:
-            raise ValueError("graph_linear needs graph_features > 0")
         if self.graph_features < 0 or (self.graph_features and self.task != "graph"):
             raise ValueError(f"graph_features must be >= 0 and needs task='graph', got "
                              f"graph_features={self.graph_features}, task={self.task!r}")
@@ -320,8 +314,7 @@ class GraphTransformer(torch.nn.Module):
                               dropout=cfg.dropout) if cfg.task == "node" else
                      GraphHead(hidden_channels, out_channels, pool=cfg.pool,
                                num_layers=cfg.head_layers, dropout=cfg.dropout, heads=heads,
-                               extra_channels=cfg.graph_features,
-                               extra_linear=cfg.graph_linear))
+                               extra_channels=cfg.graph_features))
         if cfg.graph_features:  # standardisation of data.descriptors (fit_graph_features)
             self.register_buffer("graph_mean", torch.zeros(cfg.graph_features))
             self.register_buffer("graph_std", torch.ones(cfg.graph_features))
