@@ -154,8 +154,9 @@ def fit_ensemble(make_model: Callable[[int], torch.nn.Module], data, members: in
         members: the number of members ``K >= 1``.
         seed: member ``k`` trains with ``member_seed(seed, k)``.
         out_dir: each member writes ``fit``'s outputs to ``out_dir/member-k/``; the ensemble
-            writes ``checkpoint.pt`` and the same as ``best.pt`` (loadable with
-            :func:`graphattn.checkpoint.load_model`) and ``metrics.json`` (the ensemble's scores and each member's) to ``out_dir``.
+            writes ``checkpoint.pt``, the same as ``best.pt`` (loadable with
+            :func:`graphattn.checkpoint.load_model`), and ``metrics.json`` (the ensemble's
+            scores and each member's) to ``out_dir``.
         resume: members whose folder holds ``metrics.json`` are loaded instead of trained
             again; an interrupted member resumes from its checkpoint.
     """

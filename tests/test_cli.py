@@ -14,7 +14,8 @@ from graphattn.checkpoint import featurizers_from_spec, load_model
 SMILES = ["C", "CC", "CCC", "CCO", "CCN", "CC(=O)O", "c1ccccc1", "c1ccncc1", "CCCC", "CCOC",
           "C1CCCCC1", "CC(C)C", "OCCO", "NCCN", "c1ccc(O)cc1", "CC#N", "C=CC", "CCCl",
           "CC(=O)N", "c1ccoc1", "CCCCO", "CC(C)O", "C1CC1", "COC(=O)C"]
-MODEL = ["--hidden", "8", "--layers", "1", "--heads", "2", "--quiet", "--batch-size", "8"]
+MODEL = ["--hidden", "8", "--layers", "1", "--heads", "2", "--quiet", "--batch-size", "8",
+         "--ensemble", "1"]  # one model: these tests read GraphTransformer checkpoints
 
 
 def _target(s):
@@ -325,8 +326,12 @@ def test_recipe_defaults_reach_the_engine(monkeypatch, tmp_path):
         with pytest.raises(SystemExit):
             cli.main(argv)
         recipe = recipes.get_recipe(name)
-        expected = {k: v for k, v in recipe.train.items() if k != "modularity"}
+        expected = {k: v for k, v in recipe.train.items() if k not in ("modularity",
+                                                                        "ensemble")}
         assert {k: seen[k] for k in expected} == expected
+        # an ensemble recipe trains its members one by one: the first into OUT/member-0
+        members = recipe.train.get("ensemble", 1)
+        assert str(seen["out_dir"]).endswith("member-0") == (members > 1)
         config = seen["model"].config
         for k, v in recipe.model.items():
             if k != "arch" and k in config:

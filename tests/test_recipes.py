@@ -26,6 +26,7 @@ def test_molecule_recipes_are_the_benchmark_configuration():
             schedule="warmup_cosine")
     assert (sol.model["pool"], sol.train["epochs"], sol.train["warmup"]) == ("sum", 40, 3)
     assert (fs.model["pool"], fs.train["epochs"], fs.train["warmup"]) == ("gru", 100, 5)
+    assert sol.train["ensemble"] == fs.train["ensemble"] == 3
 
 
 def test_every_data_set_has_a_recipe_and_unknown_names_fail():

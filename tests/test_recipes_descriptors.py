@@ -32,7 +32,7 @@ def run(tmp_path_factory):
     assert cli.main(["train", "--dataset", f"csv:{d / 'm.csv'}", "--target", "logp",
                      "--recipe", "freesolv", "--data-root", str(d / "data"), "--out", str(out),
                      "--hidden", "8", "--layers", "1", "--heads", "2", "--epochs", "2",
-                     "--batch-size", "4", "--quiet"]) == 0
+                     "--batch-size", "4", "--ensemble", "1", "--quiet"]) == 0
     return d, out
 
 
