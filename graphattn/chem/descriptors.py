@@ -37,6 +37,7 @@ compute (NaN, infinite) is 0.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -227,7 +228,7 @@ def descriptors(mol: Chem.Mol | str, which: str | Sequence[str] = "rdkit2d") -> 
         full = _rdkit2d(work)
     row = full if names is RDKIT_2D else [
         full[_INDEX[n]] if n in _INDEX else _slow(mol, n) for n in names]
-    return torch.nan_to_num(torch.tensor([row], dtype=torch.float32), 0.0, 0.0, 0.0)
+    return torch.tensor([[v if math.isfinite(v) else 0.0 for v in row]], dtype=torch.float32)
 
 
 def add_descriptors(graphs: Sequence, which: str | Sequence[str] = "rdkit2d") -> list:
