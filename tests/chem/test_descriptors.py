@@ -107,6 +107,16 @@ def test_names_of_the_set_and_of_rdkit_mix_in_any_order():
     assert v[0, 4].item() == pytest.approx(_reference("qed", mol), rel=1e-5)
 
 
+def test_the_earlier_set_stays_available_by_name():
+    mol = Chem.MolFromSmiles("CC(=O)Nc1ccc(O)cc1")
+    names = DESCRIPTOR_SETS["rdkit2d-v1"]
+    assert len(names) == len(set(names)) == 104 and "MolLogP" in names
+    v = descriptors(mol, "rdkit2d-v1")
+    assert v.shape == (1, 104)
+    for j, name in enumerate(names):
+        assert v[0, j].item() == pytest.approx(_reference(name, mol), rel=1e-5, abs=1e-5), name
+
+
 def test_add_descriptors_copies_graphs_and_names_bad_input():
     graphs = [from_smiles(s, [1.0]) for s in SMILES[:3]]
     out = add_descriptors(graphs)
