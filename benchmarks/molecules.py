@@ -9,9 +9,9 @@ columns):
 
 * ``graphattn-adjacency`` / ``graphattn-full`` / ``graphattn-hybrid``:
   :class:`graphattn.GraphTransformer` with ``mask="adjacency"`` / ``"full"`` / ``"hybrid"``.
-  ``graphattn-adjacency`` is the CLI's molecule recipe: it also reads 104 RDKit 2-D
-  descriptors per molecule (:mod:`graphattn.chem.descriptors`, standardised with the
-  training part's statistics, joined to the pooled vector).
+  ``graphattn-adjacency`` is the CLI's molecule recipe: it also reads the 85 RDKit 2-D
+  descriptors of the ``"rdkit2d"`` set per molecule (:mod:`graphattn.chem.descriptors`,
+  standardised with the training part's statistics, joined to the pooled vector).
 * ``graphattn-graph-only``: that recipe without the descriptors (the graph alone).
 * ``attentivefp``: :class:`torch_geometric.nn.models.AttentiveFP` (``edge_dim=16``).
 * ``attentivefp-pyg``: the same model and settings on PyG's own
@@ -136,7 +136,7 @@ _GT = dict(hidden=64, layers=4, heads=4, dropout=0.1, lr=5e-4, weight_decay=1e-4
 CONFIGS = {
     "graphattn-adjacency": _recipe_config("molecule-regression"),
     # the recipe without its molecule descriptors: what the graph alone learns (on the
-    # Crippen diagnostics the descriptors include the answer, MolLogP / MolMR)
+    # Crippen diagnostics the descriptors include the answer, CrippenClogP / CrippenMR)
     "graphattn-graph-only": dict(_recipe_config("molecule-regression"), descriptors=None),
     "graphattn-full": dict(_GT, mask="full", encodings=("degree", "rwse", "spd")),
     "graphattn-hybrid": dict(_GT, mask="hybrid", local="gine", pool="mean"),

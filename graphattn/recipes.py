@@ -10,7 +10,7 @@ recipe                        what it is
 ===========================  =====================================================================
 ``molecule-regression``       GraphTransformer, adjacency mask, 64 wide, 4 layers, 4 heads,
                               dropout 0.1, degree + RWSE (16 steps) encodings, sum readout,
-                              104 RDKit 2-D descriptors (``descriptors="rdkit2d"``,
+                              85 RDKit 2-D descriptors (``descriptors="rdkit2d"``,
                               standardised with the training molecules' statistics) joined
                               to the pooled vector;
                               AdamW lr 2e-3, weight decay 1e-4, batch 32, 40 epochs, warm-up
