@@ -36,7 +36,7 @@ FORMAT = "graphattn-checkpoint"
 VERSION = 1
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "build_model", "model_spec",
-           "attach_transforms",
+           "model_from_config", "attach_transforms",
            "featurizer_spec", "featurizers_from_spec"]
 
 
@@ -135,23 +135,31 @@ def build_model(ckpt: dict, model_cls=None, path: str | None = None) -> torch.nn
                              "config: pass model_cls= (a factory returning the model) to load it")
         model = model_cls()
     else:
-        if model_cls is None:
-            module, _, name = ckpt["model_class"].rpartition(".")
-            if not module.startswith("graphattn."):
-                raise ValueError(f"{where}: model class {ckpt['model_class']!r} is outside "
-                                 "graphattn: pass model_cls= to load it")
-            model_cls = getattr(importlib.import_module(module), name)
-        try:
-            model = model_cls.from_config(config)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: its model config does not build a "
-                             f"{ckpt['model_class']}: {_first(e)}") from None
+        model = model_from_config(ckpt["model_class"], config, model_cls, where)
     try:
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError as e:
         raise ValueError(f"{where}: its weights do not match its model config: "
                          f"{_first(e)}") from None
     return model
+
+
+def model_from_config(model_class: str, config: dict, model_cls=None,
+                      where: str = "checkpoint") -> torch.nn.Module:
+    """An untrained ``model_class`` (``"module.Class"``, a graphattn class unless
+    ``model_cls`` is given) built by its ``from_config(config)``; ValueError naming
+    ``where`` when the class is outside graphattn or the config does not build it."""
+    if model_cls is None:
+        module, _, name = model_class.rpartition(".")
+        if not module.startswith("graphattn."):
+            raise ValueError(f"{where}: model class {model_class!r} is outside "
+                             "graphattn: pass model_cls= to load it")
+        model_cls = getattr(importlib.import_module(module), name)
+    try:
+        return model_cls.from_config(config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: its model config does not build a "
+                         f"{model_class}: {_first(e)}") from None
 
 
 def _first(e: Exception) -> str:
@@ -175,7 +183,9 @@ def attach_transforms(model: torch.nn.Module, spec: dict | None) -> torch.nn.Mod
     """Make ``model(data)`` compute the inputs it needs beyond the featurizer's: with
     ``spec = {"rwse": K}`` a forward pre-hook adds ``data.rwse`` (random-walk return
     probabilities of ``K`` steps, :class:`~graphattn.nn.SparseRandomWalkPE`) to a graph or
-    batch that lacks it (on a shallow copy; the caller's data is unchanged). The CLI stores
+    batch that lacks it (on a shallow copy; the caller's data is unchanged); with
+    ``{"descriptors": name}`` one adds ``data.descriptors`` computed from ``data.smiles``
+    (:func:`graphattn.chem.descriptors`). The CLI stores
     the spec in a checkpoint's ``extra["transforms"]``, so a loaded model predicts on freshly
     featurized molecules."""
     if not spec or getattr(model, "_graphattn_transforms", None) == spec:
@@ -195,6 +205,23 @@ def attach_transforms(model: torch.nn.Module, spec: dict | None) -> torch.nn.Mod
             return None
 
         model.register_forward_pre_hook(hook)
+    which = spec.get("descriptors")
+    if which:  # molecule descriptors of data.smiles (graphattn.chem.descriptors)
+        import copy
+
+        from graphattn.chem.descriptors import descriptors
+
+        def add_descriptors(module, args):
+            data = args[0] if args else None
+            if getattr(data, "smiles", None) is None or getattr(data, "descriptors",
+                                                                 None) is not None:
+                return None
+            smiles = [data.smiles] if isinstance(data.smiles, str) else list(data.smiles)
+            data = copy.copy(data)
+            data.descriptors = torch.cat([descriptors(s, which) for s in smiles])
+            return (data, *args[1:])
+
+        model.register_forward_pre_hook(add_descriptors)
     model._graphattn_transforms = dict(spec)
     return model
 

@@ -163,7 +163,7 @@ _MODEL_FLAGS = {"hidden": "hidden_channels", "layers": "num_layers", "heads": "h
                 "dropout": "dropout", "input_layer": "input_layer"}
 _PAIR_FLAGS = {"hidden": "hidden", "heads": "heads", "dropout": "dropout"}
 _TRAIN_FLAGS = ("epochs", "lr", "weight_decay", "batch_size", "patience", "optimizer",
-                "schedule", "warmup", "grad_clip", "modularity")
+                "schedule", "warmup", "grad_clip", "modularity", "ensemble")
 
 
 def model_settings(args, recipe) -> dict:
@@ -201,6 +201,7 @@ def build_model(settings: dict, data, task: str, out_channels: int, seed: int):
     """The recipe's model (``settings["arch"]``) for ``data``, initialised from ``seed``."""
     settings = dict(settings)
     arch = settings.pop("arch")
+    settings.pop("descriptors", None)  # data.descriptors' size is graph_features
     sample = data if task == "node" else data[0]
     torch.manual_seed(seed)
     if arch == "attention_pair":
@@ -212,6 +213,8 @@ def build_model(settings: dict, data, task: str, out_channels: int, seed: int):
     edge_attr = getattr(sample, "edge_attr", None)
     if task != "graph":
         settings.pop("pool", None)
+    if task == "graph" and getattr(sample, "descriptors", None) is not None:
+        settings["graph_features"] = sample.descriptors.size(-1)
     return GraphTransformer(in_channels=sample.num_features, out_channels=out_channels,
                             task=task, edge_dim=edge_attr.size(-1) if edge_attr is not None
                             else None, **settings)
@@ -248,16 +251,21 @@ def cmd_train(args) -> int:
 
     recipe = get_recipe(args.recipe) if args.recipe else recipe_for(args.dataset, args.kind)
     out = Path(args.out)
-    if (out / "checkpoint.pt").exists() and not args.resume:  # before loading any data
-        raise UserError(f"{out / 'checkpoint.pt'} exists: pass --resume to continue that run "
-                        "or choose another --out")
+    for ckpt in (out / "checkpoint.pt", out / "member-0" / "checkpoint.pt"):
+        if ckpt.exists() and not args.resume:  # before loading any data
+            raise UserError(f"{ckpt} exists: pass --resume to continue that run or choose "
+                            "another --out")
     device = resolve_device(args.device)
     social = args.dataset in SOCIAL
     if (recipe.task == "node") != social:
         raise UserError(f"recipe {recipe.name!r} is for {recipe.task}-level tasks, --dataset "
                         f"{args.dataset} is {'node' if social else 'graph'}-level")
     model_cfg, train_cfg = model_settings(args, recipe), train_settings(args, recipe)
+    members = train_cfg.pop("ensemble", 1)
     rank, world, ddp_device = _distributed()
+    if members > 1 and world > 1:
+        raise UserError(f"an ensemble (--ensemble {members}) trains in one process, not "
+                        f"under torchrun (WORLD_SIZE={world}): pass --ensemble 1")
     device = ddp_device or device
     spec = {"name": args.dataset, "seed": args.seed, "data_root": args.data_root,
             "targets": args.target, "smiles_column": args.smiles_column, "split": args.split,
@@ -280,7 +288,20 @@ def cmd_train(args) -> int:
     if "rwse" in (model_cfg.get("encodings") or ()):
         transforms["rwse"] = model_cfg.get("walk_length", 16)
         data = _add_rwse(data, task, transforms["rwse"])
-    model = build_model(model_cfg, data, task, _out_channels(data, task, kind), args.seed)
+    if model_cfg.get("descriptors") and task == "graph":  # molecule-level inputs (recipes)
+        from graphattn.chem import add_descriptors
+
+        transforms["descriptors"] = model_cfg["descriptors"]
+        data = add_descriptors(data, transforms["descriptors"])
+    train_descriptors = torch.cat([data[int(i)].descriptors for i in
+                                   _indices(splits["train"])]) if transforms.get(
+        "descriptors") else None
+
+    def make_model(seed: int):
+        model = build_model(model_cfg, data, task, _out_channels(data, task, kind), seed)
+        if train_descriptors is not None:  # standardised with the training molecules'
+            model.fit_graph_features(train_descriptors)  # statistics
+        return model
     modularity = train_cfg.pop("modularity", 0.0) or 0.0
     if modularity < 0 or (modularity and (task, kind) != ("node", "classification")):
         raise UserError(f"--modularity is a prior of node classification (>= 0), got "
@@ -291,13 +312,18 @@ def cmd_train(args) -> int:
 
         def extra_loss(out, d):
             return -modularity * soft_modularity(out.softmax(-1), d.edge_index)
-    res = fit(model, data, task=task, kind=kind, train_idx=splits["train"],
-              val_idx=splits.get("val"), test_idx=splits["test"], seed=args.seed, out_dir=out,
-              resume=args.resume, quiet=args.quiet, featurizer=featurizer,
-              target_names=target_names, extra_loss=extra_loss, device=device,
-              extra={"dataset": spec, "target_names": target_names, "recipe": recipe.name,
-                     "transforms": transforms, "modularity": modularity},
-              **train_cfg)
+    common = dict(task=task, kind=kind, train_idx=splits["train"], val_idx=splits.get("val"),
+                  test_idx=splits["test"], seed=args.seed, out_dir=out, resume=args.resume,
+                  quiet=args.quiet, featurizer=featurizer, target_names=target_names,
+                  extra_loss=extra_loss, device=device,
+                  extra={"dataset": spec, "target_names": target_names, "recipe": recipe.name,
+                         "transforms": transforms, "modularity": modularity}, **train_cfg)
+    if members > 1:
+        from graphattn.ensemble import fit_ensemble
+
+        res = fit_ensemble(make_model, data, members, **common)
+    else:
+        res = fit(make_model(args.seed), data, **common)
     if rank == 0:
         print(json.dumps({"best_epoch": res.best_epoch, **res.metrics}))
         if not args.quiet:
@@ -308,6 +334,17 @@ def cmd_train(args) -> int:
         dist.barrier()
         dist.destroy_process_group()
     return 0
+
+
+def _indices(split) -> list[int]:
+    """A split as item indices (an index tensor, or a boolean mask)."""
+    split = torch.as_tensor(split)
+    return (split.nonzero().view(-1) if split.dtype == torch.bool else split).tolist()
+
+
+def _descriptor_set(ckpt: dict) -> str | None:
+    """The molecule descriptors a checkpoint's model reads (``None``: none)."""
+    return ((ckpt.get("extra") or {}).get("transforms") or {}).get("descriptors")
 
 
 def _load(path: str):
@@ -329,6 +366,10 @@ def cmd_evaluate(args) -> int:
         raise UserError(f"{args.checkpoint} does not say which data set it was trained on: "
                         "give --dataset")
     data, task, kind, splits, _, _ = load_dataset(spec)
+    if _descriptor_set(ckpt) and task == "graph":
+        from graphattn.chem import add_descriptors
+
+        data = add_descriptors(data, _descriptor_set(ckpt))
     if task != ckpt.get("task"):
         raise UserError(f"{args.checkpoint} is a {ckpt.get('task')}-level model, --dataset "
                         f"{spec['name']} is a {task}-level data set")
@@ -345,10 +386,15 @@ def _predict_rows(model, ckpt, records, kwargs, batch: int = 256):
     vocabulary blocks some atom fell outside of). Featurized and predicted in chunks; a chunk
     the model rejects (e.g. a molecule too large for full attention) is predicted again one
     molecule at a time, so one molecule never costs the others their row."""
-    from graphattn.chem import from_mol, from_smiles
+    from graphattn.chem import descriptors, from_mol, from_smiles
+    from graphattn.ensemble import predict_spread
     from graphattn.train import predict
 
-    def run(graphs):
+    which = _descriptor_set(ckpt)
+
+    def run(graphs):  # an ensemble's regression: each target's mean, then its spread
+        if _spread(model, ckpt):
+            return torch.cat(predict_spread(model, graphs), 1).tolist()
         return predict(model, graphs, task="graph",
                        kind=ckpt.get("kind", "regression")).tolist()
 
@@ -383,12 +429,22 @@ def _predict_rows(model, ckpt, records, kwargs, batch: int = 256):
             try:
                 graph = (from_mol(rec.mol, smiles=rec.smiles, **kwargs) if rec.mol is not None
                          else from_smiles(rec.smiles, **kwargs))
+                if which:
+                    graph.descriptors = descriptors(
+                        rec.mol if rec.mol is not None else rec.smiles, which)
             except (ValueError, TypeError, RuntimeError) as e:  # RDKit raises RuntimeErrors
                 err = _first_line(e)
         chunk.append((rec, graph, err))
         if len(chunk) >= batch:
             yield from flush()
     yield from flush()
+
+
+def _spread(model, ckpt: dict) -> bool:
+    """Whether predictions come with the members' spread (an ensemble's regression)."""
+    from graphattn.ensemble import Ensemble
+
+    return isinstance(model, Ensemble) and ckpt.get("kind", "regression") == "regression"
 
 
 def _unknown(graph, kwargs) -> dict[str, int]:
@@ -408,7 +464,8 @@ def _first_line(e: BaseException) -> str:
 
 def cmd_predict(args) -> int:
     """One output row per input record, in input order: the input columns, the predictions
-    and ``error`` (empty when predicted). Unreadable records are reported by line number on
+    (an ensemble adds ``NAME_std`` per target: the spread over its members) and
+    ``error`` (empty when predicted). Unreadable records are reported by line number on
     stderr; atoms outside the featurizer's vocabulary are warned about."""
     from graphattn.checkpoint import featurizers_from_spec
     from graphattn.chem.io import read_molecules
@@ -436,6 +493,8 @@ def cmd_predict(args) -> int:
     if ckpt.get("kind") == "classification" or len(names) != width:
         prefix = "p_class" if ckpt.get("kind") == "classification" else "y"
         names = [f"{prefix}{j}" for j in range(width)]
+    if _spread(model, ckpt):  # mean, then standard deviation over the members
+        names = [*names, *(f"{n}_std" for n in names)]
     taken = set(table.columns)
     names = [f"predicted_{n}" if n in taken else n for n in names]
     error_col = "predict_error" if "error" in taken else "error"
@@ -619,6 +678,9 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--modularity", type=float, default=None,
                    help="node classification: weight of the soft-modularity prior on every "
                         "node (graphattn.social.soft_modularity; 0: none)")
+    t.add_argument("--ensemble", type=_positive_int, default=None, metavar="K",
+                   help="train K models (seeds SEED + 1000 k) and average them; predict "
+                   "then adds each target's spread over the members (default: the recipe's)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto",
                    help="auto (CUDA when present), cpu, cuda or cuda:N")

@@ -9,11 +9,15 @@ come from one configuration.
 recipe                        what it is
 ===========================  =====================================================================
 ``molecule-regression``       GraphTransformer, adjacency mask, 64 wide, 4 layers, 4 heads,
-                              dropout 0.1, degree + RWSE (16 steps) encodings, sum readout;
+                              dropout 0.1, degree + RWSE (16 steps) encodings, sum readout,
+                              85 RDKit 2-D descriptors (``descriptors="rdkit2d"``,
+                              standardised with the training molecules' statistics) joined
+                              to the pooled vector;
                               AdamW lr 2e-3, weight decay 1e-4, batch 32, 40 epochs, warm-up
-                              3 epochs then cosine (per step), gradient clip 5, drop_last.
+                              3 epochs then cosine (per step), gradient clip 5, drop_last;
+                              an ensemble of 3 such models (:mod:`graphattn.ensemble`).
                               ``benchmarks/molecules.py``'s graphattn-adjacency on Solubility.
-``freesolv``                  molecule-regression with Attentive FP's GRU readout, 60 epochs,
+``freesolv``                  molecule-regression with Attentive FP's GRU readout, 100 epochs,
                               warm-up 5: graphattn-adjacency on FreeSolv.
 ``molecule-classification``   molecule-regression's model and optimiser, cross-entropy (not
                               benchmarked).
@@ -53,7 +57,9 @@ class Recipe:
         model (dict): ``"arch"`` (``"transformer"``: :class:`~graphattn.nn.GraphTransformer`
             keyword arguments in the rest; ``"attention_pair"``: :class:`AttentionPair`'s).
         train (dict): :func:`graphattn.train.fit` keyword arguments (``modularity``: the
-            weight of the soft-modularity prior, turned into ``extra_loss`` by the caller).
+            weight of the soft-modularity prior, turned into ``extra_loss`` by the caller;
+            ``ensemble``: how many members :func:`graphattn.ensemble.fit_ensemble` trains,
+            1 when absent).
         data (dict): data-set options (``num_nodes``, ``features``, ``labelled``).
     """
 
@@ -78,16 +84,17 @@ _MOLECULE = Recipe(
     task="graph", kind="regression",
     model=dict(arch="transformer", hidden_channels=64, num_layers=4, heads=4, mask="adjacency",
                pool="sum", encodings=("degree", "rwse"), walk_length=16, dropout=0.1,
-               local="attention"),
+               local="attention", descriptors="rdkit2d"),
     train=dict(epochs=40, batch_size=32, lr=2e-3, weight_decay=1e-4, optimizer="adamw",
-               schedule="warmup_cosine", warmup=3, grad_clip=5.0, drop_last=True),
+               schedule="warmup_cosine", warmup=3, grad_clip=5.0, drop_last=True,
+               ensemble=3),
 )
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     _MOLECULE,
     _MOLECULE.with_changes("freesolv", "FreeSolv's benchmark configuration: GRU readout, "
-                           "60 epochs, 5 warm-up epochs.", model=dict(pool="gru"),
-                           train=dict(epochs=60, warmup=5)),
+                           "100 epochs, 5 warm-up epochs.", model=dict(pool="gru"),
+                           train=dict(epochs=100, warmup=5)),
     _MOLECULE.with_changes("molecule-classification", "Graph classification on molecules: "
                            "molecule-regression's model and optimiser, cross-entropy.",
                            kind="classification"),

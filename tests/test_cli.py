@@ -14,7 +14,8 @@ from graphattn.checkpoint import featurizers_from_spec, load_model
 SMILES = ["C", "CC", "CCC", "CCO", "CCN", "CC(=O)O", "c1ccccc1", "c1ccncc1", "CCCC", "CCOC",
           "C1CCCCC1", "CC(C)C", "OCCO", "NCCN", "c1ccc(O)cc1", "CC#N", "C=CC", "CCCl",
           "CC(=O)N", "c1ccoc1", "CCCCO", "CC(C)O", "C1CC1", "COC(=O)C"]
-MODEL = ["--hidden", "8", "--layers", "1", "--heads", "2", "--quiet", "--batch-size", "8"]
+MODEL = ["--hidden", "8", "--layers", "1", "--heads", "2", "--quiet", "--batch-size", "8",
+         "--ensemble", "1"]  # one model: these tests read GraphTransformer checkpoints
 
 
 def _target(s):
@@ -325,8 +326,12 @@ def test_recipe_defaults_reach_the_engine(monkeypatch, tmp_path):
         with pytest.raises(SystemExit):
             cli.main(argv)
         recipe = recipes.get_recipe(name)
-        expected = {k: v for k, v in recipe.train.items() if k != "modularity"}
+        expected = {k: v for k, v in recipe.train.items() if k not in ("modularity",
+                                                                        "ensemble")}
         assert {k: seen[k] for k in expected} == expected
+        # an ensemble recipe trains its members one by one: the first into OUT/member-0
+        members = recipe.train.get("ensemble", 1)
+        assert str(seen["out_dir"]).endswith("member-0") == (members > 1)
         config = seen["model"].config
         for k, v in recipe.model.items():
             if k != "arch" and k in config:
@@ -354,3 +359,28 @@ def test_train_writes_a_parity_plot_and_a_confusion_matrix(trained, workdir):
     assert cli.main(["train", "--dataset", "karate", "--epochs", "3", "--quiet", "--out",
                      str(out)]) == 0
     assert (out / "confusion.png").stat().st_size > 1000
+
+
+def test_ensemble_trains_members_predicts_their_spread_and_resumes(workdir, capsys):
+    out = workdir / "ensemble"
+    args = train_args(workdir, out, "--epochs", "2", "--ensemble", "2")
+    assert cli.main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed["best_epoch"]) == 2
+    assert (out / "member-0" / "best.pt").exists() and (out / "member-1" / "best.pt").exists()
+    assert (out / "best.pt").exists()  # the quick start's commands read best.pt
+    assert cli.main(args) == 2  # never overwritten without --resume
+    assert cli.main([*args, "--resume"]) == 0  # both members finished: nothing retrained
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["test"] == printed["test"]
+    assert cli.main(["evaluate", "--checkpoint", str(out / "checkpoint.pt")]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["test"]["rmse"] == pytest.approx(printed["test"]["rmse"], rel=1e-6)
+    smi = workdir / "ensemble_query.smi"
+    smi.write_text("CCO\nnot_a_smiles\nc1ccccc1\n")
+    pred = workdir / "ensemble_pred.csv"
+    assert cli.main(["predict", "--checkpoint", str(out / "checkpoint.pt"), "--smiles",
+                     str(smi), "--out", str(pred)]) == 0
+    rows = list(csv.DictReader(pred.open()))
+    assert list(rows[0]) == ["smiles", "name", "size", "size_std", "error"]
+    assert [r["error"] == "" for r in rows] == [True, False, True]
+    assert all(float(r["size_std"]) > 0 for r in rows if not r["error"])

@@ -37,7 +37,7 @@ def test_two_processes_match_one(tmp_path):
     common = ["train", "--dataset", f"csv:{tmp_path / 'mols.csv'}", "--target", "y",
               "--data-root", str(tmp_path / "data"), "--hidden", "8", "--layers", "1",
               "--heads", "2", "--epochs", "3", "--batch-size", "8", "--lr", "0.01",
-              "--dropout", "0", "--quiet"]
+              "--dropout", "0", "--ensemble", "1", "--quiet"]
     _run([sys.executable, "-m", "graphattn", *common, "--out", str(tmp_path / "one")])
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
           "2", "-m", "graphattn", *common, "--out", str(tmp_path / "two")])

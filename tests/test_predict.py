@@ -17,7 +17,8 @@ from graphattn.train import predict
 
 SMILES = ["C", "CC", "CCC", "CCO", "CCN", "CC(=O)O", "c1ccccc1", "c1ccncc1", "CCCC", "CCOC",
           "C1CCCCC1", "CC(C)C", "OCCO", "NCCN", "c1ccc(O)cc1", "CC#N"]
-MODEL = ["--hidden", "8", "--layers", "1", "--heads", "2", "--quiet", "--batch-size", "8"]
+MODEL = ["--hidden", "8", "--layers", "1", "--heads", "2", "--quiet", "--batch-size", "8",
+         "--ensemble", "1"]  # one model: these tests read GraphTransformer checkpoints
 
 
 def _train(tmp, mask):

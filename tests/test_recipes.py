@@ -25,7 +25,8 @@ def test_molecule_recipes_are_the_benchmark_configuration():
             lr=2e-3, weight_decay=1e-4, batch_size=32, grad_clip=5.0, optimizer="adamw",
             schedule="warmup_cosine")
     assert (sol.model["pool"], sol.train["epochs"], sol.train["warmup"]) == ("sum", 40, 3)
-    assert (fs.model["pool"], fs.train["epochs"], fs.train["warmup"]) == ("gru", 60, 5)
+    assert (fs.model["pool"], fs.train["epochs"], fs.train["warmup"]) == ("gru", 100, 5)
+    assert sol.train["ensemble"] == fs.train["ensemble"] == 3
 
 
 def test_every_data_set_has_a_recipe_and_unknown_names_fail():

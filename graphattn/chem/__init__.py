@@ -10,6 +10,7 @@ from graphattn.chem.datasets import (
     Solubility,
     default_root,
 )
+from graphattn.chem.descriptors import RDKIT_2D, add_descriptors, descriptors
 from graphattn.chem.featurize import (
     DEFAULT_ELEMENTS,
     AtomFeaturizer,
@@ -38,4 +39,7 @@ __all__ = [
     "random_split",
     "scaffold_split",
     "murcko_scaffold",
+    "RDKIT_2D",
+    "descriptors",
+    "add_descriptors",
 ]

@@ -202,19 +202,27 @@ class GraphHead(torch.nn.Module):
         num_layers (int): MLP layers. (default: ``2``)
         dropout (float): Dropout between MLP layers. (default: ``0.0``)
         heads (int): Heads of ``"cls"`` pooling. (default: ``1``)
+        extra_channels (int): Size of a per-graph vector (e.g. molecule descriptors)
+            concatenated to the pooled vector before the MLP, as Chemprop does; ``forward``
+            then needs ``extra``. Not with ``"atomwise"``. (default: ``0``)
 
     Shapes:
         - **input:** node features :math:`(N, F)`, batch vector :math:`(N)` *(optional)*,
-          ``num_graphs`` :math:`B` *(optional, else* ``batch.max() + 1`` *)*.
+          ``num_graphs`` :math:`B` *(optional, else* ``batch.max() + 1`` *)*, ``extra``
+          :math:`(B, \text{extra\_channels})` *(with* ``extra_channels`` *)*.
         - **output:** :math:`(B, \text{out\_channels})`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, pool: str = "mean",
                  hidden_channels: int | None = None, num_layers: int = 2,
-                 dropout: float = 0.0, heads: int = 1) -> None:
+                 dropout: float = 0.0, heads: int = 1, extra_channels: int = 0) -> None:
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        if extra_channels < 0 or (extra_channels and pool == "atomwise"):
+            raise ValueError(f"extra_channels must be >= 0 and needs a pooled vector (not "
+                             f"pool='atomwise'), got {extra_channels} with pool={pool!r}")
+        self.extra_channels = extra_channels
         self.in_channels, self.out_channels, self.pool = in_channels, out_channels, pool
         self.pooling = None
         if pool == "attention":
@@ -223,7 +231,8 @@ class GraphHead(torch.nn.Module):
             self.pooling = CLSPool(in_channels, heads)
         elif pool == "gru":
             self.pooling = GRUReadout(in_channels, dropout=dropout)
-        self.mlp = _mlp(in_channels, out_channels, hidden_channels, num_layers, dropout)
+        self.mlp = _mlp(in_channels + extra_channels, out_channels,
+                        hidden_channels or in_channels, num_layers, dropout)
 
     def reset_parameters(self) -> None:
         if self.pooling is not None:
@@ -231,7 +240,7 @@ class GraphHead(torch.nn.Module):
         self.mlp.reset_parameters()
 
     def forward(self, x: Tensor, batch: Tensor | None = None,
-                num_graphs: int | None = None) -> Tensor:
+                num_graphs: int | None = None, extra: Tensor | None = None) -> Tensor:
         if batch is None:
             batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
         if num_graphs is None:
@@ -248,6 +257,12 @@ class GraphHead(torch.nn.Module):
             g = self.pooling(x, batch, dim_size=num_graphs)
         else:
             g = self.pooling(x, batch, num_graphs)
+        if self.extra_channels:
+            if extra is None or tuple(extra.shape) != (g.size(0), self.extra_channels):
+                got = None if extra is None else list(extra.shape)
+                raise ValueError(f"extra must have shape [num_graphs={g.size(0)}, "
+                                 f"extra_channels={self.extra_channels}], got {got}")
+            g = torch.cat([g, extra.to(g.dtype)], dim=-1)
         return self.mlp(g)
 
     def __repr__(self) -> str:

@@ -116,6 +116,13 @@ class GraphTransformerConfig:
             sources in the backward, which makes it much cheaper than a transformer layer:
             ``input_layer="attention"`` with two layers is the default large-graph model of
             ``benchmarks/social.py``. Needs ``edge_index``. (default: ``"linear"``)
+        graph_features (int): Size of a molecule-level input vector (``data.descriptors``
+            ``[B, graph_features]``, e.g. :func:`graphattn.chem.descriptors`'s RDKit 2-D
+            descriptors), graph task only: standardised with the statistics
+            :meth:`GraphTransformer.fit_graph_features` stores (buffers, so checkpoints
+            keep them), clipped to :math:`\pm 5`, and concatenated to the pooled vector
+            before the head's MLP (Chemprop's extra molecule features). ``0``: none.
+            (default: ``0``)
     """
 
     in_channels: int
@@ -145,6 +152,7 @@ class GraphTransformerConfig:
     global_layers: int | None = None
     residual: str = "add"
     input_layer: str = "linear"
+    graph_features: int = 0
 
     def __post_init__(self) -> None:
         enc = self.encodings
@@ -163,6 +171,9 @@ class GraphTransformerConfig:
         unknown = [e for e in self.encodings if e not in ENCODINGS]
         if unknown:
             raise ValueError(f"unknown encodings {unknown}: choose from {ENCODINGS}")
+        if self.graph_features < 0 or (self.graph_features and self.task != "graph"):
+            raise ValueError(f"graph_features must be >= 0 and needs task='graph', got "
+                             f"graph_features={self.graph_features}, task={self.task!r}")
         if self.num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
         if self.heads < 1 or self.hidden_channels < 1 or self.hidden_channels % self.heads:
@@ -302,7 +313,27 @@ class GraphTransformer(torch.nn.Module):
         self.head = (NodeHead(hidden_channels, out_channels, num_layers=cfg.head_layers,
                               dropout=cfg.dropout) if cfg.task == "node" else
                      GraphHead(hidden_channels, out_channels, pool=cfg.pool,
-                               num_layers=cfg.head_layers, dropout=cfg.dropout, heads=heads))
+                               num_layers=cfg.head_layers, dropout=cfg.dropout, heads=heads,
+                               extra_channels=cfg.graph_features))
+        if cfg.graph_features:  # standardisation of data.descriptors (fit_graph_features)
+            self.register_buffer("graph_mean", torch.zeros(cfg.graph_features))
+            self.register_buffer("graph_std", torch.ones(cfg.graph_features))
+
+    @torch.no_grad()
+    def fit_graph_features(self, features: Tensor) -> None:
+        """Store the mean and standard deviation (a constant column: 1) of the molecule-level
+        inputs ``features`` ``[num_graphs, graph_features]`` of the *training* graphs: the
+        model standardises ``data.descriptors`` with them."""
+        n = self.cfg.graph_features
+        if not n or features.dim() != 2 or features.size(1) != n:
+            raise ValueError(f"features must have shape [num_graphs, graph_features={n}] "
+                             f"(a model built with graph_features > 0), got "
+                             f"{list(features.shape)}")
+        features = features.to(self.graph_mean)
+        std = features.std(0, unbiased=False) if features.size(0) > 1 else torch.ones(n)
+        self.graph_mean.copy_(features.mean(0))
+        self.graph_std.copy_(torch.where(std > 1e-6 * (1 + features.abs().amax(0)), std,
+                                         torch.ones_like(std)))
 
     @property
     def config(self) -> dict[str, Any]:
@@ -337,6 +368,7 @@ class GraphTransformer(torch.nn.Module):
         rwse: Tensor | None = None,
         lappe: Tensor | None = None,
         num_graphs: int | None = None,
+        descriptors: Tensor | None = None,
     ) -> Tensor:
         """Predict; see the class docstring for the inputs and shapes."""
         if isinstance(x, Data):  # Data or Batch
@@ -344,6 +376,7 @@ class GraphTransformer(torch.nn.Module):
             x, edge_index, edge_attr = data.x, data.edge_index, data.get("edge_attr")
             batch, rwse, lappe = data.get("batch"), data.get("rwse"), data.get("lappe")
             num_graphs = data.num_graphs if batch is not None else 1
+            descriptors = data.get("descriptors")
         x, edge_attr = self._check(x, edge_index, edge_attr, batch, rwse, lappe)
         N = x.size(0)
         h = self.lin_in(x) if self.lin_in is not None else self.attn_in(x, edge_index)
@@ -369,7 +402,15 @@ class GraphTransformer(torch.nn.Module):
         h = self.norm_out(h)
         if self.task == "node":
             return self.head(h)
-        return self.head(h, batch, num_graphs)
+        extra = None
+        if self.cfg.graph_features:
+            if descriptors is None:
+                raise ValueError(f"the model was built with graph_features="
+                                 f"{self.cfg.graph_features}: pass data.descriptors "
+                                 "(graphattn.chem.add_descriptors)")
+            d = descriptors.to(h.dtype).view(-1, self.cfg.graph_features)
+            extra = ((d - self.graph_mean.to(h.dtype)) / self.graph_std.to(h.dtype)).clamp(-5, 5)
+        return self.head(h, batch, num_graphs, extra)
 
     def _check(self, x, edge_index, edge_attr, batch, rwse, lappe):
         if not isinstance(x, Tensor) or x.dim() != 2 or x.size(1) != self.in_channels:

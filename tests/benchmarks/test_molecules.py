@@ -163,9 +163,88 @@ def test_graphattn_settings_are_the_cli_recipes(mb):
     budgets are the CLI recipes' (the values the README's figures were measured with)."""
     published = dict(hidden=64, layers=4, heads=4, dropout=0.1, lr=2e-3, weight_decay=1e-4,
                      pool="sum", encodings=("degree", "rwse"), walk_length=16,
-                     local="attention", mask="adjacency")
+                     local="attention", mask="adjacency", descriptors="rdkit2d")
     assert mb.CONFIGS["graphattn-adjacency"] == published
     assert mb.model_config("freesolv_random", "graphattn-adjacency") == dict(published,
                                                                               pool="gru")
-    assert mb.BUDGET["freesolv_random"] == dict(epochs=60, batch_size=32, warmup=5)
+    assert mb.BUDGET["freesolv_random"] == dict(epochs=100, batch_size=32, warmup=5)
     assert mb.BUDGET["solubility"] == dict(epochs=40, batch_size=32, warmup=3)
+
+
+@pytest.mark.parametrize("task, fn", [("crippen_logp", "MolLogP"), ("crippen_mr", "MolMR")])
+def test_crippen_targets_are_rdkits_values_and_splits_deterministic(mb, data_root, task, fn):
+    from rdkit import Chem
+    from rdkit.Chem import Crippen
+
+    a = mb.load_task(task, 1, root=data_root, limit=50)
+    b = mb.load_task(task, 1, root=data_root, limit=50)
+    c = mb.load_task(task, 2, root=data_root, limit=50)
+    assert len(a["data"]) == 50 and [d.smiles for d in a["data"]] == [d.smiles for d in b["data"]]
+    for d in a["data"]:
+        want = getattr(Crippen, fn)(Chem.MolFromSmiles(d.smiles))
+        assert d.y.shape == (1, 1) and d.y.item() == pytest.approx(want, abs=1e-5)
+    for k in ("train", "val", "test"):
+        assert torch.equal(a[k], b[k])
+    assert sorted(torch.cat([a["train"], a["val"], a["test"]]).tolist()) == list(range(50))
+    assert (a["train"].numel(), a["val"].numel(), a["test"].numel()) == (40, 5, 5)
+    assert not torch.equal(a["test"], c["test"])  # a new split per seed
+    canon = [Chem.MolToSmiles(Chem.MolFromSmiles(d.smiles)) for d in a["data"]]
+    assert len(set(canon)) == len(canon)  # each molecule once
+    assert task not in mb.DEFAULT_TASKS and task in mb.BUDGET
+
+
+def test_split_file_is_the_benchmark_split(mb, data_root, tmp_path):
+    import csv
+
+    loaded = mb.load_task("freesolv_random", 3, root=data_root, limit=30)
+    path = mb.write_split(loaded, tmp_path / "s" / "split.csv")
+    rows = list(csv.DictReader(open(path)))
+    assert [r["smiles"] for r in rows] == [d.smiles for d in loaded["data"]]
+    for name in ("train", "val", "test"):
+        assert [i for i, r in enumerate(rows) if r["split"] == name] == \
+            sorted(loaded[name].tolist())
+    assert all(float(r["y"]) == pytest.approx(d.y.item()) for r, d in zip(rows, loaded["data"]))
+
+
+def test_chemprop_is_skipped_with_a_message_when_not_installed(mb, data_root, monkeypatch,
+                                                                capsys):
+    monkeypatch.setattr(mb, "chemprop_command", lambda: None)
+    res = mb.run(tasks=["freesolv_random"], models=["chemprop", "gin"], seeds=[0], epochs=1,
+                 limit=20, root=data_root, configs={"gin": {"hidden": 8}})
+    assert list(res["results"]["freesolv_random"]) == ["gin"]
+    assert "skipping chemprop: chemprop is not installed" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="chemprop is not installed"):
+        mb.run_chemprop(Path("x.csv"), Path("w"), mb.CONFIGS["chemprop"],
+                        dict(epochs=1, batch_size=4, warmup=0), 0)
+
+
+def test_chemprop_training_time_from_its_log(mb):
+    log = ("2026-12-04T09:48:48 - INFO:chemprop.cli.train - Caching training\n"
+           "2026-12-04T09:48:49 - INFO:chemprop.cli.train - MPNN(\n  (message_passing)\n"
+           "2026-12-04T09:49:31 - INFO:chemprop.cli.train - Test Set results:\n")
+    assert mb._log_span(log, "MPNN(", "Test Set results") == 42.0
+    assert mb._log_span("no time stamps", "MPNN(", "Test Set results") is None
+
+
+def test_chemprop_best_epoch_and_parameters(mb, tmp_path):
+    ck = tmp_path / "model_0" / "checkpoints"
+    ck.mkdir(parents=True)
+    (ck / "best-epoch=41-val_loss=0.12.ckpt").write_bytes(b"")
+    out = mb._chemprop_best(tmp_path, "Trainable params: 318 K\nTotal params: 318 K\n")
+    assert out == {"epoch": 42, "params": 318_000}
+
+
+def test_resume_keeps_finished_runs_and_nan_scores_summarise(mb, tmp_path, data_root,
+                                                             monkeypatch):
+    common = dict(tasks=["freesolv_random"], models=["gin"], epochs=1, out_dir=tmp_path,
+                  limit=20, root=data_root, configs={"gin": {"hidden": 8}}, append=True)
+    first = mb.run(seeds=[0], **common)["results"]["freesolv_random"]["gin"]["runs"][0]
+    calls = []
+    real = mb.run_one
+    monkeypatch.setattr(mb, "run_one", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    res = mb.run(seeds=[0, 1], resume=True, **common)["results"]["freesolv_random"]["gin"]
+    assert calls == [1]  # seed 0 was kept, seed 1 ran
+    assert res["runs"][0]["test_rmse"] == pytest.approx(first["test_rmse"])
+    s = mb.summarise([dict(first, val_rmse=float("nan")), dict(first, val_rmse=None)])
+    assert s["val_rmse"]["mean"] != s["val_rmse"]["mean"]  # NaN, not an error
+    assert s["test_rmse"]["std"] == 0.0

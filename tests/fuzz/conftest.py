@@ -12,7 +12,7 @@ from graphattn import cli
 SMILES = ["C", "CC", "CCC", "CCO", "CCN", "CC(=O)O", "c1ccccc1", "c1ccncc1", "CCCC", "CCOC",
           "C1CCCCC1", "CC(C)C", "OCCO", "NCCN", "c1ccc(O)cc1", "CC#N"]
 MODEL = ["--hidden", "8", "--layers", "1", "--heads", "2", "--quiet", "--batch-size", "8",
-         "--epochs", "2"]
+         "--ensemble", "1", "--epochs", "2"]
 
 
 @pytest.fixture(scope="session")

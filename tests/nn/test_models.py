@@ -438,7 +438,7 @@ def test_a_checkpoint_of_the_old_format_loads_and_predicts_the_same(tmp_path):
         "model_config": json.loads(json.dumps(OLD_CONFIG)), "model_state": state,
         "task": "graph"})
     m = build_model(load_checkpoint(path)).eval()
-    assert m.config == OLD_CONFIG
+    assert m.config == {**OLD_CONFIG, "graph_features": 0}  # options added since: defaults
     g = torch.Generator().manual_seed(1)
     x, edge_attr = torch.randn(6, 5, generator=g), torch.randn(8, 3, generator=g)
     edge_index = torch.tensor([[0, 1, 1, 2, 3, 4, 5, 3], [1, 0, 2, 1, 4, 3, 3, 5]])
@@ -449,7 +449,7 @@ def test_a_checkpoint_of_the_old_format_loads_and_predicts_the_same(tmp_path):
     older = {k: v for k, v in OLD_CONFIG.items()  # before global_layers/residual/input_layer
              if k not in ("global_layers", "residual", "input_layer")}
     assert GraphTransformer.from_config(older).config == {
-        **OLD_CONFIG, "global_layers": None}
+        **OLD_CONFIG, "global_layers": None, "graph_features": 0}
 
 
 @pytest.mark.parametrize("mask", ["adjacency", "full", "hybrid"])

@@ -1,0 +1,101 @@
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+
+import graphattn.train as train_module
+from graphattn.checkpoint import load_model
+from graphattn.ensemble import Ensemble, fit_ensemble, member_seed, predict_spread
+from graphattn.nn import GraphTransformer
+from graphattn.train import fit, predict
+
+
+def _graphs(n: int = 40, seed: int = 0) -> list[Data]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        k = int(torch.randint(2, 7, (1,), generator=g))
+        x = torch.randn(k, 4, generator=g)
+        out.append(Data(x=x, edge_index=torch.randint(0, k, (2, 2 * k), generator=g),
+                        y=x.sum().view(1, 1)))
+    return out
+
+
+def _make(seed: int) -> GraphTransformer:
+    torch.manual_seed(seed)
+    return GraphTransformer(4, 8, 1, num_layers=1, heads=2, task="graph")
+
+
+@settings(max_examples=10, deadline=None)
+@given(k=st.integers(1, 4), seed=st.integers(0, 100))
+def test_forward_is_the_mean_of_the_members_and_members_stacks_them(k, seed):
+    ens = Ensemble([_make(seed + i) for i in range(k)]).eval()
+    data = next(iter(DataLoader(_graphs(5, seed), batch_size=5)))
+    each = torch.stack([m(data) for m in ens.members])
+    assert torch.allclose(ens(data, members=True), each)
+    assert torch.allclose(ens(data), each.mean(0), atol=1e-6)
+
+
+def test_member_zero_is_the_single_model_and_every_member_shares_the_split(tmp_path):
+    data = _graphs()
+    res = fit_ensemble(_make, data, 3, seed=5, epochs=3, out_dir=tmp_path, quiet=True)
+    single = fit(_make(5), data, seed=5, epochs=3, quiet=True)
+    assert res.members[0].metrics == single.metrics
+    assert res.best_epoch == [r.best_epoch for r in res.members]
+    digests = {json.dumps(torch.load(tmp_path / f"member-{k}" / "best.pt",
+                                     weights_only=True)["split"]) for k in range(3)}
+    assert len(digests) == 1  # one split, although the members' seeds differ
+    seeds = [torch.load(tmp_path / f"member-{k}" / "best.pt", weights_only=True)["seed"]
+             for k in range(3)]
+    assert seeds == [member_seed(5, k) for k in range(3)] == [5, 1005, 2005]
+
+
+def test_checkpoint_round_trip_and_spread(tmp_path):
+    data = _graphs()
+    res = fit_ensemble(_make, data, 2, seed=0, epochs=2, out_dir=tmp_path, quiet=True)
+    model, ckpt = load_model(tmp_path / "checkpoint.pt")
+    assert isinstance(model, Ensemble) and len(model) == 2 and ckpt["members"] == 2
+    assert torch.allclose(predict(model, data, task="graph"),
+                          predict(res.model, data, task="graph"), atol=1e-6)
+    mean, std = predict_spread(model, data[:6])
+    each = torch.stack([predict(m, data[:6], task="graph", scaler=model.target_scaler)
+                        for m in model.members])
+    assert torch.allclose(mean, each.mean(0), atol=1e-5)
+    assert torch.allclose(std, each.std(0), atol=1e-5) and (std > 0).all()
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["final"]["test"]["rmse"] == pytest.approx(res.metrics["test"]["rmse"])
+    assert len(saved["member_metrics"]) == 2
+
+
+def test_resume_loads_finished_members_without_training_them(tmp_path, monkeypatch):
+    data = _graphs()
+    first = fit_ensemble(_make, data, 2, seed=0, epochs=2, out_dir=tmp_path, quiet=True)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished member was trained again")
+
+    monkeypatch.setattr(train_module, "fit", refuse)
+    again = fit_ensemble(_make, data, 2, seed=0, epochs=2, out_dir=tmp_path, quiet=True,
+                         resume=True)
+    assert again.metrics == first.metrics
+
+
+@pytest.mark.parametrize("members", [0, -1, 1.5, True])
+def test_bad_member_counts_are_refused(members):
+    with pytest.raises(ValueError, match="members must be a positive integer"):
+        fit_ensemble(_make, _graphs(8), members, epochs=1, quiet=True)
+
+
+def test_bad_configs_and_kinds_are_named():
+    with pytest.raises(ValueError, match="non-empty 'members'"):
+        Ensemble.from_config({"members": []})
+    with pytest.raises(ValueError, match="outside graphattn"):
+        Ensemble.from_config({"members": [{"model_class": "os.path", "model_config": {}}]})
+    with pytest.raises(ValueError, match="at least one member"):
+        Ensemble([])
+    with pytest.raises(ValueError, match="regression"):
+        predict_spread(Ensemble([_make(0)]), _graphs(2), kind="classification")
