@@ -218,7 +218,9 @@ def dense_attention_backward(g_out: Tensor, q: Tensor, kv: Tensor, edge_bias: Te
         def f(q, kv, eb, ab):
             return _bucketed(q, kv, eb, ab, edge_index, batch, sizes)
         _, vjp = torch.func.vjp(f, q, kv, edge_bias, attn_bias)
-        gq, g_kv, g_eb, g_ab = vjp(g_out.to(q.dtype))
+        # copies: an operator's outputs must not be views of one buffer
+        gq, g_kv, g_eb, g_ab = (t.clone() if t is not None else None
+                                for t in vjp(g_out.to(q.dtype)))
     else:
         graphs, eb, st = _dense_inputs(q, edge_bias, edge_index, sizes)
         ab = attn_bias.contiguous() if attn_bias is not None else None
