@@ -190,6 +190,23 @@ def test_exported_full_attention_keeps_the_operator_and_counts_graphs_at_run_tim
 
 
 @pytest.mark.slow
+def test_compiled_calls_left_to_the_eager_kernels_count_the_graphs(traceable_sizes):
+    """With the guard skipped while tracing, the calls that keep the graph break (additive
+    score; returned weights) count the graphs themselves: eager values and weights."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    x, ei, ea, batch, _ = full_batch()
+    for score in ("additive", "dot"):
+        m = GraphSelfAttention(6, 4, heads=2, mask="full", score=score, edge_dim=3).double()
+        out_c, (index_c, alpha_c) = torch.compile(m)(x, ei, ea, batch=batch,
+                                                     return_attention_weights=True)
+        out_e, (index_e, alpha_e) = m(x, ei, ea, batch=batch, return_attention_weights=True)
+        torch.testing.assert_close(out_c, out_e)
+        assert torch.equal(index_c, index_e)
+        torch.testing.assert_close(alpha_c, alpha_e)
+
+
+@pytest.mark.slow
 def test_compiled_bfloat16_full_attention_widens_as_eager():
     """A bfloat16 model: the operator computes in float32 and returns bfloat16, as the
     eager path does (the layer's guard graph-breaks here, the operator still runs)."""
