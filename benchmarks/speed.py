@@ -62,7 +62,8 @@ SPARSE_METHODS = ["graphattn dot", "graphattn additive", "graphattn dot (MKL ker
                   "TransformerConv", "GATConv", "GATv2Conv"]
 FULL_METHODS = ["graphattn full dot", "graphattn full dot + edge bias",
                 "graphattn full dot (bucketed kernel)", "graphattn full dot (reference)",
-                "graphattn full dot (compiled)", "to_dense_batch + MultiheadAttention"]
+                "graphattn full dot (compiled)", "graphattn full dot + edge bias (compiled)",
+                "to_dense_batch + MultiheadAttention"]
 PAIRS = [  # (graphattn method, peer), the ratios reported
     ("graphattn dot", "TransformerConv"),
     ("graphattn dot", "graphattn dot (reference)"),
@@ -78,6 +79,7 @@ PAIRS = [  # (graphattn method, peer), the ratios reported
     ("graphattn dot (compiled)", "graphattn dot"),
     ("graphattn additive (compiled)", "graphattn additive"),
     ("graphattn full dot (compiled)", "graphattn full dot"),
+    ("graphattn full dot + edge bias (compiled)", "graphattn full dot + edge bias"),
 ]
 
 

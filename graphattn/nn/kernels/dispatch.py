@@ -7,8 +7,14 @@ route              when
 =================  ==========================================================================
 ``"op"``           ``torch.compile`` / ``torch.export`` traces, adjacency mode: the native CSR
                    kernel as the custom operator ``graphattn::csr_attention`` (:mod:`~.ops`)
-``"eager"``        ``torch.compile`` traces, full mode: the eager kernels below, run outside
-                   the compiled graph (a graph break; ``torch.export`` takes the reference)
+``"dense_op"``     ``torch.compile`` / ``torch.export`` traces, full mode, dot score, CPU, no
+                   dropout, no returned weights, native dense kernel built: the custom
+                   operator ``graphattn::dense_attention``; it counts the graphs itself and
+                   runs the bucketed kernels when one exceeds ``NATIVE_FULL_MAX_NODES``
+``"eager"``        ``torch.compile`` traces, other full-mode calls (additive score; dropout or
+                   returned weights, whose ``[P, H]`` size depends on the data): the eager
+                   kernels below, run outside the compiled graph (a graph break;
+                   ``torch.export`` takes the reference)
 ``"raw"``          adjacency, dot score, narrow raw source features, native kernel: the
                    kernel gathers the features and the projections run after the sum
 ``"csr"``          adjacency: the native CSR kernel (:mod:`~.native`), or the pure-torch one
@@ -48,7 +54,7 @@ from graphattn.nn.kernels import build, ops
 from graphattn.nn.kernels.csr_torch import SparseAttention
 from graphattn.nn.kernels.dense_torch import Buckets, full_attention
 from graphattn.nn.kernels.native import DenseAttention, FullGraphs, NativeAttention
-from graphattn.nn.kernels.structure import STRUCTURES, EdgeStructure, with_self_loops
+from graphattn.nn.kernels.structure import EdgeStructure, with_self_loops
 
 # full attention of graphs up to this size runs in the native dense kernel (one thread per
 # graph); batches with a larger graph use the bucketed kernels (torch's flash attention)
@@ -105,7 +111,7 @@ def attend(layer: Layer, x_src: Tensor, x_dst: Tensor, edge_index: Tensor | None
         concatenated or averaged) and, when ``want_alpha``, ``(index [2, P], alpha [P, H])``:
         the attended pairs (source, target) in the reference path's order and their weights.
     """
-    how = route(layer, x_src, x_dst, edge_attr, sizes)
+    how = route(layer, x_src, x_dst, edge_attr, sizes, want_alpha)
     if how is None:
         return None
     if how == "eager":
@@ -137,8 +143,9 @@ def attend(layer: Layer, x_src: Tensor, x_dst: Tensor, edge_index: Tensor | None
 
 
 def route(layer: Layer, x_src: Tensor, x_dst: Tensor, edge_attr: Tensor | None,
-          sizes: Tensor | None) -> str | None:
-    """The kernel that runs this call (see the module docstring), or ``None``."""
+          sizes: Tensor | None, want_alpha: bool = False) -> str | None:
+    """The kernel that runs this call (see the module docstring), or ``None``. ``sizes``
+    is not read in compiled and exported graphs (it may be ``None`` there)."""
     if torch.jit.is_tracing():
         return None
     dtype = _query_dtype(x_dst)
@@ -147,7 +154,11 @@ def route(layer: Layer, x_src: Tensor, x_dst: Tensor, edge_attr: Tensor | None,
                                                        *GF.LOW_PRECISION)):
         return None
     if torch.compiler.is_compiling():
-        if layer.mask == "full":  # torch.export keeps the reference path
+        if layer.mask == "full":
+            if (layer.score == "dot" and cpu and not want_alpha and layer.dropout <= 0
+                    and dtype in _OP_DTYPES + GF.LOW_PRECISION
+                    and ops.native_dense_available()):
+                return "dense_op"
             return None if torch.compiler.is_exporting() else "eager"
         ok = cpu and dtype in _OP_DTYPES and ops.native_csr_available()
         return "op" if ok else None
@@ -163,10 +174,14 @@ def route(layer: Layer, x_src: Tensor, x_dst: Tensor, edge_attr: Tensor | None,
 
 
 @torch.compiler.disable
-def _eager(*args):
+def _eager(layer, x_src, x_dst, edge_index, edge_attr, batch, attn_bias, sizes, want_alpha):
     """:func:`attend` outside the compiled graph (a graph break): full attention under
-    ``torch.compile`` runs the eager kernels."""
-    return attend(*args)
+    ``torch.compile`` runs the eager kernels (counting the graphs when ``sizes`` is
+    ``None``)."""
+    if sizes is None:
+        sizes = GF.graph_sizes(batch, x_dst.size(0)).to(x_dst.device)
+    return attend(layer, x_src, x_dst, edge_index, edge_attr, batch, attn_bias, sizes,
+                  want_alpha)
 
 
 def _query_dtype(x: Tensor) -> torch.dtype:
@@ -363,6 +378,8 @@ def _full(layer, how, q, kv, edge_index, edge_attr, batch, attn_bias, sizes, wan
         edge_bias = edge_bias.to(q.dtype)
     if how == "dense":
         return _full_native(layer, q, kv, edge_index, edge_bias, attn_bias, sizes, want_alpha)
+    if how == "dense_op":
+        return _full_op(q, kv, edge_index, edge_bias, batch, attn_bias)
     if how == "buckets":
         return _full_buckets(layer, q, kv, edge_index, edge_bias, batch, attn_bias, sizes,
                              want_alpha)
@@ -378,11 +395,9 @@ def _full(layer, how, q, kv, edge_index, edge_attr, batch, attn_bias, sizes, wan
 def _full_native(layer, q, kv, edge_index, edge_bias, attn_bias, sizes, want_alpha):
     """Full dot attention by the native dense kernel (:class:`~.native.DenseAttention`):
     one thread per graph, no padding, the scores recomputed in backward."""
-    n = q.size(0)
     st = eb = None
     if edge_bias is not None:  # the edges sorted by target, cached per edge_index
-        _, _, st = STRUCTURES.get(edge_index, (n, n, "full"), lambda: (
-            None, None, EdgeStructure(edge_index, n, n)))
+        st = ops.full_structure(edge_index, q.size(0))
         eb = edge_bias.index_select(0, st.perm)
     if attn_bias is not None and attn_bias.dim() == 3:  # one bias for every head
         attn_bias = attn_bias.unsqueeze(1)
@@ -393,6 +408,19 @@ def _full_native(layer, q, kv, edge_index, edge_bias, attn_bias, sizes, want_alp
     out, alpha = DenseAttention.apply(q, kv, eb, attn_bias, noise, FullGraphs(sizes, st),
                                       want_alpha)
     return out, ((pair_index, alpha) if want_alpha else None)
+
+
+def _full_op(q, kv, edge_index, edge_bias, batch, attn_bias):
+    """Full dot attention by the custom operator ``graphattn::dense_attention`` (compiled
+    and exported graphs): the native dense kernel, or the bucketed kernels for a batch
+    with a graph over ``NATIVE_FULL_MAX_NODES`` nodes."""
+    if attn_bias is not None:  # (B, H | 1, M, M) in q's dtype
+        attn_bias = (attn_bias.unsqueeze(1) if attn_bias.dim() == 3 else attn_bias
+                     ).to(q.dtype)
+    out, _ = torch.ops.graphattn.dense_attention(
+        q, kv, edge_bias, attn_bias, edge_index if edge_bias is not None else None, batch,
+        NATIVE_FULL_MAX_NODES)
+    return out, None
 
 
 def _full_buckets(layer, q, kv, edge_index, edge_bias, batch, attn_bias, sizes, want_alpha):

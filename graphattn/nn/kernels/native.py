@@ -16,8 +16,8 @@
   maximum and sum of the softmax, not the ``[P, H]`` weights, and recomputes the scores in
   the backward.
 
-The C kernels are built and loaded by :mod:`~.build`; :mod:`~.ops` registers the CSR kernel
-as a torch custom operator for compiled graphs.
+The C kernels are built and loaded by :mod:`~.build`; :mod:`~.ops` registers the CSR and
+the dense kernels as torch custom operators for compiled and exported graphs.
 
 Shapes: ``N_t`` targets, ``N_s`` sources, ``E`` edges (sorted by target, see
 :class:`~.structure.EdgeStructure`), ``B`` graphs, ``P = sum_b N_b**2`` pairs, ``H``
@@ -151,18 +151,9 @@ class DenseAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, kv, edge_bias, attn_bias, noise, graphs, want_alpha):
-        q, kv = q.contiguous(), kv.contiguous()
-        eb = edge_bias.contiguous() if edge_bias is not None else None
-        ab = attn_bias.contiguous() if attn_bias is not None else None
-        noise = noise.contiguous() if noise is not None else None
-        N, H, C = q.shape
-        out, stats = q.new_empty(N, H, C), q.new_empty(N, H, 2)  # stats: row max, 1 / sum
-        alpha = q.new_empty(graphs.num_pairs if want_alpha else 0, H)
-        call("dense_forward", q.dtype, graphs.num_graphs, graphs.n_max, H, C, graphs.ptr,
-              graphs.pair_ptr, q, kv, graphs.crow if eb is not None else None, graphs.col,
-              eb, ab, *_bias_strides(ab), noise, C ** -0.5, out, stats,
-              alpha if want_alpha else None)
-        ctx.save_for_backward(q, kv, eb, ab, noise, out, stats)
+        out, stats, alpha, saved = dense_forward(q, kv, edge_bias, attn_bias, noise, graphs,
+                                                 want_alpha)
+        ctx.save_for_backward(*saved, out, stats)
         ctx.graphs = graphs
         ctx.mark_non_differentiable(alpha)
         return out, alpha
@@ -170,16 +161,43 @@ class DenseAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_out, _g_alpha):
         q, kv, eb, ab, noise, out, stats = ctx.saved_tensors
-        graphs = ctx.graphs
-        N, H, C = q.shape
-        gq, g_kv = torch.empty_like(q), torch.empty_like(kv)
-        g_eb = torch.empty_like(eb) if eb is not None and ctx.needs_input_grad[2] else None
-        g_ab = torch.zeros_like(ab) if ab is not None and ctx.needs_input_grad[3] else None
-        call("dense_backward", q.dtype, graphs.num_graphs, graphs.n_max, H, C, graphs.ptr,
-              graphs.pair_ptr, q, kv, graphs.crow if eb is not None else None, graphs.col,
-              eb, ab, *_bias_strides(ab), noise, C ** -0.5, out, stats,
-              g_out.contiguous(), gq, g_kv, g_eb, g_ab)
+        gq, g_kv, g_eb, g_ab = dense_backward(
+            g_out, q, kv, eb, ab, noise, out, stats, ctx.graphs,
+            eb is not None and ctx.needs_input_grad[2],
+            ab is not None and ctx.needs_input_grad[3])
         return gq, g_kv, g_eb, g_ab, None, None, None
+
+
+def dense_forward(q, kv, edge_bias, attn_bias, noise, graphs, want_alpha):
+    """The forward of :class:`DenseAttention`: ``out [N, H, C]``, ``stats [N, H, 2]`` (row
+    maximum and reciprocal sum of the softmax), ``alpha`` and the inputs as the kernel
+    read them ``(q, kv, edge_bias, attn_bias, noise)`` for :func:`dense_backward`."""
+    q, kv = q.contiguous(), kv.contiguous()
+    eb = edge_bias.contiguous() if edge_bias is not None else None
+    ab = attn_bias.contiguous() if attn_bias is not None else None
+    noise = noise.contiguous() if noise is not None else None
+    N, H, C = q.shape
+    out, stats = q.new_empty(N, H, C), q.new_empty(N, H, 2)
+    alpha = q.new_empty(graphs.num_pairs if want_alpha else 0, H)
+    call("dense_forward", q.dtype, graphs.num_graphs, graphs.n_max, H, C, graphs.ptr,
+          graphs.pair_ptr, q, kv, graphs.crow if eb is not None else None, graphs.col,
+          eb, ab, *_bias_strides(ab), noise, C ** -0.5, out, stats,
+          alpha if want_alpha else None)
+    return out, stats, alpha, (q, kv, eb, ab, noise)
+
+
+def dense_backward(g_out, q, kv, eb, ab, noise, out, stats, graphs, need_eb, need_ab):
+    """The backward of :class:`DenseAttention` (inputs as :func:`dense_forward` returned
+    them): ``(gq, g_kv, g_eb, g_ab)``, the last two ``None`` unless wanted."""
+    gq, g_kv = torch.empty_like(q), torch.empty_like(kv)
+    g_eb = torch.empty_like(eb) if need_eb else None
+    g_ab = torch.zeros_like(ab) if need_ab else None
+    N, H, C = q.shape
+    call("dense_backward", q.dtype, graphs.num_graphs, graphs.n_max, H, C, graphs.ptr,
+          graphs.pair_ptr, q, kv, graphs.crow if eb is not None else None, graphs.col,
+          eb, ab, *_bias_strides(ab), noise, C ** -0.5, out, stats,
+          g_out.contiguous(), gq, g_kv, g_eb, g_ab)
+    return gq, g_kv, g_eb, g_ab
 
 
 def _bias_strides(ab: Tensor | None) -> list[int]:

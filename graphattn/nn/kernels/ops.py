@@ -1,4 +1,5 @@
-"""The native CSR attention kernel as a torch custom operator, ``graphattn::csr_attention``.
+"""The native kernels as torch custom operators: ``graphattn::csr_attention`` (adjacency)
+and ``graphattn::dense_attention`` (full attention, dot score).
 
 ``torch.compile`` and ``torch.export`` cannot see into :mod:`ctypes` calls; registered
 through :mod:`torch.library` with a fake (shape-only) implementation and an autograd
@@ -19,6 +20,16 @@ the rest 0. ``alpha`` is in looped edge order when ``edge_order``, else in the s
 Shapes: q ``[N_t, H, C]``, kv ``[N_s, 2, H, C]``, emb ``[E', H, C]``, att ``[H, C]``, bias
 and noise ``[E', H]``, edge_index ``[2, E]`` -> out ``[N_t, H, C]``, alpha ``[E', H]`` or
 ``[E + loops, H]``.
+
+``dense_attention`` takes ``batch`` (the graph of each node, sorted; ``None``: one graph)
+and counts the graphs itself, so its outputs have the shapes of its inputs: out
+``[N, H, C]`` and the softmax statistics ``[N, H, 2]`` the backward reads. The edge bias
+``[E, H]`` is in edge order (its gradient too); the operator sorts the edges once per
+graph, cached with the eager path's structure. A batch whose largest graph exceeds
+``max_nodes`` (or a dtype the native kernel does not take) runs the bucketed pure-torch
+kernels (:mod:`~.dense_torch`) inside the operator, so the caller need not know the sizes.
+Dropout and the attention weights (``[P, H]``, ``P = sum_b N_b**2``: data-dependent) are
+not taken.
 """
 
 from __future__ import annotations
@@ -26,8 +37,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from graphattn.nn.functional import graph_sizes
 from graphattn.nn.kernels import build, native
-from graphattn.nn.kernels.structure import EdgeStructure, with_self_loops
+from graphattn.nn.kernels.dense_torch import Buckets, full_attention
+from graphattn.nn.kernels.structure import STRUCTURES, EdgeStructure, with_self_loops
 
 
 def _structure(edge_index: Tensor, loops: int, num_src: int, num_dst: int) -> EdgeStructure:
@@ -140,3 +153,117 @@ csr_attention.register_autograd(_backward, setup_context=_setup_context)
 def native_csr_available() -> bool:
     """Whether the native CSR kernel can run (a constant to ``torch.compile``)."""
     return build.available(torch.float32, "csr")
+
+
+def full_structure(edge_index: Tensor, n: int) -> EdgeStructure:
+    """The edges of full attention sorted by target, cached under ``edge_index``."""
+    return STRUCTURES.get(edge_index, (n, n, "full"), lambda: (
+        None, None, EdgeStructure(edge_index, n, n)))[2]
+
+
+def _native_dense(q: Tensor, sizes: Tensor, max_nodes: int) -> bool:
+    """Whether the native dense kernel takes this batch (else the bucketed kernels)."""
+    largest = int(sizes.max()) if sizes.numel() else 0
+    return largest <= max_nodes and build.available(q.dtype, "dense")
+
+
+def _dense_inputs(q, edge_bias, edge_index, sizes):
+    """The kernel's view of the batch, and the edge bias in its sorted order."""
+    st = full_structure(edge_index, q.size(0)) if edge_bias is not None else None
+    eb = edge_bias.index_select(0, st.perm_long) if st is not None else None
+    return native.FullGraphs(sizes, st), eb, st
+
+
+def _bucketed(q, kv, edge_bias, attn_bias, edge_index, batch, sizes):
+    """``out`` by the size-bucketed dense kernels (:func:`~.dense_torch.full_attention`)."""
+    buckets = Buckets.build(sizes, batch, q.size(1))
+    bias = None
+    if edge_bias is not None:
+        bias = buckets.scatter_scores(edge_bias, edge_index[0], edge_index[1], batch)
+    return full_attention(q, kv, buckets, bias, attn_bias)[0]
+
+
+@torch.library.custom_op("graphattn::dense_attention", mutates_args=(), device_types="cpu")
+def dense_attention(q: Tensor, kv: Tensor, edge_bias: Tensor | None,
+                    attn_bias: Tensor | None, edge_index: Tensor | None,
+                    batch: Tensor | None, max_nodes: int) -> tuple[Tensor, Tensor]:
+    """Full dot attention within each graph: ``out [N, H, C]`` and ``stats [N, H, 2]``
+    (zeros when the bucketed kernels ran). q ``[N, H, C]``, kv ``[N, 2, H, C]``,
+    edge_bias ``[E, H]`` (with edge_index ``[2, E]``), attn_bias ``[B, H | 1, M, M]``."""
+    sizes = graph_sizes(batch, q.size(0)).to(q.device)
+    if not _native_dense(q, sizes, max_nodes):
+        out = _bucketed(q, kv, edge_bias, attn_bias, edge_index, batch, sizes)
+        return out, q.new_zeros(*q.shape[:2], 2)
+    graphs, eb, _ = _dense_inputs(q, edge_bias, edge_index, sizes)
+    out, stats, _, _ = native.dense_forward(q, kv, eb, attn_bias, None, graphs, False)
+    return out, stats
+
+
+@dense_attention.register_fake
+def _(q, kv, edge_bias, attn_bias, edge_index, batch, max_nodes):
+    return q.new_empty(q.shape), q.new_empty(*q.shape[:2], 2)
+
+
+@torch.library.custom_op("graphattn::dense_attention_backward", mutates_args=(),
+                         device_types="cpu")
+def dense_attention_backward(g_out: Tensor, q: Tensor, kv: Tensor, edge_bias: Tensor | None,
+                             attn_bias: Tensor | None, edge_index: Tensor | None,
+                             batch: Tensor | None, out: Tensor, stats: Tensor,
+                             max_nodes: int, need_edge_bias: bool, need_attn_bias: bool
+                             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of q, kv, edge_bias (edge order) and attn_bias (empty tensors where not
+    wanted). The bucketed kernels' are recomputed by :func:`torch.func.vjp`."""
+    sizes = graph_sizes(batch, q.size(0)).to(q.device)
+    if not _native_dense(q, sizes, max_nodes):
+        def f(q, kv, eb, ab):
+            return _bucketed(q, kv, eb, ab, edge_index, batch, sizes)
+        _, vjp = torch.func.vjp(f, q, kv, edge_bias, attn_bias)
+        # copies: an operator's outputs must not be views of one buffer
+        gq, g_kv, g_eb, g_ab = (t.clone() if t is not None else None
+                                for t in vjp(g_out.to(q.dtype)))
+    else:
+        graphs, eb, st = _dense_inputs(q, edge_bias, edge_index, sizes)
+        ab = attn_bias.contiguous() if attn_bias is not None else None
+        gq, g_kv, g_eb, g_ab = native.dense_backward(
+            g_out.to(q.dtype), q.contiguous(), kv.contiguous(), eb, ab, None, out.contiguous(),
+            stats.contiguous(), graphs, need_edge_bias, need_attn_bias)
+        if g_eb is not None:
+            g_eb = _unsorted(g_eb, st.perm_long)
+    g_eb = g_eb if need_edge_bias else q.new_empty(0)
+    g_ab = g_ab if need_attn_bias else q.new_empty(0)
+    return gq, g_kv, g_eb, g_ab
+
+
+@dense_attention_backward.register_fake
+def _(g_out, q, kv, edge_bias, attn_bias, edge_index, batch, out, stats, max_nodes,
+      need_edge_bias, need_attn_bias):
+    return (torch.empty_like(q), torch.empty_like(kv),
+            torch.empty_like(edge_bias) if need_edge_bias else q.new_empty(0),
+            torch.empty_like(attn_bias) if need_attn_bias else q.new_empty(0))
+
+
+def _dense_setup_context(ctx, inputs, output):
+    q, kv, edge_bias, attn_bias, edge_index, batch, max_nodes = inputs
+    ctx.save_for_backward(q, kv, edge_bias, attn_bias, edge_index, batch, *output)
+    ctx.max_nodes = max_nodes
+    ctx.mark_non_differentiable(output[1])
+
+
+def _dense_backward(ctx, g_out, _g_stats):
+    q, kv, edge_bias, attn_bias, edge_index, batch, out, stats = ctx.saved_tensors
+    need_eb = edge_bias is not None and ctx.needs_input_grad[2]
+    need_ab = attn_bias is not None and ctx.needs_input_grad[3]
+    gq, g_kv, g_eb, g_ab = dense_attention_backward(
+        g_out, q, kv, edge_bias, attn_bias, edge_index, batch, out, stats, ctx.max_nodes,
+        need_eb, need_ab)
+    return (gq, g_kv, g_eb if need_eb else None, g_ab if need_ab else None, None, None,
+            None)
+
+
+dense_attention.register_autograd(_dense_backward, setup_context=_dense_setup_context)
+
+
+@torch.compiler.assume_constant_result
+def native_dense_available() -> bool:
+    """Whether the native dense kernel can run (a constant to ``torch.compile``)."""
+    return build.available(torch.float32, "dense")

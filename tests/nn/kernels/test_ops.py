@@ -1,5 +1,6 @@
 """graphattn::csr_attention (torch custom operator): compiled and exported graphs keep the
-native kernel, with the values and gradients of eager calls."""
+native kernel, with the values and gradients of eager calls (graphattn::dense_attention:
+test_dense_op.py)."""
 
 from __future__ import annotations
 
@@ -93,9 +94,11 @@ def test_compiled_layer_with_self_loops_sorts_each_graph_once(monkeypatch):
 
 
 @pytest.mark.slow
-def test_compiled_full_attention_runs_the_eager_kernels_with_equal_results(monkeypatch):
-    """Full mode under torch.compile runs the native dense kernel outside the graph (not
-    the reference path): same outputs and gradients as eager."""
+def test_compiled_full_attention_with_weights_runs_the_eager_kernels_with_equal_results(
+        monkeypatch):
+    """Full mode returning its attention weights ([P, H]: a data-dependent size) runs the
+    native dense kernel outside the compiled graph (not the reference path): same outputs,
+    weights and gradients as eager."""
     from graphattn.nn.kernels import dispatch
 
     torch._dynamo.reset()
@@ -110,9 +113,11 @@ def test_compiled_full_attention_runs_the_eager_kernels_with_equal_results(monke
     m = GraphSelfAttention(6, 4, heads=2, mask="full", edge_dim=2).double()
     results = []
     for f in (m, torch.compile(m)):
-        out = f(x, ei, ea, batch=batch)
-        results.append((out, torch.autograd.grad(out.square().sum(), [x, *m.parameters()])))
+        out, (index, alpha) = f(x, ei, ea, batch=batch, return_attention_weights=True)
+        grads = torch.autograd.grad(out.square().sum(), [x, *m.parameters()])
+        results.append((out, index, alpha, grads))
     assert len(calls) == 2
-    torch.testing.assert_close(results[0][0], results[1][0])
-    for a, b in zip(results[0][1], results[1][1]):
+    for a, b in zip(results[0][:3], results[1][:3]):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(results[0][3], results[1][3]):
         torch.testing.assert_close(a, b)
