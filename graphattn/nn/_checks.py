@@ -200,7 +200,10 @@ def check_inputs(module, x, edge_index, edge_attr, batch, attn_bias, size=None):
     if attn_bias is not None:
         _tensor("attn_bias", attn_bias)
         H = module.heads
-        if full:
+        if full and torch.compiler.is_compiling():  # the sizes are data-dependent
+            ok = attn_bias.dim() == 3 or (attn_bias.dim() == 4 and attn_bias.size(1) == H)
+            want = f"[B, M, M] or [B, {H}, M, M]"
+        elif full:
             sizes = (torch.bincount(batch) if batch is not None and batch.numel()
                      else torch.tensor([n_dst]))
             B, n_max = sizes.numel(), int(sizes.max()) if sizes.numel() else 0
@@ -216,20 +219,30 @@ def check_inputs(module, x, edge_index, edge_attr, batch, attn_bias, size=None):
     return x_src, x_dst, edge_index, edge_attr
 
 
-def check_full_pairs(module, batch: Tensor | None, x: Tensor) -> Tensor:
+def check_full_pairs(module, batch: Tensor | None, x: Tensor) -> Tensor | None:
     """Nodes per graph ``[B]`` of full attention, refused with a ``ValueError`` when the
-    scores :math:`H \\sum_b N_b^2` would exceed ``module.max_full_pairs``."""
+    scores :math:`H \\sum_b N_b^2` would exceed ``module.max_full_pairs``. ``None`` under
+    ``torch.compile`` / ``torch.export``, where the sizes are data-dependent: the kernels
+    count the graphs and apply the same limit (:func:`refuse_full_pairs`)."""
+    if torch.compiler.is_compiling():
+        return None
     sizes = GF.graph_sizes(batch, x.size(0)).to(x.device)
-    pairs = int((sizes * sizes).sum()) * module.heads
-    if pairs > module.max_full_pairs:
+    refuse_full_pairs(sizes, module.heads, module.max_full_pairs)
+    return sizes
+
+
+def refuse_full_pairs(sizes: Tensor, heads: int, max_full_pairs: int) -> None:
+    """ValueError when full attention over graphs of ``sizes`` nodes would build more than
+    ``max_full_pairs`` scores."""
+    pairs = int((sizes * sizes).sum()) * heads
+    if pairs > max_full_pairs:
         biggest = int(sizes.max())
         raise ValueError(
             f"full attention would build {pairs:,} scores (largest graph: {biggest:,} "
-            f"nodes, {module.heads} heads), more than max_full_pairs="
-            f"{module.max_full_pairs:,} (~{pairs * 4 / 2**30:.1f} GiB per float32 tensor). "
+            f"nodes, {heads} heads), more than max_full_pairs="
+            f"{max_full_pairs:,} (~{pairs * 4 / 2**30:.1f} GiB per float32 tensor). "
             "Use mask='adjacency', a linear global attention, smaller batches, or raise "
             "max_full_pairs.")
-    return sizes
 
 
 def masked_bias(module, attn_bias: Tensor, x_dst: Tensor, edge_index: Tensor | None,

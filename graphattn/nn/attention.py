@@ -393,7 +393,7 @@ class GraphSelfAttention(MessagePassing):
             self.heads, self.out_channels, self.mask, self.score, self.impl, self.lin_query,
             self.lin_key, self.lin_value, self.lin_edge, self.att, self.edge_bias,
             self.dropout if self.training else 0.0, self.negative_slope,
-            self._num_loops(x_src, x_dst), self._loop_attr)
+            self._num_loops(x_src, x_dst), self._loop_attr, self.max_full_pairs)
 
     def _reference(self, x_src, x_dst, edge_index, edge_attr, batch, attn_bias, sizes):
         """The reference path: project, gather per pair, segment softmax, scatter
@@ -414,6 +414,8 @@ class GraphSelfAttention(MessagePassing):
                 edge_emb = self.lin_edge(edge_attr).view(-1, H, C)  # (E, H, C)
             index, bias, n = edge_index, attn_bias, (x_src.size(0), x_dst.size(0))
         else:  # every pair of nodes of a graph, edges as a score bias
+            if sizes is None:  # traced: check_full_pairs left the counting to the kernels
+                sizes = GF.graph_sizes(batch, x_dst.size(0)).to(x_dst.device)
             index, pair_graph = GF.full_pair_index(sizes)  # (2, P), (P)
             edge_bias = GF.full_edge_bias(self.edge_bias, self.lin_edge, edge_index,
                                           edge_attr)  # (E, H)

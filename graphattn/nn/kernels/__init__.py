@@ -5,7 +5,8 @@
 * :mod:`~.csr_torch`: adjacency attention by torch's sparse products, hand-written backward;
 * :mod:`~.dense_torch`: full attention by size-bucketed dense products;
 * :mod:`~.native`: autograd functions over the C kernels of ``csrc/``;
-* :mod:`~.ops`: the C CSR kernel as the torch custom operator ``graphattn::csr_attention``;
+* :mod:`~.ops`: the C CSR and dense kernels as the torch custom operators
+  ``graphattn::csr_attention`` and ``graphattn::dense_attention``;
 * :mod:`~.build`: compile, cache, validate and load the C kernels.
 
 Every kernel is proved equal to the layer's reference path by the tests. ``available()``

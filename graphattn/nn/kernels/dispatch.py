@@ -50,6 +50,7 @@ from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_h
 from torch.nn.parameter import UninitializedParameter
 
 from graphattn.nn import functional as GF
+from graphattn.nn._checks import refuse_full_pairs
 from graphattn.nn.kernels import build, ops
 from graphattn.nn.kernels.csr_torch import SparseAttention
 from graphattn.nn.kernels.dense_torch import Buckets, full_attention
@@ -73,7 +74,8 @@ class Layer:
     projections; ``att [1, H, C]`` the additive score vector; ``edge_bias [H]`` the learned
     "is an edge" bias of full attention; ``dropout`` the probability applied in this call (0
     when not training); ``loop_attr(edge_attr, dst, N_t, n)`` the features of ``n`` self
-    loops; ``num_loops`` the self loops this call adds (adjacency mode)."""
+    loops; ``num_loops`` the self loops this call adds (adjacency mode); ``max_full_pairs``
+    the layer's memory guard of full attention (checked here when tracing left it)."""
 
     heads: int
     channels: int
@@ -90,6 +92,7 @@ class Layer:
     negative_slope: float
     num_loops: int
     loop_attr: Callable
+    max_full_pairs: int = 2**28
 
 
 def attend(layer: Layer, x_src: Tensor, x_dst: Tensor, edge_index: Tensor | None,
@@ -180,6 +183,7 @@ def _eager(layer, x_src, x_dst, edge_index, edge_attr, batch, attn_bias, sizes, 
     ``None``)."""
     if sizes is None:
         sizes = GF.graph_sizes(batch, x_dst.size(0)).to(x_dst.device)
+        refuse_full_pairs(sizes, layer.heads, layer.max_full_pairs)
     return attend(layer, x_src, x_dst, edge_index, edge_attr, batch, attn_bias, sizes,
                   want_alpha)
 
@@ -379,7 +383,7 @@ def _full(layer, how, q, kv, edge_index, edge_attr, batch, attn_bias, sizes, wan
     if how == "dense":
         return _full_native(layer, q, kv, edge_index, edge_bias, attn_bias, sizes, want_alpha)
     if how == "dense_op":
-        return _full_op(q, kv, edge_index, edge_bias, batch, attn_bias)
+        return _full_op(q, kv, edge_index, edge_bias, batch, attn_bias, layer.max_full_pairs)
     if how == "buckets":
         return _full_buckets(layer, q, kv, edge_index, edge_bias, batch, attn_bias, sizes,
                              want_alpha)
@@ -410,16 +414,17 @@ def _full_native(layer, q, kv, edge_index, edge_bias, attn_bias, sizes, want_alp
     return out, ((pair_index, alpha) if want_alpha else None)
 
 
-def _full_op(q, kv, edge_index, edge_bias, batch, attn_bias):
+def _full_op(q, kv, edge_index, edge_bias, batch, attn_bias, max_pairs):
     """Full dot attention by the custom operator ``graphattn::dense_attention`` (compiled
     and exported graphs): the native dense kernel, or the bucketed kernels for a batch
-    with a graph over ``NATIVE_FULL_MAX_NODES`` nodes."""
+    with a graph over ``NATIVE_FULL_MAX_NODES`` nodes; a batch of more than ``max_pairs``
+    scores is refused by the operator (ValueError)."""
     if attn_bias is not None:  # (B, H | 1, M, M) in q's dtype
         attn_bias = (attn_bias.unsqueeze(1) if attn_bias.dim() == 3 else attn_bias
                      ).to(q.dtype)
     out, _ = torch.ops.graphattn.dense_attention(
         q, kv, edge_bias, attn_bias, edge_index if edge_bias is not None else None, batch,
-        NATIVE_FULL_MAX_NODES)
+        NATIVE_FULL_MAX_NODES, max_pairs)
     return out, None
 
 

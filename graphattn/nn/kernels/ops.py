@@ -37,6 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from graphattn.nn._checks import refuse_full_pairs
 from graphattn.nn.functional import graph_sizes
 from graphattn.nn.kernels import build, native
 from graphattn.nn.kernels.dense_torch import Buckets, full_attention
@@ -186,11 +187,15 @@ def _bucketed(q, kv, edge_bias, attn_bias, edge_index, batch, sizes):
 @torch.library.custom_op("graphattn::dense_attention", mutates_args=(), device_types="cpu")
 def dense_attention(q: Tensor, kv: Tensor, edge_bias: Tensor | None,
                     attn_bias: Tensor | None, edge_index: Tensor | None,
-                    batch: Tensor | None, max_nodes: int) -> tuple[Tensor, Tensor]:
+                    batch: Tensor | None, max_nodes: int, max_pairs: int = 2**62
+                    ) -> tuple[Tensor, Tensor]:
     """Full dot attention within each graph: ``out [N, H, C]`` and ``stats [N, H, 2]``
     (zeros when the bucketed kernels ran). q ``[N, H, C]``, kv ``[N, 2, H, C]``,
-    edge_bias ``[E, H]`` (with edge_index ``[2, E]``), attn_bias ``[B, H | 1, M, M]``."""
+    edge_bias ``[E, H]`` (with edge_index ``[2, E]``), attn_bias ``[B, H | 1, M, M]``.
+    A batch of more than ``max_pairs`` scores (:math:`H \\sum_b N_b^2`) is refused with
+    the layer's ValueError."""
     sizes = graph_sizes(batch, q.size(0)).to(q.device)
+    refuse_full_pairs(sizes, q.size(1), max_pairs)
     if not _native_dense(q, sizes, max_nodes):
         out = _bucketed(q, kv, edge_bias, attn_bias, edge_index, batch, sizes)
         return out, q.new_zeros(*q.shape[:2], 2)
@@ -200,7 +205,7 @@ def dense_attention(q: Tensor, kv: Tensor, edge_bias: Tensor | None,
 
 
 @dense_attention.register_fake
-def _(q, kv, edge_bias, attn_bias, edge_index, batch, max_nodes):
+def _(q, kv, edge_bias, attn_bias, edge_index, batch, max_nodes, max_pairs=2**62):
     return q.new_empty(q.shape), q.new_empty(*q.shape[:2], 2)
 
 
@@ -243,7 +248,7 @@ def _(g_out, q, kv, edge_bias, attn_bias, edge_index, batch, out, stats, max_nod
 
 
 def _dense_setup_context(ctx, inputs, output):
-    q, kv, edge_bias, attn_bias, edge_index, batch, max_nodes = inputs
+    q, kv, edge_bias, attn_bias, edge_index, batch, max_nodes = inputs[:7]
     ctx.save_for_backward(q, kv, edge_bias, attn_bias, edge_index, batch, *output)
     ctx.max_nodes = max_nodes
     ctx.mark_non_differentiable(output[1])
@@ -257,7 +262,7 @@ def _dense_backward(ctx, g_out, _g_stats):
         g_out, q, kv, edge_bias, attn_bias, edge_index, batch, out, stats, ctx.max_nodes,
         need_eb, need_ab)
     return (gq, g_kv, g_eb if need_eb else None, g_ab if need_ab else None, None, None,
-            None)
+            None, None)
 
 
 dense_attention.register_autograd(_dense_backward, setup_context=_dense_setup_context)

@@ -9,7 +9,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import graphattn.nn.attention as attention
 from graphattn.nn import GraphSelfAttention
 from graphattn.nn.kernels import build, dispatch, ops, structure
 from tests.nn.kernels.test_native import dense_inputs, dense_reference
@@ -18,16 +17,6 @@ pytestmark = pytest.mark.skipif(not build.available(torch.float32, "dense"),
                                 reason="the native dense kernel did not build")
 
 op = torch.ops.graphattn.dense_attention.default
-
-
-@pytest.fixture
-def traceable_sizes(monkeypatch):
-    """The layer's full-pairs guard counts the graphs (``bincount``, ``int``): a graph
-    break in compiled graphs and an error in exported ones. Skipped while tracing here,
-    as the layer should (the operator counts the graphs itself)."""
-    check = attention.check_full_pairs
-    monkeypatch.setattr(attention, "check_full_pairs", lambda module, batch, x: None
-                        if torch.compiler.is_compiling() else check(module, batch, x))
 
 
 def op_inputs(sizes=(3, 0, 1, 17, 34, 5), heads_in_bias=None, seed=0):
@@ -136,7 +125,7 @@ def assert_all_close(a, b, **kw):
 
 @pytest.mark.slow
 def test_compiled_full_attention_keeps_the_operator_with_eager_and_reference_results(
-        traceable_sizes, monkeypatch):
+        monkeypatch):
     """torch.compile(fullgraph=True): no graph break, the operator in the graph, values
     and gradients equal eager and reference ones, each graph sorted once (the cache is
     shared with the eager path). With an attn_bias (whose shape check still counts the
@@ -168,8 +157,7 @@ def test_compiled_full_attention_keeps_the_operator_with_eager_and_reference_res
 
 
 @pytest.mark.slow
-def test_exported_full_attention_keeps_the_operator_and_counts_graphs_at_run_time(
-        traceable_sizes):
+def test_exported_full_attention_keeps_the_operator_and_counts_graphs_at_run_time():
     """torch.export: the program calls the operator and equals eager, also on the same
     nodes split into other graphs, and with graphs over the native size limit (the
     bucketed kernels inside the operator)."""
@@ -190,8 +178,8 @@ def test_exported_full_attention_keeps_the_operator_and_counts_graphs_at_run_tim
 
 
 @pytest.mark.slow
-def test_compiled_calls_left_to_the_eager_kernels_count_the_graphs(traceable_sizes):
-    """With the guard skipped while tracing, the calls that keep the graph break (additive
+def test_compiled_calls_left_to_the_eager_kernels_count_the_graphs():
+    """The layer's guard is skipped while tracing: the calls that keep the graph break (additive
     score; returned weights) count the graphs themselves: eager values and weights."""
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -237,3 +225,20 @@ def test_route_under_tracing(monkeypatch):
     m = GraphSelfAttention(6, 4, heads=2, mask="full", dropout=0.3).eval()
     assert dispatch.route(m._kernel_view(x, x), x, x, None, None) == "dense_op"
     assert ops.native_dense_available()
+
+
+@pytest.mark.slow
+def test_compiled_and_exported_full_attention_still_refuse_too_many_pairs():
+    """The full-pairs guard runs inside the operator (and the eager route) when the layer
+    skips it while tracing: the same ValueError, no silent giant buffer."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    x, ei, ea, batch, _ = full_batch()
+    for kw in ({}, {"return_attention_weights": True}):  # the operator; the eager route
+        m = GraphSelfAttention(6, 4, heads=2, mask="full", edge_dim=3).double()
+        m.max_full_pairs = 10
+        with pytest.raises(ValueError, match="more than max_full_pairs=10"):
+            torch.compile(m)(x, ei, ea, batch=batch, **kw)
+    program = torch.export.export(m, (x.detach(), ei, ea, batch))
+    with pytest.raises(ValueError, match="more than max_full_pairs=10"):
+        program.module()(x, ei, ea, batch)
