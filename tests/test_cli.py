@@ -384,3 +384,7 @@ def test_ensemble_trains_members_predicts_their_spread_and_resumes(workdir, caps
     assert list(rows[0]) == ["smiles", "name", "size", "size_std", "error"]
     assert [r["error"] == "" for r in rows] == [True, False, True]
     assert all(float(r["size_std"]) > 0 for r in rows if not r["error"])
+    pic = workdir / "ensemble_atoms.png"  # attention of every member's layers
+    assert cli.main(["explain", "--checkpoint", str(out / "best.pt"), "--smiles", "CCO",
+                     "--out", str(pic)]) == 0
+    assert pic.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
