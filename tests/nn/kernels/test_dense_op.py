@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphattn.nn import GraphSelfAttention
-from graphattn.nn.kernels import build, dispatch, ops, structure
+from graphattn.nn.kernels import build, dispatch, ops
 from tests.nn.kernels.test_native import dense_inputs, dense_reference
 
 pytestmark = pytest.mark.skipif(not build.available(torch.float32, "dense"),
@@ -125,16 +125,11 @@ def assert_all_close(a, b, **kw):
 
 @pytest.mark.slow
 def test_compiled_full_attention_keeps_the_operator_with_eager_and_reference_results(
-        monkeypatch):
+        structures_built):
     """torch.compile(fullgraph=True): no graph break, the operator in the graph, values
     and gradients equal eager and reference ones, each graph sorted once (the cache is
-    shared with the eager path). With an attn_bias (whose shape check still counts the
-    graphs: a graph break before the layer's kernels) too."""
+    shared with the eager path). With an attn_bias too."""
     torch._dynamo.reset()
-    structure.STRUCTURES.clear()
-    built, init = [], structure.EdgeStructure.__init__
-    monkeypatch.setattr(structure.EdgeStructure, "__init__",
-                        lambda self, *a: built.append(1) or init(self, *a))
     torch.manual_seed(0)
     x, ei, ea, batch, ab = full_batch()
     m = GraphSelfAttention(6, 4, heads=2, mask="full", edge_dim=3).double()
@@ -145,7 +140,7 @@ def test_compiled_full_attention_keeps_the_operator_with_eager_and_reference_res
     for _ in range(2):
         got = values_and_grads(compiled, m, x, ei, ea, batch, None)
     eager = values_and_grads(m, m, x, ei, ea, batch, None)
-    assert len(built) == 1
+    assert len(structures_built) == 1
     assert_all_close(got, eager)
     m.impl = "reference"
     assert_all_close(got, values_and_grads(m, m, x, ei, ea, batch, None))
