@@ -246,7 +246,8 @@ def refuse_full_pairs(sizes: Tensor, heads: int, max_full_pairs: int) -> None:
 
 
 def masked_bias(module, attn_bias: Tensor, x_dst: Tensor, edge_index: Tensor | None,
-                batch: Tensor | None, num_loops: int) -> tuple[Tensor, Tensor | None]:
+                batch: Tensor | None, num_loops: int, check: bool = True
+                ) -> tuple[Tensor, Tensor | None]:
     """Check ``attn_bias`` and make its ``-inf`` entries (masked pairs) safe.
 
     NaN or ``+inf`` raise a ``ValueError``. ``-inf`` is replaced by a large finite negative
@@ -254,11 +255,13 @@ def masked_bias(module, attn_bias: Tensor, x_dst: Tensor, edge_index: Tensor | N
     ``(target, head)`` rows whose pairs are all ``-inf`` are returned as ``dead [N_t, H]``:
     they attend to nothing, so their attention output is 0 (as for a node without in-edges),
     never NaN. A self loop (bias 0; the first ``num_loops`` targets have one) keeps a row
-    alive."""
-    if bool(torch.isnan(attn_bias).any()) or bool(torch.isposinf(attn_bias).any()):
-        raise ValueError("attn_bias contains NaN or +inf; use -inf to mask a pair out")
-    if not bool(torch.isneginf(attn_bias).any()):
-        return attn_bias, None
+    alive. ``check=False`` (traced calls): no data-dependent test or early return, only
+    tensor operations of static shapes, so compiled and exported graphs keep it."""
+    if check:
+        if bool(torch.isnan(attn_bias).any()) or bool(torch.isposinf(attn_bias).any()):
+            raise ValueError("attn_bias contains NaN or +inf; use -inf to mask a pair out")
+        if not bool(torch.isneginf(attn_bias).any()):
+            return attn_bias, None
     H, n_dst = module.heads, x_dst.size(0)
     live = ~torch.isneginf(attn_bias)
     if module.mask == "adjacency":  # [E] / [E, H] over the in-edges of each target
@@ -267,14 +270,15 @@ def masked_bias(module, attn_bias: Tensor, x_dst: Tensor, edge_index: Tensor | N
         alive[:num_loops] = True
         dead = ~alive
     else:  # [B, (H,) M, M]: target i of graph b over the sources j < N_b
-        sizes = GF.graph_sizes(batch, n_dst).to(attn_bias.device)
-        M = attn_bias.size(-1)
-        valid = torch.arange(M, device=attn_bias.device) < sizes.view(-1, 1)  # (B, M)
+        device, M = attn_bias.device, attn_bias.size(-1)
+        graph = (batch.to(device=device, dtype=torch.long) if batch is not None
+                 else torch.zeros(n_dst, dtype=torch.long, device=device))  # sorted
+        sizes = torch.zeros(attn_bias.size(0), dtype=torch.long, device=device
+                            ).scatter_add_(0, graph, torch.ones_like(graph))  # (B)
+        valid = torch.arange(M, device=device) < sizes.view(-1, 1)  # (B, M)
         live4 = live if live.dim() == 4 else live.unsqueeze(1)
         alive = (live4 & valid[:, None, None, :]).any(-1)  # (B, H | 1, M)
-        graph = torch.repeat_interleave(torch.arange(sizes.numel(), device=sizes.device),
-                                        sizes)
-        pos = torch.arange(n_dst, device=sizes.device) - (sizes.cumsum(0) - sizes)[graph]
+        pos = torch.arange(n_dst, device=device) - (sizes.cumsum(0) - sizes)[graph]
         dead = ~alive[graph, :, pos].expand(-1, H)  # (N, H)
     floor = torch.finfo(attn_bias.dtype).min / 4
     return attn_bias.masked_fill(torch.isneginf(attn_bias), floor), dead

@@ -347,10 +347,10 @@ class GraphSelfAttention(MessagePassing):
                                                            batch, attn_bias, size)
         sizes = check_full_pairs(self, batch, x_dst) if self.mask == "full" else None
         dead = None
-        if attn_bias is not None and not (torch.compiler.is_compiling()
-                                          or torch.jit.is_tracing()):
+        if attn_bias is not None:  # traced: no data-dependent checks, same masking
+            traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
             attn_bias, dead = masked_bias(self, attn_bias, x_dst, edge_index, batch,
-                                          self._num_loops(x_src, x_dst))
+                                          self._num_loops(x_src, x_dst), check=not traced)
         want_alpha = bool(return_attention_weights)
         result = None
         if not self._reference_only():
