@@ -115,7 +115,7 @@ def predict_spread(model: Ensemble, data, kind: str = "regression",
     for batch in DataLoader(list(data), batch_size=batch_size):
         out = model(batch, members=True)  # [K, B, T]
         out = out.reshape(out.size(0), out.size(1), -1)
-        outs.append(torch.stack([scaler.inverse(o) if scaler is not None else o for o in out]))
+        outs.append(scaler.inverse(out) if scaler is not None else out)
     model.train(was)
     out = torch.cat(outs, 1).float()
     std = out.std(0) if out.size(0) > 1 else torch.zeros_like(out[0])
@@ -160,8 +160,8 @@ def fit_ensemble(make_model: Callable[[int], torch.nn.Module], data, members: in
         resume: members whose folder holds ``metrics.json`` are loaded instead of trained
             again; an interrupted member resumes from its checkpoint.
     """
-    from graphattn.checkpoint import save_checkpoint
-    from graphattn.train import _resolve_task, _splits, evaluate, fit
+    from graphattn.checkpoint import model_spec, save_checkpoint
+    from graphattn.train import _resolve_task, _splits, _write_json, evaluate, fit
 
     if not isinstance(members, int) or isinstance(members, bool) or members < 1:
         raise ValueError(f"members must be a positive integer, got {members!r}")
@@ -198,24 +198,18 @@ def fit_ensemble(make_model: Callable[[int], torch.nn.Module], data, members: in
     result = EnsembleResult(ens, results, metrics)
     if out_dir is not None:
         out_dir = os.fspath(out_dir)
-        first = results[0]
         files = {"checkpoint": osp.join(out_dir, "checkpoint.pt"),
                  "best": osp.join(out_dir, "best.pt"),
                  "metrics": osp.join(out_dir, "metrics.json")}
-        ckpt = _member_payload(first, out_dir)
-        from graphattn.checkpoint import model_spec
-
+        ckpt = _member_payload(out_dir)
         ckpt["model_class"], ckpt["model_config"] = model_spec(ens)
         ckpt["model_state"] = ens.state_dict()
         ckpt["seed"], ckpt["members"] = seed, members
         save_checkpoint(files["checkpoint"], ckpt)
         save_checkpoint(files["best"], ckpt)  # the names a single run's outputs have
-        tmp = files["metrics"] + f".tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump({"final": metrics, "members": members, "seed": seed,
-                       "best_epoch": result.best_epoch,
-                       "member_metrics": [r.metrics for r in results]}, f, indent=1)
-        os.replace(tmp, files["metrics"])
+        _write_json(files["metrics"], {"final": metrics, "members": members, "seed": seed,
+                                       "best_epoch": result.best_epoch,
+                                       "member_metrics": [r.metrics for r in results]})
         result.files = files
     return result
 
@@ -226,7 +220,7 @@ def _same_scaler(a: TargetScaler | None, b: TargetScaler | None) -> bool:
     return torch.allclose(a.mean, b.mean) and torch.allclose(a.std, b.std)
 
 
-def _member_payload(result, out_dir: str) -> dict:
+def _member_payload(out_dir: str) -> dict:
     """The keys of member 0's best checkpoint that describe the data (featurizer, task,
     split digests, extra); the ensemble's weights replace the model's."""
     from graphattn.checkpoint import load_checkpoint

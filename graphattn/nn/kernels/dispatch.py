@@ -50,7 +50,7 @@ from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_h
 from torch.nn.parameter import UninitializedParameter
 
 from graphattn.nn import functional as GF
-from graphattn.nn._checks import refuse_full_pairs
+from graphattn.nn._checks import check_full_pairs
 from graphattn.nn.kernels import build, ops
 from graphattn.nn.kernels.csr_torch import SparseAttention
 from graphattn.nn.kernels.dense_torch import Buckets, full_attention
@@ -181,9 +181,8 @@ def _eager(layer, x_src, x_dst, edge_index, edge_attr, batch, attn_bias, sizes, 
     """:func:`attend` outside the compiled graph (a graph break): full attention under
     ``torch.compile`` runs the eager kernels (counting the graphs when ``sizes`` is
     ``None``)."""
-    if sizes is None:
-        sizes = GF.graph_sizes(batch, x_dst.size(0)).to(x_dst.device)
-        refuse_full_pairs(sizes, layer.heads, layer.max_full_pairs)
+    if sizes is None:  # outside the compiled graph: the layer's guard counts them
+        sizes = check_full_pairs(layer, batch, x_dst)
     return attend(layer, x_src, x_dst, edge_index, edge_attr, batch, attn_bias, sizes,
                   want_alpha)
 
