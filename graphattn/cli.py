@@ -268,7 +268,8 @@ def cmd_train(args) -> int:
                         f"under torchrun (WORLD_SIZE={world}): pass --ensemble 1")
     device = ddp_device or device
     spec = {"name": args.dataset, "seed": args.seed, "data_root": args.data_root,
-            "targets": args.target, "smiles_column": args.smiles_column, "split": args.split,
+            "targets": args.target or list(recipe.data.get("targets", [])) or None,
+            "smiles_column": args.smiles_column, "split": args.split,
             "kind": args.kind, "labels": args.labels, "recipe": recipe.name}
     if args.dataset == "sbm":
         spec["num_nodes"] = args.num_nodes or recipe.data.get("num_nodes")
