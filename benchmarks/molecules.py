@@ -109,7 +109,7 @@ def _recipe_config(name: str) -> dict:
                 dropout=m["dropout"], lr=t["lr"], weight_decay=t["weight_decay"],
                 pool=m["pool"], encodings=tuple(m["encodings"]), walk_length=m["walk_length"],
                 local=m["local"], mask=m["mask"], descriptors=m.get("descriptors"),
-                ensemble=t.get("ensemble", 1))
+                ensemble=t.get("ensemble", 1), pretrained=m.get("pretrained"))
 
 
 def _recipe_budget(name: str) -> dict:
@@ -633,13 +633,16 @@ def build_model(name: str, cfg: dict, in_channels: int, edge_dim: int) -> torch.
     if name.startswith("graphattn-"):
         from graphattn import GraphTransformer
 
-        optional = {k: cfg[k] for k in _GT_OPTIONAL if k in cfg}
-        return GraphTransformer(in_channels, cfg["hidden"], 1, num_layers=cfg["layers"],
-                                heads=cfg["heads"], mask=cfg["mask"], task="graph",
-                                pool=cfg["pool"], edge_dim=edge_dim,
-                                encodings=tuple(cfg["encodings"]), dropout=cfg["dropout"],
-                                local=cfg.get("local", "attention"),
-                                walk_length=cfg.get("walk_length", 16), **optional)
+        options = dict(in_channels=in_channels, hidden_channels=cfg["hidden"],
+                       num_layers=cfg["layers"], heads=cfg["heads"], mask=cfg["mask"],
+                       task="graph", pool=cfg["pool"], edge_dim=edge_dim,
+                       encodings=tuple(cfg["encodings"]), dropout=cfg["dropout"],
+                       local=cfg.get("local", "attention"),
+                       walk_length=cfg.get("walk_length", 16),
+                       **{k: cfg[k] for k in _GT_OPTIONAL if k in cfg})
+        if cfg.get("pretrained"):  # the encoder's weights from it, a new head
+            return GraphTransformer.from_pretrained(cfg["pretrained"], 1, **options)
+        return GraphTransformer(out_channels=1, **options)
     raise ValueError(f"unknown model {name!r}: choose from {MODELS}")
 
 

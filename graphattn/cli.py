@@ -160,7 +160,7 @@ def _out_channels(data, task: str, kind: str) -> int:
 
 _MODEL_FLAGS = {"hidden": "hidden_channels", "layers": "num_layers", "heads": "heads",
                 "mask": "mask", "score": "score", "pool": "pool", "encodings": "encodings",
-                "dropout": "dropout", "input_layer": "input_layer"}
+                "dropout": "dropout", "input_layer": "input_layer", "pretrained": "pretrained"}
 _PAIR_FLAGS = {"hidden": "hidden", "heads": "heads", "dropout": "dropout"}
 _TRAIN_FLAGS = ("epochs", "lr", "weight_decay", "batch_size", "patience", "optimizer",
                 "schedule", "warmup", "grad_clip", "modularity", "ensemble")
@@ -215,9 +215,33 @@ def build_model(settings: dict, data, task: str, out_channels: int, seed: int):
         settings.pop("pool", None)
     if task == "graph" and getattr(sample, "descriptors", None) is not None:
         settings["graph_features"] = sample.descriptors.size(-1)
-    return GraphTransformer(in_channels=sample.num_features, out_channels=out_channels,
-                            task=task, edge_dim=edge_attr.size(-1) if edge_attr is not None
-                            else None, **settings)
+    settings.update(in_channels=sample.num_features, task=task,
+                    edge_dim=edge_attr.size(-1) if edge_attr is not None else None)
+    pretrained = settings.pop("pretrained", None)
+    if pretrained not in (None, "none"):
+        try:
+            return GraphTransformer.from_pretrained(pretrained, out_channels, **settings)
+        except ValueError as e:
+            raise UserError(f"--pretrained {pretrained}: {e}") from None
+    return GraphTransformer(out_channels=out_channels, **settings)
+
+
+def _check_pretrained(source: str | None, featurizer: dict | None) -> None:
+    """A pretrained encoder reads molecules featurized as its training molecules were."""
+    if source in (None, "none"):
+        return
+    from graphattn.checkpoint import load_checkpoint
+    from graphattn.nn.models import pretrained_path
+
+    try:
+        theirs = load_checkpoint(pretrained_path(source)).get("featurizer")
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(f"--pretrained {source}: {e}") from None
+    if theirs and featurizer and theirs != featurizer:
+        diff = sorted(k for k in set(theirs) | set(featurizer)
+                      if theirs.get(k) != featurizer.get(k))
+        raise UserError(f"--pretrained {source}: its molecules were featurized differently "
+                        f"({', '.join(diff)} differ); train from scratch (--pretrained none)")
 
 
 def _add_rwse(data, task: str, walk: int):
@@ -285,6 +309,7 @@ def cmd_train(args) -> int:
         import torch.distributed as dist
 
         dist.barrier()
+    _check_pretrained(model_cfg.get("pretrained"), featurizer)
     transforms = {}
     if "rwse" in (model_cfg.get("encodings") or ()):
         transforms["rwse"] = model_cfg.get("walk_length", 16)
@@ -318,7 +343,8 @@ def cmd_train(args) -> int:
                   quiet=args.quiet, featurizer=featurizer, target_names=target_names,
                   extra_loss=extra_loss, device=device,
                   extra={"dataset": spec, "target_names": target_names, "recipe": recipe.name,
-                         "transforms": transforms, "modularity": modularity}, **train_cfg)
+                         "transforms": transforms, "modularity": modularity,
+                         "pretrained": model_cfg.get("pretrained")}, **train_cfg)
     if members > 1:
         from graphattn.ensemble import fit_ensemble
 
@@ -672,6 +698,9 @@ def make_parser() -> argparse.ArgumentParser:
                         "attention over the raw features (one more hop; cheap on narrow "
                         "features, e.g. large social graphs)")
     t.add_argument("--heads", type=_positive_int, default=None)
+    t.add_argument("--pretrained", default=None, metavar="NAME|PATH",
+                   help="start the encoder from pretrained weights: a shipped name (qm9) or "
+                        "a graphattn checkpoint; 'none': from scratch (default: the recipe's)")
     t.add_argument("--pool", default=None, help="graph pooling (graph tasks)")
     t.add_argument("--encodings", default=None,
                    help="comma-separated encodings, e.g. degree,spd (spd needs --mask full)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ from graphattn.nn.layer import GraphTransformerLayer, make_norm
 from graphattn.nn.linear import Linear
 
 MASKS = ("adjacency", "full", "hybrid")
+# name -> file of graphattn/nn/pretrained: the encoders from_pretrained ships
+PRETRAINED = {"qm9": "qm9.pt"}
+# the config fields of the head: a fine-tuned model may set them, the encoder keeps the rest
+HEAD_FIELDS = ("out_channels", "task", "pool", "head_layers", "graph_features", "dropout",
+               "attn_dropout", "checkpoint")
 ENCODINGS = ("degree", "rwse", "lappe", "spd", "adjacency")
 TASKS = ("node", "graph")
 INPUT_LAYERS = ("linear", "attention")
@@ -335,6 +341,61 @@ class GraphTransformer(torch.nn.Module):
         self.graph_std.copy_(torch.where(std > 1e-6 * (1 + features.abs().amax(0)), std,
                                          torch.ones_like(std)))
 
+    @classmethod
+    def from_pretrained(cls, source: str = "qm9", out_channels: int = 1,
+                        **options: Any) -> GraphTransformer:
+        r"""A model whose encoder (input encoders, encodings and transformer layers) holds
+        pretrained weights and whose head is new, to fine-tune on another task.
+
+        ``source`` is a shipped encoder by name (``"qm9"``: the molecule encoder of recipe
+        ``molecule-regression``, trained on all 12 QM9 properties at once by
+        ``graphattn train --dataset qm9 --recipe qm9-pretraining``) or the path of any
+        checkpoint of a :class:`GraphTransformer` (``graphattn train``'s ``best.pt``, or
+        :func:`graphattn.checkpoint.save_checkpoint`'s). Molecules must be featurized as the
+        source's were (the default featurizers of :mod:`graphattn.chem` for ``"qm9"``).
+
+        Args:
+            source (str or path): shipped name (:data:`PRETRAINED`) or checkpoint path.
+            out_channels (int): outputs of the new head.
+            **options: head settings (:data:`HEAD_FIELDS`: ``task``, ``pool``,
+                ``graph_features``, ``dropout``, ...); encoder settings may be given too
+                (e.g. a recipe's) but must equal the source's.
+
+        Raises:
+            ValueError: unknown name, unreadable file, a source that is not a
+                GraphTransformer, or an encoder setting different from the source's.
+        """
+        from graphattn.checkpoint import load_checkpoint
+
+        path = pretrained_path(source)
+        ckpt = load_checkpoint(path)
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        config = ckpt.get("model_config")
+        if ckpt.get("model_class") != name or not isinstance(config, dict):
+            raise ValueError(f"pretrained source {os.fspath(source)!r} is not a checkpoint "
+                             f"of a {cls.__name__} with its config (it holds "
+                             f"{ckpt.get('model_class')!r})")
+        config = GraphTransformerConfig.from_dict(config).to_dict()
+        wrong = {k: (v, config[k]) for k, v in options.items()
+                 if k not in HEAD_FIELDS and k in config
+                 and (list(v) if isinstance(v, tuple) else v) != config[k]}
+        if wrong:
+            raise ValueError("settings differ from the pretrained encoder's ("
+                             + ", ".join(f"{k}={v!r}, pretrained {p!r}"
+                                         for k, (v, p) in wrong.items())
+                             + f"): leave them out, or do not start from {source!r}")
+        model = cls.from_config({**config, **options, "out_channels": out_channels})
+        own = model.state_dict()
+        encoder = {k: v for k, v in ckpt["model_state"].items() if _is_encoder(k)}
+        missing = [k for k in own if _is_encoder(k) and k not in encoder]
+        misfit = [k for k, v in encoder.items() if k not in own or own[k].shape != v.shape]
+        if missing or misfit:
+            raise ValueError(f"{os.fspath(path)!r}: its weights do not fit its config "
+                             f"(missing {missing[:3]}, misfit {misfit[:3]})")
+        model.load_state_dict(encoder, strict=False)
+        model.pretrained = os.fspath(source)
+        return model
+
     @property
     def config(self) -> dict[str, Any]:
         """:meth:`GraphTransformerConfig.to_dict` of :attr:`cfg`: JSON-able, what
@@ -447,6 +508,22 @@ class GraphTransformer(torch.nn.Module):
         return (f"{self.__class__.__name__}({c['in_channels']}, {c['hidden_channels']}, "
                 f"{c['out_channels']}, num_layers={c['num_layers']}, mask={c['mask']!r}, "
                 f"task={c['task']!r}, encodings={tuple(self.encodings)})")
+
+
+def _is_encoder(key: str) -> bool:
+    """A state_dict entry of the encoder (not the head, not the descriptors' statistics)."""
+    return not key.startswith(("head.", "graph_mean", "graph_std"))
+
+
+def pretrained_path(source: str | os.PathLike) -> str:
+    """The file of a shipped encoder name (:data:`PRETRAINED`) or a checkpoint path."""
+    if isinstance(source, str) and source in PRETRAINED:
+        return os.path.join(os.path.dirname(__file__), "pretrained", PRETRAINED[source])
+    path = os.fspath(source)
+    if not os.path.isfile(path):
+        raise ValueError(f"pretrained source {path!r} is neither a shipped encoder "
+                         f"({', '.join(PRETRAINED)}) nor a checkpoint file")
+    return path
 
 
 # help() and inspect.signature(GraphTransformer) list every option with its default
