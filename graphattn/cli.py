@@ -161,6 +161,7 @@ def _out_channels(data, task: str, kind: str) -> int:
 _MODEL_FLAGS = {"hidden": "hidden_channels", "layers": "num_layers", "heads": "heads",
                 "mask": "mask", "score": "score", "pool": "pool", "encodings": "encodings",
                 "dropout": "dropout", "input_layer": "input_layer", "pretrained": "pretrained"}
+_ENCODER_FLAGS = ("hidden", "layers", "heads", "mask", "score", "encodings", "input_layer")
 _PAIR_FLAGS = {"hidden": "hidden", "heads": "heads", "dropout": "dropout"}
 _TRAIN_FLAGS = ("epochs", "lr", "weight_decay", "batch_size", "patience", "optimizer",
                 "schedule", "warmup", "grad_clip", "modularity", "ensemble")
@@ -181,6 +182,14 @@ def model_settings(args, recipe) -> dict:
         if flag == "encodings":
             value = [e.strip() for e in value.split(",") if e.strip()]
         settings[names[flag]] = value
+    changed = [f"--{f.replace('_', '-')}" for f in _ENCODER_FLAGS
+               if getattr(args, f, None) is not None]
+    if settings.get("pretrained") and args.pretrained is None and changed:
+        # the recipe's pretrained encoder has the recipe's shape: a reshaped model starts fresh
+        warnings.warn(f"{' '.join(changed)} change(s) the encoder of recipe {recipe.name!r}: "
+                      f"it trains from scratch, not from its pretrained encoder "
+                      f"{settings['pretrained']!r}", UserWarning, stacklevel=2)
+        settings["pretrained"] = None
     return settings
 
 
@@ -286,6 +295,10 @@ def cmd_train(args) -> int:
                         f"{args.dataset} is {'node' if social else 'graph'}-level")
     model_cfg, train_cfg = model_settings(args, recipe), train_settings(args, recipe)
     members = train_cfg.pop("ensemble", 1)
+    if model_cfg.get("pretrained") == "qm9" and args.dataset == "qm9":
+        raise UserError("--pretrained qm9 on --dataset qm9: that encoder was trained on the "
+                        "properties of every QM9 molecule, test molecules included; train "
+                        "from scratch (--pretrained none, the qm9 recipe's default)")
     rank, world, ddp_device = _distributed()
     if members > 1 and world > 1:
         raise UserError(f"an ensemble (--ensemble {members}) trains in one process, not "

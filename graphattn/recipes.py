@@ -12,7 +12,8 @@ recipe                        what it is
                               dropout 0.1, degree + RWSE (16 steps) encodings, sum readout,
                               85 RDKit 2-D descriptors (``descriptors="rdkit2d"``,
                               standardised with the training molecules' statistics) joined
-                              to the pooled vector;
+                              to the pooled vector; the encoder starts from the weights
+                              pretrained on QM9 (``pretrained="qm9"``, a new head);
                               AdamW lr 2e-3, weight decay 1e-4, batch 32, 40 epochs, warm-up
                               3 epochs then cosine (per step), gradient clip 5, drop_last;
                               an ensemble of 3 such models (:mod:`graphattn.ensemble`).
@@ -23,6 +24,8 @@ recipe                        what it is
                               12 QM9 properties at once (standardised), batch 128, 30 epochs:
                               the encoder :meth:`GraphTransformer.from_pretrained` ships as
                               ``"qm9"``.
+``qm9``                       molecule-regression from scratch, for QM9's own properties
+                              (the pretrained encoder has seen them all).
 ``molecule-classification``   molecule-regression's model and optimiser, cross-entropy (not
                               benchmarked).
 ``node-small``                a few labelled nodes on a small graph (karate): two
@@ -92,7 +95,7 @@ _MOLECULE = Recipe(
     task="graph", kind="regression",
     model=dict(arch="transformer", hidden_channels=64, num_layers=4, heads=4, mask="adjacency",
                pool="sum", encodings=("degree", "rwse"), walk_length=16, dropout=0.1,
-               local="attention", descriptors="rdkit2d"),
+               local="attention", descriptors="rdkit2d", pretrained="qm9"),
     train=dict(epochs=40, batch_size=32, lr=2e-3, weight_decay=1e-4, optimizer="adamw",
                schedule="warmup_cosine", warmup=3, grad_clip=5.0, drop_last=True,
                ensemble=3),
@@ -106,9 +109,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     _MOLECULE.with_changes("qm9-pretraining", "Pre-training of the molecule encoder on QM9: "
                            "molecule-regression's model without descriptors, all 12 QM9 "
                            "targets at once, 30 epochs, batch 128.",
-                           model=dict(descriptors=None),
+                           model=dict(descriptors=None, pretrained=None),
                            train=dict(epochs=30, batch_size=128, ensemble=1),
                            data=dict(targets=QM9_PRETRAINING_TARGETS)),
+    _MOLECULE.with_changes("qm9", "QM9 properties: molecule-regression from scratch (the "
+                           "pretrained encoder has seen every QM9 molecule's properties).",
+                           model=dict(pretrained=None)),
     _MOLECULE.with_changes("molecule-classification", "Graph classification on molecules: "
                            "molecule-regression's model and optimiser, cross-entropy.",
                            kind="classification"),
@@ -129,7 +135,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
 ]}
 
 DATASET_RECIPES = {"freesolv": "freesolv", "solubility": "molecule-regression",
-                   "qm9": "molecule-regression", "karate": "node-small", "sbm": "node-large"}
+                   "qm9": "qm9", "karate": "node-small", "sbm": "node-large"}
 
 
 def get_recipe(name: str) -> Recipe:
@@ -143,7 +149,7 @@ def recipe_for(dataset: str, kind: str | None = None) -> Recipe:
     """The default recipe of a data set (``csv:`` files: molecule regression or
     classification after ``kind``)."""
     if kind == "classification" and DATASET_RECIPES.get(dataset, "molecule").startswith(
-            ("molecule", "freesolv")):
+            ("molecule", "freesolv", "qm9")):
         return RECIPES["molecule-classification"]
     return RECIPES[DATASET_RECIPES.get(dataset, "molecule-regression")]
 

@@ -15,7 +15,8 @@ SMILES = ["C", "CC", "CCC", "CCO", "CCN", "CC(=O)O", "c1ccccc1", "c1ccncc1", "CC
           "C1CCCCC1", "CC(C)C", "OCCO", "NCCN", "c1ccc(O)cc1", "CC#N", "C=CC", "CCCl",
           "CC(=O)N", "c1ccoc1", "CCCCO", "CC(C)O", "C1CC1", "COC(=O)C"]
 MODEL = ["--hidden", "8", "--layers", "1", "--heads", "2", "--quiet", "--batch-size", "8",
-         "--ensemble", "1"]  # one model: these tests read GraphTransformer checkpoints
+         "--ensemble", "1",  # one model: these tests read GraphTransformer checkpoints
+         "--pretrained", "none"]  # small models: not the recipe's pretrained encoder
 
 
 def _target(s):
@@ -388,3 +389,43 @@ def test_ensemble_trains_members_predicts_their_spread_and_resumes(workdir, caps
     assert cli.main(["explain", "--checkpoint", str(out / "best.pt"), "--smiles", "CCO",
                      "--out", str(pic)]) == 0
     assert pic.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pretrained_encoder_starts_the_run_and_is_recorded(trained, workdir, capsys):
+    out = workdir / "finetuned"
+    source = trained / "best.pt"
+    assert cli.main(train_args(workdir, out, "--epochs", "1", "--lr", "1e-9",
+                               "--pretrained", str(source))) == 0
+    before, _ = load_model(source)
+    after, ckpt = load_model(out / "best.pt")
+    assert ckpt["extra"]["pretrained"] == str(source)
+    theirs, own = before.state_dict(), after.state_dict()
+    encoder = [k for k in own if not k.startswith(("head.", "graph_"))]
+    for k in encoder:  # lr 1e-9: the encoder is still the source's
+        torch.testing.assert_close(own[k], theirs[k], atol=1e-6, rtol=0)
+    assert not torch.allclose(own["head.mlp.lins.0.weight"], theirs["head.mlp.lins.0.weight"])
+    capsys.readouterr()
+    # a source whose encoder differs from the flags: one line naming the setting
+    assert cli.main(train_args(workdir, workdir / "other", "--pretrained", "qm9")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "hidden_channels=8, pretrained 64" in err
+    assert cli.main(train_args(workdir, workdir / "none", "--pretrained",
+                               str(workdir / "missing.pt"))) == 2
+    assert "neither a shipped encoder" in capsys.readouterr().err
+    # the recipe's encoder reshaped by a flag: one warning, the run starts from scratch
+    argv = [a for a in train_args(workdir, workdir / "reshaped", "--epochs", "1")
+            if a not in ("--pretrained", "none")]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["graphattn train: warning: --hidden --layers --heads change(s) the encoder "
+                   "of recipe 'molecule-regression': it trains from scratch, not from its "
+                   "pretrained encoder 'qm9'"]
+    assert load_model(workdir / "reshaped" / "best.pt")[1]["extra"]["pretrained"] is None
+    # QM9's own targets: the shipped encoder has seen every QM9 molecule's properties
+    assert cli.main(["train", "--dataset", "qm9", "--pretrained", "qm9", "--out",
+                     str(workdir / "qm9")]) == 2
+    assert "test molecules included" in capsys.readouterr().err
+    from graphattn.recipes import recipe_for
+
+    assert recipe_for("qm9").model["pretrained"] is None
+    assert recipe_for("freesolv").model["pretrained"] == "qm9"
