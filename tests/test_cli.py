@@ -429,3 +429,11 @@ def test_pretrained_encoder_starts_the_run_and_is_recorded(trained, workdir, cap
 
     assert recipe_for("qm9").model["pretrained"] is None
     assert recipe_for("freesolv").model["pretrained"] == "qm9"
+
+
+def test_pretrained_encoder_of_another_featurization_is_refused(trained):
+    spec = load_model(trained / "best.pt")[1]["featurizer"]
+    cli._check_pretrained(str(trained / "best.pt"), spec)  # the same: accepted
+    other = {**spec, "explicit_h": not spec["explicit_h"]}
+    with pytest.raises(cli.UserError, match=r"featurized differently \(explicit_h differ\)"):
+        cli._check_pretrained(str(trained / "best.pt"), other)
