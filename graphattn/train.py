@@ -614,7 +614,11 @@ def fit(
 
     shuffle_gen = torch.Generator().manual_seed(seed)
     opt_cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
-    opt = opt_cls(model.parameters(), lr=lr, weight_decay=weight_decay)
+    params = list(model.parameters())
+    # one fused kernel for every tensor (CPU and CUDA) instead of a Python loop over them
+    fused = (len({p.device for p in params}) == 1 and params[0].device.type in ("cpu", "cuda")
+             and all(p.is_floating_point() for p in params)) if params else False
+    opt = opt_cls(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
     # the training batches of one epoch
     if task == "node":
