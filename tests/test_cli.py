@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from graphattn import cli
+from graphattn import GraphTransformer, cli
 from graphattn.checkpoint import featurizers_from_spec, load_model
 
 # 24 small molecules; target = heavy atom count / 2 + 0.1 * ring count (learnable, no NaN)
@@ -421,6 +421,18 @@ def test_pretrained_encoder_starts_the_run_and_is_recorded(trained, workdir, cap
                    "of recipe 'molecule-regression': it trains from scratch, not from its "
                    "pretrained encoder 'qm9'"]
     assert load_model(workdir / "reshaped" / "best.pt")[1]["extra"]["pretrained"] is None
+    # the recipe as it is: its encoder starts from the shipped QM9 weights
+    argv = ["train", "--dataset", f"csv:{workdir / 'tiny.csv'}", "--smiles-column", "mol",
+            "--target", "size", "--data-root", str(workdir / "data"), "--out",
+            str(workdir / "recipe"), "--epochs", "1", "--lr", "1e-9", "--ensemble", "1",
+            "--quiet"]
+    assert cli.main(argv) == 0
+    model, ckpt = load_model(workdir / "recipe" / "best.pt")
+    assert ckpt["extra"]["pretrained"] == "qm9"
+    qm9 = GraphTransformer.from_pretrained("qm9", 1).state_dict()
+    for k, v in model.state_dict().items():
+        if not k.startswith(("head.", "graph_")):
+            torch.testing.assert_close(v, qm9[k], atol=1e-6, rtol=0)
     # QM9's own targets: the shipped encoder has seen every QM9 molecule's properties
     assert cli.main(["train", "--dataset", "qm9", "--pretrained", "qm9", "--out",
                      str(workdir / "qm9")]) == 2
