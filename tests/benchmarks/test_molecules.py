@@ -164,7 +164,7 @@ def test_graphattn_settings_are_the_cli_recipes(mb):
     published = dict(hidden=64, layers=4, heads=4, dropout=0.1, lr=2e-3, weight_decay=1e-4,
                      pool="sum", encodings=("degree", "rwse"), walk_length=16,
                      local="attention", mask="adjacency", descriptors="rdkit2d",
-                     ensemble=3)
+                     ensemble=3, pretrained="qm9")
     assert mb.CONFIGS["graphattn-adjacency"] == published
     assert mb.model_config("freesolv_random", "graphattn-adjacency") == dict(published,
                                                                               pool="gru")
