@@ -280,7 +280,7 @@ def _distributed() -> tuple[int, int, torch.device | None]:
 
 def cmd_train(args) -> int:
     from graphattn.recipes import get_recipe, recipe_for
-    from graphattn.train import fit, resolve_device
+    from graphattn.train import _as_index, fit, resolve_device
 
     recipe = get_recipe(args.recipe) if args.recipe else recipe_for(args.dataset, args.kind)
     out = Path(args.out)
@@ -332,9 +332,8 @@ def cmd_train(args) -> int:
 
         transforms["descriptors"] = model_cfg["descriptors"]
         data = add_descriptors(data, transforms["descriptors"])
-    train_descriptors = torch.cat([data[int(i)].descriptors for i in
-                                   _indices(splits["train"])]) if transforms.get(
-        "descriptors") else None
+    train_descriptors = torch.cat([data[int(i)].descriptors for i in _as_index(
+        splits["train"], len(data), "train")]) if transforms.get("descriptors") else None
 
     def make_model(seed: int):
         model = build_model(model_cfg, data, task, _out_channels(data, task, kind), seed)
@@ -374,12 +373,6 @@ def cmd_train(args) -> int:
         dist.barrier()
         dist.destroy_process_group()
     return 0
-
-
-def _indices(split) -> list[int]:
-    """A split as item indices (an index tensor, or a boolean mask)."""
-    split = torch.as_tensor(split)
-    return (split.nonzero().view(-1) if split.dtype == torch.bool else split).tolist()
 
 
 def _descriptor_set(ckpt: dict) -> str | None:
