@@ -36,7 +36,7 @@ FORMAT = "graphattn-checkpoint"
 VERSION = 1
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "build_model", "model_spec",
-           "model_from_config", "attach_transforms",
+           "model_from_config", "load_weights", "attach_transforms",
            "featurizer_spec", "featurizers_from_spec"]
 
 
@@ -136,11 +136,16 @@ def build_model(ckpt: dict, model_cls=None, path: str | None = None) -> torch.nn
         model = model_cls()
     else:
         model = model_from_config(ckpt["model_class"], config, model_cls, where)
+    return load_weights(model, ckpt, f"{where}: its weights do not match its model config")
+
+
+def load_weights(model: torch.nn.Module, ckpt: dict, problem: str) -> torch.nn.Module:
+    """``model`` with the checkpoint's weights; a ``ValueError`` ``"{problem}: {reason}"``
+    when they do not fit it."""
     try:
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError as e:
-        raise ValueError(f"{where}: its weights do not match its model config: "
-                         f"{_first(e)}") from None
+        raise ValueError(f"{problem}: {_first(e)}") from None
     return model
 
 

@@ -243,14 +243,10 @@ class _FinishedMember:
     def read(cls, folder: str, model: torch.nn.Module) -> _FinishedMember:
         """The member in ``folder``: ``model`` (untrained) gets the weights of its
         ``best.pt``."""
-        from graphattn.checkpoint import load_checkpoint
+        from graphattn.checkpoint import load_checkpoint, load_weights
 
         ckpt = load_checkpoint(osp.join(folder, "best.pt"))
-        try:
-            model.load_state_dict(ckpt["model_state"])
-        except RuntimeError as e:
-            raise ValueError(f"{folder!r}: its weights do not fit this ensemble's model: "
-                             f"{str(e).strip().splitlines()[0]}") from None
+        load_weights(model, ckpt, f"{folder!r}: its weights do not fit this ensemble's model")
         model.target_scaler = TargetScaler.from_state(ckpt.get("scaler"))
         model.eval()
         with open(osp.join(folder, "metrics.json")) as f:
