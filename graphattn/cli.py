@@ -113,10 +113,11 @@ def load_dataset(spec: dict):
         return None if root is None else osp.join(root, folder)
 
     targets = spec.get("targets") or None
+    workers = -1  # a large raw file is featurized on every usable core, once
     if name == "freesolv":
         ds = FreeSolv(sub("freesolv"))
     elif name == "qm9":
-        ds = QM9(sub("qm9"), **({"targets": targets} if targets else {}))
+        ds = QM9(sub("qm9"), workers=workers, **({"targets": targets} if targets else {}))
     elif name == "solubility":
         ds = Solubility(sub("solubility"), split="train")
     else:
@@ -126,7 +127,7 @@ def load_dataset(spec: dict):
         if not osp.isfile(path):
             raise UserError(f"--dataset {name}: no such file {path!r}")
         ds = MoleculeCSV(sub("csv"), path, smiles_column=spec.get("smiles_column") or "smiles",
-                         target_columns=targets)
+                         target_columns=targets, workers=workers)
     featurizer = featurizer_spec(ds)
     split_fn = scaffold_split if spec.get("split") == "scaffold" else random_split
     if name == "solubility":  # the published train/test split; validation from train
@@ -331,7 +332,7 @@ def cmd_train(args) -> int:
         from graphattn.chem import add_descriptors
 
         transforms["descriptors"] = model_cfg["descriptors"]
-        data = add_descriptors(data, transforms["descriptors"])
+        data = add_descriptors(data, transforms["descriptors"], workers=-1)
     train_descriptors = torch.cat([data[int(i)].descriptors for i in _as_index(
         splits["train"], len(data), "train")]) if transforms.get("descriptors") else None
 
@@ -402,7 +403,7 @@ def cmd_evaluate(args) -> int:
     if _descriptor_set(ckpt) and task == "graph":
         from graphattn.chem import add_descriptors
 
-        data = add_descriptors(data, _descriptor_set(ckpt))
+        data = add_descriptors(data, _descriptor_set(ckpt), workers=-1)
     if task != ckpt.get("task"):
         raise UserError(f"{args.checkpoint} is a {ckpt.get('task')}-level model, --dataset "
                         f"{spec['name']} is a {task}-level data set")

@@ -47,6 +47,8 @@ from rdkit.Chem import Descriptors
 from rdkit.Chem import rdMolDescriptors as rd
 from torch import Tensor
 
+from graphattn.chem._pool import map_chunks
+
 __all__ = ["RDKIT_2D", "DESCRIPTOR_SETS", "descriptors", "add_descriptors"]
 
 _ELEMENTS = ("C", "N", "O", "F", "Cl", "Br", "I", "S", "P")
@@ -240,20 +242,28 @@ def descriptors(mol: Chem.Mol | str, which: str | Sequence[str] = "rdkit2d") -> 
     return torch.tensor([[v if math.isfinite(v) else 0.0 for v in row]], dtype=torch.float32)
 
 
-def add_descriptors(graphs: Sequence, which: str | Sequence[str] = "rdkit2d") -> list:
+def _rows(smiles: list[str], which: str | Sequence[str]) -> list:
+    return [descriptors(s, which).numpy() for s in smiles]
+
+
+def add_descriptors(graphs: Sequence, which: str | Sequence[str] = "rdkit2d",
+                    workers: int = 0) -> list:
     """Copies of ``graphs`` (PyG ``Data`` with a ``smiles`` attribute) with
     ``descriptors`` ``[1, D]``: what a model built with ``graph_features=D`` reads.
-    Molecules sharing a SMILES are computed once."""
-    cache: dict[str, Tensor] = {}
-    out = []
+    Molecules sharing a SMILES are computed once; ``workers`` processes (``-1``: one per
+    usable CPU) compute them when there are at least 20,000 (the same values; a script then
+    needs an ``if __name__ == "__main__":`` guard)."""
     for g in graphs:
         smiles = getattr(g, "smiles", None)
         if not isinstance(smiles, str):
             raise ValueError("add_descriptors needs graphs with a 'smiles' attribute, got "
                              f"{type(smiles).__name__}")
-        if smiles not in cache:
-            cache[smiles] = descriptors(smiles, which)
+    unique = list(dict.fromkeys(g.smiles for g in graphs))
+    rows = map_chunks(_rows, unique, workers, which)
+    table = {s: torch.from_numpy(row) for s, row in zip(unique, rows)}
+    out = []
+    for g in graphs:
         g = g.clone()
-        g.descriptors = cache[smiles]
+        g.descriptors = table[g.smiles]
         out.append(g)
     return out

@@ -147,15 +147,18 @@ class _OneHot:
 
     def matrix(self, items: Sequence) -> Tensor:
         """Vectors of many atoms (bonds) at once: ``[M, F]`` float or ``[M, K]`` long."""
+        return torch.from_numpy(self._array(items))
+
+    def _array(self, items: Sequence) -> np.ndarray:
         # One list comprehension per block (not per item): the hot loop of featurization.
         # numpy, not torch, for the small array work: a third of the per-call overhead.
         cols = [[lookup.get(get(it), fb) for it in items] for get, lookup, fb in self._fast]
         slots = np.array(cols, dtype=np.int64).reshape(len(cols), len(items)).T
         if self.mode == "index":
-            return torch.from_numpy(np.ascontiguousarray(slots))
+            return np.ascontiguousarray(slots)
         x = np.zeros((len(items), self._width), dtype=np.float32)
         x[np.arange(len(items))[:, None], slots + self._offsets] = 1.0
-        return torch.from_numpy(x)
+        return x
 
 
 def _lookup(values: Sequence, key: Callable = lambda v: v) -> dict:
@@ -380,6 +383,21 @@ def from_mol(
         - **edge_attr:** ``[2 * num_bonds, F_b]``
         - **y:** ``[1, T]``
     """
+    graph = _graph_arrays(mol, atom_featurizer, bond_featurizer, fragments, explicit_h, smiles)
+    return _graph_data(graph, y)
+
+
+def _graph_arrays(
+    mol: Chem.Mol,
+    atom_featurizer: AtomFeaturizer | None = None,
+    bond_featurizer: BondFeaturizer | None = None,
+    fragments: str = "largest",
+    explicit_h: bool = False,
+    smiles: str | None = None,
+) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`from_mol`'s graph as numpy arrays ``(smiles, x, edge_index, edge_attr)``: cheap
+    to send between processes (a pickled ``Data`` costs more than featurizing it);
+    :func:`_graph_data` makes the ``Data``."""
     if not isinstance(mol, Chem.Mol):
         raise TypeError(f"expected an RDKit Mol, got {type(mol).__name__}")
     if fragments not in ("largest", "all"):
@@ -402,16 +420,23 @@ def from_mol(
         mol = Chem.AddHs(mol)
 
     # Index access: RDKit's Python-level GetAtoms() iterator is slow.
-    x = atom_featurizer.matrix([mol.GetAtomWithIdx(i) for i in range(mol.GetNumAtoms())])
+    x = atom_featurizer._array([mol.GetAtomWithIdx(i) for i in range(mol.GetNumAtoms())])
     bonds = [mol.GetBondWithIdx(i) for i in range(mol.GetNumBonds())]
     row, col = [], []
     for b in bonds:
         u, v = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
         row += (u, v)
         col += (v, u)
-    edge_index = torch.tensor([row, col], dtype=torch.long).view(2, -1)
-    edge_attr = bond_featurizer.matrix(bonds).repeat_interleave(2, dim=0)
-    data = Data(x=x, edge_index=edge_index, edge_attr=edge_attr, smiles=smiles)
+    edge_index = np.array([row, col], dtype=np.int64).reshape(2, -1)
+    edge_attr = np.repeat(bond_featurizer._array(bonds), 2, axis=0)
+    return smiles, x, edge_index, edge_attr
+
+
+def _graph_data(graph: tuple[str, np.ndarray, np.ndarray, np.ndarray], y=None) -> Data:
+    """The ``Data`` of :func:`_graph_arrays`' tuple, with targets ``y`` as ``[1, T]``."""
+    smiles, x, edge_index, edge_attr = graph
+    data = Data(x=torch.from_numpy(x), edge_index=torch.from_numpy(edge_index),
+                edge_attr=torch.from_numpy(edge_attr), smiles=smiles)
     if y is not None:
         data.y = torch.as_tensor(y, dtype=torch.float).reshape(1, -1)
     return data

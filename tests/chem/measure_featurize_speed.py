@@ -9,6 +9,12 @@ three featurizations: `graphattn.chem.from_smiles` alone (parse + atom/bond one-
 parse (`from_mol` and `descriptors` of the same Mol). Timings on a shared machine
 are noisy: each figure is the median over repeats of the process CPU time (not wall clock, so
 time spent descheduled does not count) of at least a second of featurizing.
+
+    python tests/chem/measure_featurize_speed.py --workers 2
+
+measures instead what a large file costs on that many processes (the data sets' and
+`add_descriptors`' ``workers``): wall-clock SMILES/s of the graphs and of the descriptors of
+the three sets' molecules repeated to 40,000, workers' start-up included.
 """
 
 import argparse
@@ -21,6 +27,9 @@ import torch
 from rdkit import Chem, rdBase
 
 from graphattn.chem import descriptors, from_mol, from_smiles
+from graphattn.chem._pool import map_chunks
+from graphattn.chem.datasets import _featurize
+from graphattn.chem.descriptors import _rows
 
 DRUGS = [
     "CC(=O)Oc1ccccc1C(=O)O", "Cn1cnc2c1c(=O)n(C)c(=O)n2C", "CC(C)Cc1ccc(cc1)[C@@H](C)C(=O)O",
@@ -78,11 +87,28 @@ def datasets() -> dict[str, list[str]]:
     return {"drug-like": DRUGS, "FreeSolv": freesolv, "Solubility": solubility}
 
 
+def pool_rates(workers: int, n: int = 40_000) -> None:
+    """Wall-clock SMILES/s of the graphs and of the descriptors of ``n`` molecules."""
+    smiles = [s for group in datasets().values() for s in group]
+    smiles = (smiles * (n // len(smiles) + 1))[:n]
+    for name, fn, arg in [("graphs", _featurize, {}), ("descriptors", _rows, "rdkit2d")]:
+        items = [(s, None) for s in smiles] if fn is _featurize else smiles
+        start = time.perf_counter()
+        out = map_chunks(fn, items, workers, arg)
+        seconds = time.perf_counter() - start
+        assert len(out) == n and not any(isinstance(g, str) for g in out)
+        print(f"{name:12s} {workers} workers: {n / seconds:7.0f} SMILES/s ({seconds:.1f} s)")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.workers is not None:
+        pool_rates(args.workers)
+        raise SystemExit
     print(f"{'set':10s} " + " ".join(f"{k:>12s}" for k in FEATURIZERS) + "  (SMILES/s)")
     for name, smiles in datasets().items():
         rates = [rate(f, smiles, repeats=args.repeats) for f in FEATURIZERS.values()]
