@@ -446,6 +446,68 @@ def load_task(task: str, seed: int, root: str | None = None, limit: int | None =
     return dict(data=data, train=train, val=val, test=test)
 
 
+# `graphattn train` flags of each task (with --split-file and --seed): the CLI trains what
+# the benchmark's graphattn-adjacency trains, on the same molecules in the same order.
+CLI_TASKS = {
+    "freesolv_random": ["--dataset", "freesolv"],
+    "freesolv_scaffold": ["--dataset", "freesolv"],
+    "solubility": ["--dataset", "solubility"],
+    "qm9_gap": ["--dataset", "qm9", "--target", "gap"],
+    "qm9_gap_110k": ["--dataset", "qm9", "--target", "gap"],
+}
+
+
+def cli_split(task: str, seed: int, root: str | None = None,
+              qm9_sizes: tuple[int, int, int] | None = None) -> dict[str, list[int]]:
+    """The split of ``task`` and ``seed`` as ``graphattn train --split-file`` reads it:
+    indices of the molecules of the data set the CLI loads (QM9: of all its molecules, the
+    fixed subset's train / val / test in :func:`load_task`'s order)."""
+    if task not in CLI_TASKS:
+        raise ValueError(f"{task}: not a data set of the CLI; choose from {sorted(CLI_TASKS)}")
+    if task in QM9_SIZES:
+        from graphattn.chem import QM9
+
+        n = len(QM9(None if root is None else os.path.join(root, "qm9"), targets=("gap",)))
+        a, b, c = qm9_sizes or QM9_SIZES[task]
+        pick = _perm(n, 0)[:a + b + c].tolist()
+        return {"train": pick[:a], "val": pick[a:a + b], "test": pick[a + b:]}
+    loaded = load_task(task, seed, root=root)  # FreeSolv, Solubility: the CLI's order
+    return {k: loaded[k].tolist() for k in ("train", "val", "test")}
+
+
+def cli_command(task: str, seed: int, split_file: Path, root: str | None = None) -> list[str]:
+    """The ``graphattn train`` command that trains graphattn-adjacency's run of ``task`` and
+    ``seed``: the recipe of the data set and the task's budget where it differs."""
+    from graphattn.recipes import recipe_for
+
+    args = list(CLI_TASKS[task])
+    train = recipe_for(args[1]).train
+    for key, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"),
+                      ("warmup", "--warmup")):
+        if BUDGET[task][key] != train[key]:
+            args += [flag, str(BUDGET[task][key])]
+    if root is not None:
+        args += ["--data-root", root]
+    return ["graphattn", "train", *args, "--split-file", str(split_file), "--seed", str(seed),
+            "--out", f"runs/{task}-seed{seed}"]
+
+
+def write_cli_splits(folder: Path, tasks: list[str], seeds: list[int],
+                     root: str | None = None,
+                     qm9_sizes: tuple[int, int, int] | None = None) -> None:
+    """``folder/TASK-seedS.json`` for each task of the CLI and seed, and the command that
+    trains on it (printed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        if task not in CLI_TASKS:
+            print(f"{task}: not a data set of the CLI, no split file")
+            continue
+        for seed in seeds:
+            path = folder / f"{task}-seed{seed}.json"
+            path.write_text(json.dumps(cli_split(task, seed, root, qm9_sizes)))
+            print(shlex.join(cli_command(task, seed, path, root)))
+
+
 def crippen_graphs(descriptor: str, root: str | None = None) -> list:
     """FreeSolv's and Solubility's (train, then test) molecules, each once (first
     occurrence of its canonical SMILES), with ``y`` = RDKit's ``Crippen.<descriptor>``
@@ -1093,6 +1155,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None,
                    help="folder for the split files and runs of external peers (Chemprop; "
                         "default: a temporary folder)")
+    p.add_argument("--write-splits", type=Path, default=None, metavar="DIR",
+                   help="write each task's split as `graphattn train --split-file` reads it "
+                        "(DIR/TASK-seedS.json), print the CLI command of each, and exit")
     p.add_argument("--cv", type=int, default=None, metavar="K",
                    help="tuning mode: K-fold cross-validation inside each seed's training "
                         "part (see cross_validate); prints the mean held-out RMSE per model "
@@ -1101,6 +1166,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="JSON-lines file the --cv records are appended to")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.write_splits is not None:
+        write_cli_splits(args.write_splits, args.tasks or DEFAULT_TASKS, args.seeds or [0, 1, 2],
+                         args.root, tuple(args.qm9_sizes) if args.qm9_sizes else None)
+        return 0
     if args.cv:
         overrides = json.loads(args.config) if args.config else {}
         for task in args.tasks or ["freesolv_random"]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -103,6 +104,8 @@ def load_dataset(spec: dict):
         splits = {k: getattr(data, f"{k}_mask") for k in ("train", "val", "test")}
         if not bool(splits["val"].any()):  # no validation members (karate's recipe)
             del splits["val"]
+        if spec.get("split_file"):
+            splits = read_split_file(spec, data.num_nodes, "node")
         kind = spec.get("kind") or "classification"
         return data, "node", kind, splits, None, ["class"]
 
@@ -144,8 +147,60 @@ def load_dataset(spec: dict):
     else:
         tr, va, te = split_fn(ds, seed=seed)
         data, splits = ds, {"train": tr, "val": va, "test": te}
+    if spec.get("split_file"):
+        splits = read_split_file(spec, len(data), "molecule")
     return data, "graph", spec.get("kind") or "regression", splits, featurizer, \
         list(ds.target_names)
+
+
+def _split_bytes(path: str) -> tuple[bytes, str]:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise UserError(f"split file {path}: {e.strerror or e}") from None
+    return raw, hashlib.sha256(raw).hexdigest()
+
+
+def read_split_file(spec: dict, n: int, unit: str) -> dict[str, torch.Tensor]:
+    """The splits of ``spec["split_file"]``: a JSON object ``{"train": [...], "val": [...],
+    "test": [...]}`` ("val" optional) of indices of the ``n`` items (molecules as the data set
+    loads them, or nodes), each item in one part at most. A file that changed since a model
+    was trained on it (``spec["split_sha256"]``) is refused."""
+    path = spec["split_file"]
+    raw, digest = _split_bytes(path)
+    if spec.get("split_sha256") not in (None, digest):
+        raise UserError(f"split file {path} has changed since the model was trained on it")
+    try:
+        parts = json.loads(raw)
+    except ValueError as e:
+        raise UserError(f"split file {path}: not JSON ({e})") from None
+    form = '{"train": [...], "val": [...], "test": [...]} ("val" optional)'
+    if not isinstance(parts, dict) or not {"train", "test"} <= set(parts) or \
+            set(parts) - {"train", "val", "test"}:
+        keys = sorted(parts) if isinstance(parts, dict) else type(parts).__name__
+        raise UserError(f"split file {path}: expected a JSON object {form} of {unit} "
+                        f"indices, got {keys}")
+    where: dict[int, str] = {}
+    out = {}
+    for name in ("train", "val", "test"):
+        idx = parts.get(name)
+        if idx is None:
+            continue
+        if not isinstance(idx, list) or not all(type(i) is int for i in idx):
+            raise UserError(f"split file {path}: {name!r} must be a list of integer {unit} "
+                            "indices")
+        for i in idx:
+            if not 0 <= i < n:
+                raise UserError(f"split file {path}: {unit} index {i} in {name!r} is outside "
+                                f"[0, {n}) (the data set has {n} {unit}s)")
+            if i in where:
+                raise UserError(f"split file {path}: {unit} {i} is in {where[i]!r} and "
+                                f"{name!r}")
+            where[i] = name
+        out[name] = torch.tensor(idx, dtype=torch.long)
+    if not len(out["train"]):
+        raise UserError(f"split file {path}: 'train' is empty")
+    return out
 
 
 def _out_channels(data, task: str, kind: str) -> int:
@@ -309,6 +364,11 @@ def cmd_train(args) -> int:
             "targets": args.target or list(recipe.data.get("targets", [])) or None,
             "smiles_column": args.smiles_column, "split": args.split,
             "kind": args.kind, "labels": args.labels, "recipe": recipe.name}
+    if args.split_file:
+        if args.split == "scaffold":
+            raise UserError("--split scaffold and --split-file: give one of them")
+        spec.update(split=None, split_file=osp.abspath(args.split_file),
+                    split_sha256=_split_bytes(args.split_file)[1])
     if args.dataset == "sbm":
         spec["num_nodes"] = args.num_nodes or recipe.data.get("num_nodes")
     if args.dataset == "karate":
@@ -680,6 +740,10 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--kind", choices=("regression", "classification", "multilabel"),
                    help="default: regression for molecules, classification for social graphs")
     t.add_argument("--split", choices=("random", "scaffold"), default="random")
+    t.add_argument("--split-file", default=None, metavar="JSON",
+                   help='your own split: {"train": [...], "val": [...], "test": [...]}, '
+                   "indices of the molecules as the data set loads them (skipped rows not "
+                   "counted) or of the nodes")
     t.add_argument("--labels", choices=("faction", "community"), default=None,
                    help="karate club labels")
     t.add_argument("--num-nodes", type=_positive_int, default=None,

@@ -9,6 +9,7 @@ import torch
 
 from graphattn import GraphTransformer, cli
 from graphattn.checkpoint import featurizers_from_spec, load_model
+from graphattn.train import evaluate
 
 # 24 small molecules; target = heavy atom count / 2 + 0.1 * ring count (learnable, no NaN)
 SMILES = ["C", "CC", "CCC", "CCO", "CCN", "CC(=O)O", "c1ccccc1", "c1ccncc1", "CCCC", "CCOC",
@@ -449,3 +450,55 @@ def test_pretrained_encoder_of_another_featurization_is_refused(trained):
     other = {**spec, "explicit_h": not spec["explicit_h"]}
     with pytest.raises(cli.UserError, match=r"featurized differently \(explicit_h differ\)"):
         cli._check_pretrained(str(trained / "best.pt"), other)
+
+
+def test_split_file_trains_on_the_given_molecules_and_evaluate_rereads_it(workdir, capsys):
+    split = workdir / "split.json"
+    parts = {"train": list(range(4, 24)), "val": [2, 3], "test": [1, 0]}
+    split.write_text(json.dumps(parts))
+    out = workdir / "own-split"
+    assert cli.main(train_args(workdir, out, "--epochs", "2", "--split-file", str(split))) == 0
+    spec = json.loads((out / "config.json").read_text())["extra"]["dataset"]
+    assert spec["split_file"] == str(split) and "split" not in spec
+    data, _, _, splits, _, _ = cli.load_dataset(spec)
+    assert {k: v.tolist() for k, v in splits.items()} == parts  # the order kept
+    model, _ = load_model(out / "best.pt")
+    final = json.loads((out / "metrics.json").read_text())["final"]
+    assert evaluate(model, data, torch.tensor([0, 1]))["rmse"] == \
+        pytest.approx(final["test"]["rmse"], rel=1e-6)
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--checkpoint", str(out / "best.pt")]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["rmse"] == \
+        pytest.approx(final["test"]["rmse"], rel=1e-6)
+    split.write_text(json.dumps({**parts, "test": [0]}))  # another split under the same name
+    assert cli.main(["evaluate", "--checkpoint", str(out / "best.pt")]) == 2
+    assert "has changed since the model was trained" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, needle", [
+    ('{"train": [0, 1], "test": [24]}', "molecule index 24 in 'test' is outside [0, 24)"),
+    ('{"train": [0, 1], "val": [1], "test": [2]}', "molecule 1 is in 'train' and 'val'"),
+    ('{"train": [0, 1.5], "test": [2]}', "'train' must be a list of integer molecule indices"),
+    ('{"train": [0, 1]}', "expected a JSON object"),
+    ('{"train": [0], "test": [1], "holdout": [2]}', "got ['holdout', 'test', 'train']"),
+    ('{"train": [], "test": [1]}', "'train' is empty"),
+    ("[0, 1, 2]", "expected a JSON object"),
+    ("train: 0-10", "not JSON"),
+])
+def test_split_file_mistakes_are_one_line(workdir, tmp_path, capsys, content, needle):
+    split = tmp_path / "split.json"
+    split.write_text(content)
+    capsys.readouterr()
+    assert cli.main(train_args(workdir, tmp_path / "o", "--split-file", str(split))) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
+
+
+def test_split_file_missing_or_with_scaffold_is_refused(workdir, tmp_path, capsys):
+    assert cli.main(train_args(workdir, tmp_path / "o", "--split-file",
+                               str(tmp_path / "none.json"))) == 2
+    assert "none.json" in capsys.readouterr().err
+    (tmp_path / "s.json").write_text('{"train": [0], "test": [1]}')
+    assert cli.main(train_args(workdir, tmp_path / "o", "--split-file", str(tmp_path / "s.json"),
+                               "--split", "scaffold")) == 2
+    assert "give one of them" in capsys.readouterr().err

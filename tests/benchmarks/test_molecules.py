@@ -249,3 +249,36 @@ def test_resume_keeps_finished_runs_and_nan_scores_summarise(mb, tmp_path, data_
     s = mb.summarise([dict(first, val_rmse=float("nan")), dict(first, val_rmse=None)])
     assert s["val_rmse"]["mean"] != s["val_rmse"]["mean"]  # NaN, not an error
     assert s["test_rmse"]["std"] == 0.0
+
+
+@pytest.mark.filterwarnings("ignore:QM9. skipped 1")
+def test_cli_trains_the_benchmark_run_from_its_split_file(mb, fake_qm9pack, tmp_path,  # noqa: F811
+                                                          capsys):
+    """One engine: `graphattn train` on the split file --write-splits gives, with the command
+    it prints, the benchmark's graphattn-adjacency figure (QM9: a subset in its own order)."""
+    from graphattn import cli
+
+    root = str(tmp_path / "root")
+    sizes = (2, 1, 1)
+    split = mb.cli_split("qm9_gap", 1, root, sizes)
+    full = [d.smiles for d in cli.load_dataset({"name": "qm9", "data_root": root,
+                                                "targets": ["gap"]})[0]]
+    loaded = mb.load_task("qm9_gap", 1, root=root, qm9_sizes=sizes)
+    for name in ("train", "val", "test"):
+        assert [full[i] for i in split[name]] == \
+            [loaded["data"][int(i)].smiles for i in loaded[name]]
+    mb.write_cli_splits(tmp_path / "splits", ["qm9_gap", "crippen_mr"], [1], root, sizes)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1] == "crippen_mr: not a data set of the CLI, no split file"
+    argv = printed[0].split()
+    assert argv[:2] == ["graphattn", "train"] and "--split-file" in argv
+    assert argv[argv.index("--epochs") + 1] == "10" and argv[argv.index("--warmup") + 1] == "1"
+    argv[argv.index("--epochs") + 1] = "2"  # a short run of the same command
+    argv[argv.index("--out") + 1] = str(tmp_path / "cli")
+    assert cli.main(argv[1:] + ["--quiet"]) == 0
+    bench = mb.run(tasks=["qm9_gap"], models=["graphattn-adjacency"], seeds=[1], epochs=2,
+                   root=root, qm9_sizes=sizes)["results"]["qm9_gap"]["graphattn-adjacency"]
+    final = json.loads((tmp_path / "cli" / "metrics.json").read_text())["final"]
+    assert final["test"]["rmse"] == pytest.approx(bench["runs"][0]["test_rmse"], rel=1e-6)
+    assert mb.cli_command("freesolv_random", 0, Path("s.json"))[2:6] == \
+        ["--dataset", "freesolv", "--split-file", "s.json"]
