@@ -502,3 +502,18 @@ def test_split_file_missing_or_with_scaffold_is_refused(workdir, tmp_path, capsy
     assert cli.main(train_args(workdir, tmp_path / "o", "--split-file", str(tmp_path / "s.json"),
                                "--split", "scaffold")) == 2
     assert "give one of them" in capsys.readouterr().err
+
+
+def test_split_file_of_nodes(tmp_path, capsys):
+    split = tmp_path / "nodes.json"
+    split.write_text(json.dumps({"train": [0, 33, 1, 2], "test": list(range(3, 33))}))
+    out = tmp_path / "karate"
+    assert cli.main(["train", "--dataset", "karate", "--epochs", "2", "--quiet", "--out",
+                     str(out), "--split-file", str(split)]) == 0
+    spec = json.loads((out / "config.json").read_text())["extra"]["dataset"]
+    splits = cli.load_dataset(spec)[3]
+    assert splits["train"].tolist() == [0, 33, 1, 2] and "val" not in splits
+    split.write_text(json.dumps({"train": [0, 34], "test": [1]}))
+    assert cli.main(["train", "--dataset", "karate", "--out", str(tmp_path / "k2"),
+                     "--split-file", str(split)]) == 2
+    assert "node index 34 in 'train' is outside [0, 34)" in capsys.readouterr().err

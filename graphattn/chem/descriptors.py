@@ -253,6 +253,7 @@ def add_descriptors(graphs: Sequence, which: str | Sequence[str] = "rdkit2d",
     Molecules sharing a SMILES are computed once; ``workers`` processes (``-1``: one per
     usable CPU) compute them when there are at least 20,000 (the same values; a script then
     needs an ``if __name__ == "__main__":`` guard)."""
+    graphs = list(graphs)  # one pass over a data set: each item of one is a new Data
     for g in graphs:
         smiles = getattr(g, "smiles", None)
         if not isinstance(smiles, str):
