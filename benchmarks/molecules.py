@@ -3,6 +3,8 @@
     python benchmarks/molecules.py                # full run, writes benchmarks/results/
     python benchmarks/molecules.py --quick        # < 3 min smoke run, prints only unless --out
     python benchmarks/molecules.py --tasks freesolv_random --models graphattn-hybrid attentivefp
+    python benchmarks/molecules.py --tasks qm9_gap_110k --write-splits splits/
+                                                  # the CLI command of each graphattn run
 
 Models (all but ``attentivefp-pyg`` on graphattn's one-hot features: 49 atom columns, 16 bond
 columns):
@@ -125,7 +127,7 @@ BUDGET = {
     "freesolv_scaffold": _recipe_budget("freesolv"),
     "solubility": _recipe_budget("molecule-regression"),
     "qm9_gap": dict(epochs=10, batch_size=64, warmup=1),
-    "qm9_gap_110k": dict(epochs=20, batch_size=64, warmup=1),
+    "qm9_gap_110k": _recipe_budget("qm9"),
     "crippen_logp": _recipe_budget("molecule-regression"),
     "crippen_mr": _recipe_budget("molecule-regression"),
 }

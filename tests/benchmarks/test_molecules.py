@@ -272,7 +272,8 @@ def test_cli_trains_the_benchmark_run_from_its_split_file(mb, fake_qm9pack, tmp_
     assert printed[1] == "crippen_mr: not a data set of the CLI, no split file"
     argv = printed[0].split()
     assert argv[:2] == ["graphattn", "train"] and "--split-file" in argv
-    assert argv[argv.index("--epochs") + 1] == "10" and argv[argv.index("--warmup") + 1] == "1"
+    assert argv[argv.index("--epochs") + 1] == "10"  # the 110k task's budget is the recipe's
+    assert "--batch-size" not in argv and "--warmup" not in argv
     argv[argv.index("--epochs") + 1] = "2"  # a short run of the same command
     argv[argv.index("--out") + 1] = str(tmp_path / "cli")
     assert cli.main(argv[1:] + ["--quiet"]) == 0
@@ -282,3 +283,5 @@ def test_cli_trains_the_benchmark_run_from_its_split_file(mb, fake_qm9pack, tmp_
     assert final["test"]["rmse"] == pytest.approx(bench["runs"][0]["test_rmse"], rel=1e-6)
     assert mb.cli_command("freesolv_random", 0, Path("s.json"))[2:6] == \
         ["--dataset", "freesolv", "--split-file", "s.json"]
+    assert mb.cli_command("qm9_gap_110k", 0, Path("s.json"))[2:8] == \
+        ["--dataset", "qm9", "--target", "gap", "--split-file", "s.json"]
