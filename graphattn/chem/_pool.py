@@ -1,20 +1,24 @@
 """Featurizing many molecules in worker processes: a function over ordered chunks of a list.
 
-Workers start by ``spawn`` (no forked copy of torch's thread pools), so each first imports
-torch, PyG and RDKit (about four CPU seconds, what one process featurizes 10,000 molecules
-in): lists shorter than :data:`MIN_PARALLEL` stay in the calling process. A script that asks
-for workers must guard its entry point (``if __name__ == "__main__":``), as for any ``spawn``
-pool.
+On Linux the workers are forked, as torch's ``DataLoader`` workers are: they start at once
+and touch nothing of torch (RDKit and numpy only). Elsewhere they start by ``spawn`` and
+each first imports torch, PyG and RDKit (about four CPU seconds); a script that asks for
+workers there must guard its entry point (``if __name__ == "__main__":``). Lists shorter than
+:data:`MIN_PARALLEL` stay in the calling process.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
-MIN_PARALLEL = 20_000  # items; fewer are featurized in the calling process
+_START = "fork" if sys.platform == "linux" else "spawn"
+# items; fewer are featurized in the calling process (a spawned worker's imports cost what
+# featurizing ~10,000 molecules does; a forked one starts at once)
+MIN_PARALLEL = 2_000 if _START == "fork" else 20_000
 
 
 def usable_cpus() -> int:
@@ -36,7 +40,7 @@ def map_chunks(fn: Callable[..., list], items: list, workers: int, *args) -> lis
         return fn(items, *args)
     size = -(-len(items) // (4 * workers))  # a few chunks per worker evens out their speeds
     chunks = [items[i:i + size] for i in range(0, len(items), size)]
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(_START)
     out: list = []
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         for part in pool.map(fn, chunks, *([a] * len(chunks) for a in args)):

@@ -107,10 +107,11 @@ class MoleculeDataset(InMemoryDataset):
             the user's choice and not reported as skipped.
         atom_featurizer (AtomFeaturizer, optional), bond_featurizer (BondFeaturizer, optional),
         fragments (str), explicit_h (bool): passed to :func:`graphattn.chem.from_mol`.
-        workers (int): processes that featurize a raw file of at least 20,000 molecules when
+        workers (int): processes that featurize a raw file of at least 2,000 molecules when
             it is processed (the same graphs, in the same order, as one process); ``-1``: one
-            per usable CPU, ``0``: this process. A script that asks for workers needs an
-            ``if __name__ == "__main__":`` guard (they start by ``spawn``). (default: ``0``)
+            per usable CPU, ``0``: this process. Off Linux the workers are spawned, not
+            forked: from 20,000 molecules, and the script needs an
+            ``if __name__ == "__main__":`` guard. (default: ``0``)
 
     Attributes:
         skipped (list of dict): one ``{"index", "smiles", "reason"}`` record per row that was

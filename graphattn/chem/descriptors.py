@@ -41,6 +41,7 @@ import math
 import re
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from rdkit import Chem, rdBase
 from rdkit.Chem import Descriptors
@@ -224,7 +225,10 @@ def descriptors(mol: Chem.Mol | str, which: str | Sequence[str] = "rdkit2d") -> 
     """The descriptors ``which`` (a set name, or names of that set and of RDKit's
     ``Descriptors._descList``) of one molecule (an RDKit ``Mol`` or a SMILES) as a float32
     ``[1, D]`` row; non-finite values are 0."""
-    names = _names(which)
+    return torch.from_numpy(_row(mol, _names(which)))
+
+
+def _row(mol: Chem.Mol | str, names: tuple[str, ...]) -> np.ndarray:
     if isinstance(mol, str):
         with rdBase.BlockLogs():
             work = Chem.MolFromSmiles(mol)
@@ -239,11 +243,13 @@ def descriptors(mol: Chem.Mol | str, which: str | Sequence[str] = "rdkit2d") -> 
         full = _rdkit2d(work)
     row = full if names is RDKIT_2D else [
         full[_INDEX[n]] if n in _INDEX else _slow(mol, n) for n in names]
-    return torch.tensor([[v if math.isfinite(v) else 0.0 for v in row]], dtype=torch.float32)
+    return np.array([[v if math.isfinite(v) else 0.0 for v in row]], dtype=np.float32)
 
 
-def _rows(smiles: list[str], which: str | Sequence[str]) -> list:
-    return [descriptors(s, which).numpy() for s in smiles]
+def _rows(smiles: list[str], which: str | Sequence[str]) -> list[np.ndarray]:
+    # numpy, not torch: a worker process never touches its forked copy of torch
+    names = _names(which)
+    return [_row(s, names) for s in smiles]
 
 
 def add_descriptors(graphs: Sequence, which: str | Sequence[str] = "rdkit2d",
@@ -251,8 +257,9 @@ def add_descriptors(graphs: Sequence, which: str | Sequence[str] = "rdkit2d",
     """Copies of ``graphs`` (PyG ``Data`` with a ``smiles`` attribute) with
     ``descriptors`` ``[1, D]``: what a model built with ``graph_features=D`` reads.
     Molecules sharing a SMILES are computed once; ``workers`` processes (``-1``: one per
-    usable CPU) compute them when there are at least 20,000 (the same values; a script then
-    needs an ``if __name__ == "__main__":`` guard)."""
+    usable CPU) compute them when there are at least 2,000 (the same values; off Linux, where
+    they are spawned, from 20,000, and the script needs an ``if __name__ == "__main__":``
+    guard)."""
     graphs = list(graphs)  # one pass over a data set: each item of one is a new Data
     for g in graphs:
         smiles = getattr(g, "smiles", None)
