@@ -455,10 +455,7 @@ def load_task(task: str, seed: int, root: str | None = None, limit: int | None =
         sizes = qm9_sizes or QM9_SIZES[task]
         if limit:
             sizes = (limit * 8 // 10, limit // 10, limit // 10)
-        if sum(sizes) > len(full):
-            raise ValueError(f"{task}: train/val/test sizes {tuple(sizes)} need {sum(sizes)} "
-                             f"molecules, QM9 has {len(full)}")
-        pick = _perm(len(full), 0)[:sum(sizes)]  # the fixed subset: seed 0, whatever `seed`
+        pick = qm9_subset(task, len(full), sizes)
         # clones: an item of an InMemoryDataset is a view of the storage of all 131k molecules
         data = [full[int(i)].clone() for i in pick]
         del full
@@ -492,8 +489,8 @@ def cli_split(task: str, seed: int, root: str | None = None,
         from graphattn.chem import QM9
 
         n = len(QM9(None if root is None else os.path.join(root, "qm9"), targets=("gap",)))
-        a, b, c = qm9_sizes or QM9_SIZES[task]
-        pick = _perm(n, 0)[:a + b + c].tolist()
+        a, b, _ = sizes = qm9_sizes or QM9_SIZES[task]
+        pick = qm9_subset(task, n, sizes).tolist()
         return {"train": pick[:a], "val": pick[a:a + b], "test": pick[a + b:]}
     loaded = load_task(task, seed, root=root)  # FreeSolv, Solubility: the CLI's order
     return {k: loaded[k].tolist() for k in ("train", "val", "test")}
@@ -530,6 +527,15 @@ def write_cli_splits(folder: Path, tasks: list[str], seeds: list[int],
             path = folder / f"{task}-seed{seed}.json"
             path.write_text(json.dumps(cli_split(task, seed, root, qm9_sizes)))
             print(shlex.join(cli_command(task, seed, path, root)))
+
+
+def qm9_subset(task: str, n: int, sizes: tuple[int, int, int]) -> torch.Tensor:
+    """The fixed QM9 subset of a QM9 task: indices of ``sum(sizes)`` of QM9's ``n``
+    molecules (seed 0, whatever the run's seed), its train, val and test parts in turn."""
+    if sum(sizes) > n:
+        raise ValueError(f"{task}: train/val/test sizes {tuple(sizes)} need {sum(sizes)} "
+                         f"molecules, QM9 has {n}")
+    return _perm(n, 0)[:sum(sizes)]
 
 
 def crippen_graphs(descriptor: str, root: str | None = None) -> list:
