@@ -392,7 +392,8 @@ def cmd_train(args) -> int:
         from graphattn.chem import add_descriptors
 
         transforms["descriptors"] = model_cfg["descriptors"]
-        data = add_descriptors(data, transforms["descriptors"], workers=-1)
+        data = add_descriptors(data, transforms["descriptors"], workers=-1,
+                               cache=_descriptor_cache(spec))
     train_descriptors = torch.cat([data[int(i)].descriptors for i in _as_index(
         splits["train"], len(data), "train")]) if transforms.get("descriptors") else None
 
@@ -441,6 +442,14 @@ def _descriptor_set(ckpt: dict) -> str | None:
     return ((ckpt.get("extra") or {}).get("transforms") or {}).get("descriptors")
 
 
+def _descriptor_cache(spec: dict) -> str:
+    """Where the descriptors of a data set's molecules are kept between runs."""
+    from graphattn.chem import default_root
+
+    root = spec.get("data_root")
+    return osp.join(root, "descriptors") if root else default_root("descriptors")
+
+
 def _load(path: str):
     from graphattn.checkpoint import load_model
 
@@ -463,7 +472,8 @@ def cmd_evaluate(args) -> int:
     if _descriptor_set(ckpt) and task == "graph":
         from graphattn.chem import add_descriptors
 
-        data = add_descriptors(data, _descriptor_set(ckpt), workers=-1)
+        data = add_descriptors(data, _descriptor_set(ckpt), workers=-1,
+                               cache=_descriptor_cache(spec))
     if task != ckpt.get("task"):
         raise UserError(f"{args.checkpoint} is a {ckpt.get('task')}-level model, --dataset "
                         f"{spec['name']} is a {task}-level data set")

@@ -1,4 +1,5 @@
 import csv
+import importlib
 import io
 import json
 import subprocess
@@ -72,6 +73,24 @@ def test_evaluate_reproduces_final_metrics(trained, capsys):
     final = json.loads((trained / "metrics.json").read_text())["final"]
     for split in ("train", "val", "test"):
         assert got[split]["rmse"] == pytest.approx(final[split]["rmse"], rel=1e-6)
+
+
+def test_descriptors_are_kept_between_runs(trained, workdir, capsys, monkeypatch):
+    import numpy as np
+
+    module = importlib.import_module("graphattn.chem.descriptors")  # not the function
+    from graphattn.chem import descriptors
+
+    (table,) = (workdir / "data" / "descriptors").glob("*.npy")  # written by train
+    rows = np.load(table)
+    assert rows.shape == (len(SMILES), 85)
+    assert torch.equal(torch.from_numpy(rows[:1]), descriptors(SMILES[0]))
+    monkeypatch.setattr(module, "_rows", lambda *a: pytest.fail("computed again"))
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--checkpoint", str(trained / "best.pt")]) == 0
+    final = json.loads((trained / "metrics.json").read_text())["final"]
+    assert json.loads(capsys.readouterr().out)["test"]["rmse"] == pytest.approx(
+        final["test"]["rmse"], rel=1e-6)
 
 
 def test_predict_keeps_every_row_and_predicts_the_valid_ones(trained, workdir, capsys):

@@ -37,8 +37,13 @@ compute (NaN, infinite) is 0.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
 import math
+import os
 import re
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -253,13 +258,19 @@ def _rows(smiles: list[str], which: str | Sequence[str]) -> list[np.ndarray]:
 
 
 def add_descriptors(graphs: Sequence, which: str | Sequence[str] = "rdkit2d",
-                    workers: int = 0) -> list:
-    """Copies of ``graphs`` (PyG ``Data`` with a ``smiles`` attribute) with
-    ``descriptors`` ``[1, D]``: what a model built with ``graph_features=D`` reads.
+                    workers: int = 0, cache: str | os.PathLike | None = None) -> list:
+    """Shallow copies of ``graphs`` (PyG ``Data`` with a ``smiles`` attribute: the copies
+    share their tensors) with ``descriptors`` ``[1, D]``: what a model built with
+    ``graph_features=D`` reads.
     Molecules sharing a SMILES are computed once; ``workers`` processes (``-1``: one per
     usable CPU) compute them when there are at least 2,000 (the same values; off Linux, where
     they are spawned, from 20,000, and the script needs an ``if __name__ == "__main__":``
-    guard)."""
+    guard).
+
+    ``cache`` (a folder): the table of a molecule list is kept there, in a file named by the
+    SHA-256 of its SMILES, the descriptor names and the RDKit version, and read back instead
+    of computed when the same list comes again (an unreadable file is computed and written
+    anew)."""
     graphs = list(graphs)  # one pass over a data set: each item of one is a new Data
     for g in graphs:
         smiles = getattr(g, "smiles", None)
@@ -267,11 +278,49 @@ def add_descriptors(graphs: Sequence, which: str | Sequence[str] = "rdkit2d",
             raise ValueError("add_descriptors needs graphs with a 'smiles' attribute, got "
                              f"{type(smiles).__name__}")
     unique = list(dict.fromkeys(g.smiles for g in graphs))
-    rows = map_chunks(_rows, unique, workers, which)
-    table = {s: torch.from_numpy(row) for s, row in zip(unique, rows)}
+    names = _names(which)
+    path = _cache_file(cache, unique, names) if cache is not None else None
+    table = _read_table(path, (len(unique), len(names))) if path is not None else None
+    if table is None:
+        rows = map_chunks(_rows, unique, workers, which)
+        table = np.concatenate(rows) if rows else np.zeros((0, len(names)), np.float32)
+        if path is not None:
+            _write_table(path, table)
+    index = {s: i for i, s in enumerate(unique)}
     out = []
     for g in graphs:
-        g = g.clone()
-        g.descriptors = table[g.smiles]
+        g = copy.copy(g)
+        i = index[g.smiles]
+        g.descriptors = torch.from_numpy(table[i:i + 1].copy())
         out.append(g)
     return out
+
+
+def _cache_file(folder: str | os.PathLike, smiles: list[str], names: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    for part in (rdBase.rdkitVersion, *names, "", *smiles):
+        h.update(part.encode())
+        h.update(b"\n")
+    return os.path.join(os.fspath(folder), f"{h.hexdigest()[:32]}.npy")
+
+
+def _read_table(path: str, shape: tuple[int, int]) -> np.ndarray | None:
+    try:
+        table = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):  # absent, truncated or not an array
+        return None
+    return table if table.shape == shape and table.dtype == np.float32 else None
+
+
+def _write_table(path: str, table: np.ndarray) -> None:
+    """Written to a temporary file, then renamed: a reader never sees half a table."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, table, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -115,6 +117,32 @@ def test_the_earlier_set_stays_available_by_name():
     assert v.shape == (1, 104)
     for j, name in enumerate(names):
         assert v[0, j].item() == pytest.approx(_reference(name, mol), rel=1e-5, abs=1e-5), name
+
+
+def test_add_descriptors_cache_reads_back_what_it_computed(tmp_path, monkeypatch):
+    module = importlib.import_module("graphattn.chem.descriptors")  # not the function
+
+    graphs = [from_smiles(s, [1.0]) for s in SMILES[:4]] + [from_smiles(SMILES[0], [2.0])]
+    first = add_descriptors(graphs, cache=tmp_path)
+    (table,) = tmp_path.glob("*.npy")
+    for g, o in zip(graphs, first):
+        assert torch.equal(o.descriptors, descriptors(g.smiles))
+    with monkeypatch.context() as m:  # the same list again: read, not computed
+        m.setattr(module, "_rows", lambda *a: pytest.fail("computed again"))
+        again = add_descriptors(graphs, cache=tmp_path)
+    assert all(torch.equal(a.descriptors, b.descriptors) for a, b in zip(first, again))
+    # another set or another molecule list: another file
+    assert add_descriptors(graphs, ["MolLogP"], cache=tmp_path)[0].descriptors.shape == (1, 1)
+    add_descriptors(graphs[:2], cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 3
+    table.write_bytes(b"not an array")  # a damaged file is computed and written anew
+    fixed = add_descriptors(graphs, cache=tmp_path)
+    assert all(torch.equal(a.descriptors, b.descriptors) for a, b in zip(first, fixed))
+    with monkeypatch.context() as m:
+        m.setattr(module, "_rows", lambda *a: pytest.fail("computed again"))
+        add_descriptors(graphs, cache=tmp_path)
+    assert not list(tmp_path.glob("*.tmp"))
+    assert add_descriptors([], cache=tmp_path) == []
 
 
 def test_add_descriptors_copies_graphs_and_names_bad_input():
