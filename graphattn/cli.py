@@ -422,7 +422,7 @@ def cmd_train(args) -> int:
     if members > 1:
         from graphattn.ensemble import fit_ensemble
 
-        res = fit_ensemble(make_model, data, members, **common)
+        res = fit_ensemble(make_model, data, members, workers=args.parallel, **common)
     else:
         res = fit(make_model(args.seed), data, **common)
     if rank == 0:
@@ -792,6 +792,10 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--ensemble", type=_positive_int, default=None, metavar="K",
                    help="train K models (seeds SEED + 1000 k) and average them; predict "
                    "then adds each target's spread over the members (default: the recipe's)")
+    t.add_argument("--parallel", type=int, default=-1, metavar="P",
+                   help="train up to P ensemble members at once, each in its own process "
+                   "with one thread: the weights of one-thread runs (default -1: one per "
+                   "usable CPU; 1: one after the other; Linux, CPU)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto",
                    help="auto (CUDA when present), cpu, cuda or cuda:N")

@@ -8,7 +8,8 @@ Members share the data, the split and the training settings and differ in their 
     \sigma(x) = \sqrt{\frac{1}{K - 1} \sum_{k=1}^{K} \big(f_k(x) - \hat{y}(x)\big)^2}
 
 (logits are averaged for classification). :func:`fit_ensemble` trains the members with
-:func:`graphattn.train.fit`, one after the other, member ``k`` with seed ``seed + 1000 k``:
+:func:`graphattn.train.fit`, one after the other or (``workers``) several at once in
+forked processes, member ``k`` with seed ``seed + 1000 k``:
 member 0 is the single model that ``fit(..., seed=seed)`` trains. An :class:`Ensemble` is a
 model like any other: :func:`graphattn.train.evaluate` / :func:`~graphattn.train.predict`
 take it, and it saves and loads through :mod:`graphattn.checkpoint` (its config names its
@@ -20,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
+import pickle
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -142,7 +145,7 @@ def fit_ensemble(make_model: Callable[[int], torch.nn.Module], data, members: in
                  seed: int = 0, out_dir: str | os.PathLike | None = None,
                  resume: bool = False, task: str | None = None, kind: str = "regression",
                  eval_batch_size: int = 256, target_names: list[str] | None = None,
-                 **fit_kwargs) -> EnsembleResult:
+                 workers: int = 0, **fit_kwargs) -> EnsembleResult:
     """Train ``members`` models with :func:`graphattn.train.fit` and return their
     :class:`Ensemble`.
 
@@ -159,9 +162,15 @@ def fit_ensemble(make_model: Callable[[int], torch.nn.Module], data, members: in
             scores and each member's) to ``out_dir``.
         resume: members whose folder holds ``metrics.json`` are loaded instead of trained
             again; an interrupted member resumes from its checkpoint.
+        workers: train up to this many members at once (``-1``: one per usable CPU), each
+            in a forked process with one torch thread, so every member ends with the weights
+            a one-thread run of it gives. Linux and CPU only (elsewhere, and with ``0`` or
+            ``1``, members train one after the other in this process). ``make_model`` and
+            ``fit``'s callbacks then run in the worker processes; the members' per-epoch
+            lines are silenced (one line per finished member instead).
     """
     from graphattn.checkpoint import model_spec, save_checkpoint
-    from graphattn.train import _resolve_task, _splits, _write_json, evaluate, fit
+    from graphattn.train import _resolve_task, _splits, _write_json, evaluate
 
     if not isinstance(members, int) or isinstance(members, bool) or members < 1:
         raise ValueError(f"members must be a positive integer, got {members!r}")
@@ -173,19 +182,25 @@ def fit_ensemble(make_model: Callable[[int], torch.nn.Module], data, members: in
                     fit_kwargs.pop("split_fn", None))
     fit_kwargs.update(train_idx=split["train"], val_idx=split.get("val"),
                       test_idx=split.get("test"))
-    results, models = [], []
+    job = dict(make_model=make_model, data=data, seed=seed, out_dir=out_dir, resume=resume,
+               fit=dict(task=task, kind=kind, eval_batch_size=eval_batch_size,
+                        target_names=target_names, **fit_kwargs))
+    results: list = [None] * members
+    todo = []
     for k in range(members):
-        s = member_seed(seed, k)
-        sub = osp.join(os.fspath(out_dir), f"member-{k}") if out_dir is not None else None
+        sub = _member_dir(out_dir, k)
         if resume and sub is not None and osp.isfile(osp.join(sub, "metrics.json")):
-            results.append(_FinishedMember.read(sub, make_model(s)))
+            results[k] = _FinishedMember.read(sub, make_model(member_seed(seed, k)))
         else:
-            results.append(fit(make_model(s), data, task=task, kind=kind, seed=s,
-                               out_dir=sub, resume=resume and sub is not None
-                               and osp.isfile(osp.join(sub, "checkpoint.pt")),
-                               eval_batch_size=eval_batch_size, target_names=target_names,
-                               **fit_kwargs))
-        models.append(results[-1].model)
+            todo.append(k)
+    n = _parallel_members(workers, len(todo), fit_kwargs.get("device"))
+    if n <= 1:
+        for k in todo:
+            results[k] = _fit_member(job, k)
+    else:
+        for k, r in _fit_in_workers(job, todo, n, quiet=fit_kwargs.get("quiet", False)):
+            results[k] = r
+    models = [r.model for r in results]
     scalers = [getattr(m, "target_scaler", None) for m in models]
     ens = Ensemble(models).eval()
     ens.target_scaler = scalers[0]
@@ -212,6 +227,109 @@ def fit_ensemble(make_model: Callable[[int], torch.nn.Module], data, members: in
                                        "member_metrics": [r.metrics for r in results]})
         result.files = files
     return result
+
+
+def _member_dir(out_dir, k: int) -> str | None:
+    return osp.join(os.fspath(out_dir), f"member-{k}") if out_dir is not None else None
+
+
+def _fit_member(job: dict, k: int):
+    """Member ``k`` of ``job`` trained by :func:`graphattn.train.fit`."""
+    from graphattn.train import fit
+
+    s, sub = member_seed(job["seed"], k), _member_dir(job["out_dir"], k)
+    return fit(job["make_model"](s), job["data"], seed=s, out_dir=sub,
+               resume=job["resume"] and sub is not None
+               and osp.isfile(osp.join(sub, "checkpoint.pt")), **job["fit"])
+
+
+def _parallel_members(workers: int, todo: int, device) -> int:
+    """How many members train at once: 1 off Linux, on a GPU, or when asked for 0 or 1."""
+    if workers < 0:
+        from graphattn.chem._pool import usable_cpus
+
+        workers = usable_cpus()
+    on_cpu = (torch.device(device).type == "cpu" if device not in (None, "auto")
+              else not torch.cuda.is_available())
+    return min(workers, todo) if sys.platform == "linux" and on_cpu else 1
+
+
+_JOB: dict = {}  # the ensemble a forked worker trains a member of (set before the fork)
+
+
+def _worker_main(k: int, conn) -> None:
+    """A forked process: train member ``k`` with one thread, send what it learnt back
+    (plain pickle bytes: torch's multiprocessing pickler would pass tensors as shared
+    memory that this process, about to exit, has to serve)."""
+    try:
+        torch.set_num_threads(1)
+        r = _fit_member(_JOB, k)
+        conn.send_bytes(pickle.dumps((True, dict(
+            state=r.model.state_dict(), history=r.history, metrics=r.metrics,
+            best_epoch=r.best_epoch, scaler=r.scaler, stopped_early=r.stopped_early,
+            out_dir=r.out_dir, files=r.files))))
+    except BaseException as e:  # noqa: BLE001 - the parent re-raises it
+        try:
+            conn.send_bytes(pickle.dumps((False, e)))
+        except Exception:  # an exception that does not pickle
+            conn.send_bytes(pickle.dumps((False, RuntimeError(f"{type(e).__name__}: {e}"))))
+    finally:
+        conn.close()
+
+
+def _fit_in_workers(job: dict, todo: list[int], workers: int, quiet: bool):
+    """``(k, FitResult)`` of the members ``todo`` as they finish, each trained in a fresh
+    fork of this process, ``workers`` at a time; each model is rebuilt here from its
+    weights. A member's error stops the others and is raised here."""
+    import multiprocessing
+    import time
+    from multiprocessing.connection import wait
+
+    from graphattn.train import FitResult
+
+    _JOB.clear()
+    _JOB.update(job, fit={**job["fit"], "quiet": True})
+    context, queue, running = multiprocessing.get_context("fork"), list(todo), {}
+    t0 = time.perf_counter()
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                k = queue.pop(0)
+                recv, send = context.Pipe(duplex=False)
+                proc = context.Process(target=_worker_main, args=(k, send), daemon=True)
+                proc.start()
+                send.close()
+                running[k] = (proc, recv)
+            ready = wait([conn for _, conn in running.values()])
+            for k in [k for k, (_, conn) in running.items() if conn in ready]:
+                proc, conn = running.pop(k)
+                try:
+                    ok, out = pickle.loads(conn.recv_bytes())
+                except EOFError:  # killed (e.g. out of memory) before it could answer
+                    proc.join()
+                    ok, out = False, RuntimeError(f"the process training member {k} died "
+                                                  f"(exit code {proc.exitcode})")
+                proc.join()
+                if not ok:
+                    raise out
+                model = job["make_model"](member_seed(job["seed"], k))
+                model.load_state_dict(out.pop("state"))
+                model.target_scaler = out["scaler"]
+                if not quiet:
+                    val = out["metrics"].get("val", {})
+                    score = "".join(f" val_{m} {val[m]:.4g}" for m in ("rmse", "accuracy")
+                                    if m in val)
+                    print(f"member {k} done ({len(todo) - len(queue) - len(running)}/"
+                          f"{len(todo)}, {workers} at once): best epoch {out['best_epoch']}"
+                          f"{score} {time.perf_counter() - t0:.0f}s", file=sys.stderr,
+                          flush=True)
+                yield k, FitResult(model.eval(), **out)
+    finally:
+        for proc, conn in running.values():
+            proc.terminate()
+            proc.join()
+            conn.close()
+        _JOB.clear()
 
 
 def _same_scaler(a: TargetScaler | None, b: TargetScaler | None) -> bool:

@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pytest
 import torch
@@ -82,6 +83,50 @@ def test_resume_loads_finished_members_without_training_them(tmp_path, monkeypat
     again = fit_ensemble(_make, data, 2, seed=0, epochs=2, out_dir=tmp_path, quiet=True,
                          resume=True)
     assert again.metrics == first.metrics
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each worker uses: the same weights, bit for bit
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="members train in forked processes")
+def test_members_trained_in_workers_are_the_ones_trained_here(tmp_path, one_thread, capsys):
+    data = _graphs()
+    here = fit_ensemble(_make, data, 3, seed=2, epochs=3, quiet=True)
+    there = fit_ensemble(_make, data, 3, seed=2, epochs=3, out_dir=tmp_path, workers=2)
+    assert there.metrics == here.metrics and there.best_epoch == here.best_epoch
+    def scores(history):  # the history without its seconds
+        return [{k: v for k, v in r.items() if "seconds" not in k and k != "time"}
+                for r in history]
+
+    for a, b in zip(here.members, there.members):
+        assert scores(a.history) == scores(b.history) and a.metrics == b.metrics
+        assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(),
+                                                      b.model.state_dict().values()))
+        assert torch.equal(a.scaler.mean, b.scaler.mean)
+    assert [r.out_dir for r in there.members] == [str(tmp_path / f"member-{k}")
+                                                 for k in range(3)]
+    assert all((tmp_path / f"member-{k}" / "best.pt").is_file() for k in range(3))
+    lines = capsys.readouterr().err.splitlines()  # one line per member, no epoch lines
+    assert len(lines) == 3 and all(line.startswith("member ") for line in lines)
+    model, _ = load_model(tmp_path / "best.pt")
+    assert torch.equal(predict(model, data, task="graph"), predict(there.model, data,
+                                                                   task="graph"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="members train in forked processes")
+def test_a_failing_member_stops_the_workers_with_its_error():
+    def make(seed):
+        if seed == member_seed(0, 1):
+            raise ValueError("member one cannot be built")
+        return _make(seed)
+
+    with pytest.raises(ValueError, match="member one cannot be built"):
+        fit_ensemble(make, _graphs(), 3, epochs=2, quiet=True, workers=2)
 
 
 @pytest.mark.parametrize("members", [0, -1, 1.5, True])
