@@ -263,6 +263,7 @@ def _worker_main(k: int, conn) -> None:
     memory that this process, about to exit, has to serve)."""
     try:
         torch.set_num_threads(1)
+        _exit_with_parent()
         r = _fit_member(_JOB, k)
         conn.send_bytes(pickle.dumps((True, dict(
             state=r.model.state_dict(), history=r.history, metrics=r.metrics,
@@ -275,6 +276,22 @@ def _worker_main(k: int, conn) -> None:
             conn.send_bytes(pickle.dumps((False, RuntimeError(f"{type(e).__name__}: {e}"))))
     finally:
         conn.close()
+
+
+def _exit_with_parent() -> None:
+    """End this worker when its parent is gone (killed, say): no orphan keeps training and
+    holding the run's folder."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _fit_in_workers(job: dict, todo: list[int], workers: int, quiet: bool):

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import sys
 
@@ -144,3 +145,44 @@ def test_bad_configs_and_kinds_are_named():
         Ensemble([])
     with pytest.raises(ValueError, match="regression"):
         predict_spread(Ensemble([_make(0)]), _graphs(2), kind="classification")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="members train in forked processes")
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, torch\n"
+        f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        "from test_ensemble import _graphs, _make\n"
+        "from graphattn.ensemble import fit_ensemble\n"
+        "fit_ensemble(_make, _graphs(), 2, epochs=100000, quiet=True, workers=2)\n")
+    parent = subprocess.Popen([sys.executable, str(script)])
+    children: list[str] = []
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # both workers started
+            children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True,
+                                      text=True).stdout.split()
+            if len(children) == 2:
+                break
+            time.sleep(0.2)
+        assert len(children) == 2
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 10
+        alive = children
+        while alive and time.time() < deadline:
+            time.sleep(0.2)
+            alive = [c for c in alive if os.path.exists(f"/proc/{c}")
+                     and "zombie" not in open(f"/proc/{c}/status").read()]
+        assert not alive, "orphaned workers kept training"
+    finally:
+        parent.kill()
+        for c in children:  # whatever happened above, leave no worker behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(c), signal.SIGKILL)
