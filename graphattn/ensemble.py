@@ -254,17 +254,14 @@ def _parallel_members(workers: int, todo: int, device) -> int:
     return min(workers, todo) if sys.platform == "linux" and on_cpu else 1
 
 
-_JOB: dict = {}  # the ensemble a forked worker trains a member of (set before the fork)
-
-
-def _worker_main(k: int, conn) -> None:
-    """A forked process: train member ``k`` with one thread, send what it learnt back
-    (plain pickle bytes: torch's multiprocessing pickler would pass tensors as shared
-    memory that this process, about to exit, has to serve)."""
+def _worker_main(job: dict, k: int, conn) -> None:
+    """A forked process (``job`` is inherited, not pickled): train member ``k`` with one
+    thread, send what it learnt back (plain pickle bytes: torch's multiprocessing pickler
+    would pass tensors as shared memory that this process, about to exit, has to serve)."""
     try:
         torch.set_num_threads(1)
         _exit_with_parent()
-        r = _fit_member(_JOB, k)
+        r = _fit_member(job, k)
         conn.send_bytes(pickle.dumps((True, dict(
             state=r.model.state_dict(), history=r.history, metrics=r.metrics,
             best_epoch=r.best_epoch, scaler=r.scaler, stopped_early=r.stopped_early,
@@ -304,8 +301,7 @@ def _fit_in_workers(job: dict, todo: list[int], workers: int, quiet: bool):
 
     from graphattn.train import FitResult
 
-    _JOB.clear()
-    _JOB.update(job, fit={**job["fit"], "quiet": True})
+    quiet_job = dict(job, fit={**job["fit"], "quiet": True})
     context, queue, running = multiprocessing.get_context("fork"), list(todo), {}
     t0 = time.perf_counter()
     try:
@@ -313,7 +309,8 @@ def _fit_in_workers(job: dict, todo: list[int], workers: int, quiet: bool):
             while queue and len(running) < workers:
                 k = queue.pop(0)
                 recv, send = context.Pipe(duplex=False)
-                proc = context.Process(target=_worker_main, args=(k, send), daemon=True)
+                proc = context.Process(target=_worker_main, args=(quiet_job, k, send),
+                                       daemon=True)
                 proc.start()
                 send.close()
                 running[k] = (proc, recv)
@@ -346,7 +343,6 @@ def _fit_in_workers(job: dict, todo: list[int], workers: int, quiet: bool):
             proc.terminate()
             proc.join()
             conn.close()
-        _JOB.clear()
 
 
 def _same_scaler(a: TargetScaler | None, b: TargetScaler | None) -> bool:

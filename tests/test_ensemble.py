@@ -1,5 +1,7 @@
 import contextlib
 import json
+import os
+import signal
 import sys
 
 import pytest
@@ -120,7 +122,7 @@ def test_members_trained_in_workers_are_the_ones_trained_here(tmp_path, one_thre
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="members train in forked processes")
-def test_a_failing_member_stops_the_workers_with_its_error():
+def test_a_failing_or_killed_member_stops_the_workers_with_its_error():
     def make(seed):
         if seed == member_seed(0, 1):
             raise ValueError("member one cannot be built")
@@ -128,6 +130,15 @@ def test_a_failing_member_stops_the_workers_with_its_error():
 
     with pytest.raises(ValueError, match="member one cannot be built"):
         fit_ensemble(make, _graphs(), 3, epochs=2, quiet=True, workers=2)
+    here = os.getpid()
+
+    def killed(seed):  # a worker killed from outside (out of memory, say)
+        if seed == member_seed(0, 2) and os.getpid() != here:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _make(seed)
+
+    with pytest.raises(RuntimeError, match=r"member 2 died \(exit code -9\)"):
+        fit_ensemble(killed, _graphs(), 3, epochs=2, quiet=True, workers=2)
 
 
 @pytest.mark.parametrize("members", [0, -1, 1.5, True])
@@ -149,8 +160,6 @@ def test_bad_configs_and_kinds_are_named():
 
 @pytest.mark.skipif(sys.platform != "linux", reason="members train in forked processes")
 def test_workers_end_when_their_parent_is_killed(tmp_path):
-    import os
-    import signal
     import subprocess
     import time
 
