@@ -24,7 +24,7 @@ import os.path as osp
 import pickle
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -262,10 +262,8 @@ def _worker_main(job: dict, k: int, conn) -> None:
         torch.set_num_threads(1)
         _exit_with_parent()
         r = _fit_member(job, k)
-        conn.send_bytes(pickle.dumps((True, dict(
-            state=r.model.state_dict(), history=r.history, metrics=r.metrics,
-            best_epoch=r.best_epoch, scaler=r.scaler, stopped_early=r.stopped_early,
-            out_dir=r.out_dir, files=r.files))))
+        summary = {f.name: getattr(r, f.name) for f in fields(r) if f.name != "model"}
+        conn.send_bytes(pickle.dumps((True, dict(summary, state=r.model.state_dict()))))
     except BaseException as e:  # noqa: BLE001 - the parent re-raises it
         try:
             conn.send_bytes(pickle.dumps((False, e)))
