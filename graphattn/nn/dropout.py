@@ -1,5 +1,6 @@
-"""Dropout for the activations of large graphs: the mask from 16 random bits per element, on
-CPU in one pass by the native kernel (``csrc/dropout.c``)."""
+"""Dropout on CPU by the native kernels (``csrc/dropout.c``): for the activations of large
+graphs, a mask from 16 random bits per element in one pass; for smaller tensors (every
+molecule batch), torch's own mask and numbers, drawn faster."""
 
 from __future__ import annotations
 
@@ -18,6 +19,42 @@ _BITS = threading.local()  # one reused buffer of random bits per thread (torch 
 
 def _native_ok(x: Tensor) -> bool:
     return x.device.type == "cpu" and build.available(x.dtype, kernel="dropout")
+
+
+_SAME_BITS: bool | None = None  # whether the native kernel draws bernoulli_'s mask here
+
+
+def _same_bits_as_torch() -> bool:
+    """Whether :func:`~graphattn.nn.kernels.native.bernoulli_mask` gives ``bernoulli_``'s
+    mask and generator state on this machine (torch takes another path where it uses MKL's
+    generator, on Intel CPUs): checked once, on a private generator's states, fresh and
+    mid-block, over more than one block of the generator."""
+    global _SAME_BITS
+    if _SAME_BITS is None:
+        if not build.available(torch.float32, kernel="dropout"):
+            return False  # not cached: the kernel may be enabled again
+        saved = torch.get_rng_state()
+        try:
+            gen = torch.Generator().manual_seed(20261204)
+            same = True
+            for n in (700, 1, 2000):  # from the fresh state, then mid-block
+                torch.set_rng_state(gen.get_state())
+                mask = native.bernoulli_mask(n, 0.9)
+                ref = torch.empty(n).bernoulli_(0.9, generator=gen) == 0
+                bits = (mask.view(-1, 1) >> torch.arange(64)) & 1
+                same = same and torch.equal(bits.view(-1)[:n].bool(), ref) and \
+                    torch.equal(torch.get_rng_state(), gen.get_state())
+            _SAME_BITS = same
+        finally:
+            torch.set_rng_state(saved)
+    return _SAME_BITS
+
+
+def _torch_bits_ok(x: Tensor, p: float) -> bool:
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and x.is_contiguous() and 0.0 < p < 1.0 and x.numel() > 0
+            and not torch.compiler.is_compiling()
+            and build.available(x.dtype, kernel="dropout") and _same_bits_as_torch())
 
 
 def drop_(x: Tensor, p: float, out: Tensor | None = None) -> tuple[Tensor, float]:
@@ -88,15 +125,45 @@ class _FastDropout(torch.autograd.Function):
         return apply_mask_(grad, drop, ctx.scale, out), None, None
 
 
+class _TorchDropout(torch.autograd.Function):
+    """Torch's CPU dropout, bit for bit: ``x * noise`` with ``noise = bernoulli_(1 - p) /
+    (1 - p)`` drawn from torch's default generator (advanced as torch advances it), the mask
+    by the native kernel in blocks instead of one call per element. ``inplace=True``
+    overwrites ``x`` (which nothing may have saved). Only the mask (1 bit per element) is
+    saved."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float, inplace: bool) -> Tensor:
+        keep = 1.0 - p
+        # torch's noise value: 1 / (1 - p) in x's dtype
+        scale = float(torch.ones((), dtype=x.dtype).div_(keep))
+        mask = native.bernoulli_mask(x.numel(), keep)
+        if inplace:
+            ctx.mark_dirty(x)
+        out = native.mask_mul(x, mask, scale, x if inplace else torch.empty_like(x))
+        ctx.save_for_backward(mask)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (mask,) = ctx.saved_tensors
+        grad = grad.contiguous()
+        return native.mask_mul(grad, mask, ctx.scale, torch.empty_like(grad)), None, None
+
+
 def dropout(x: Tensor, p: float, training: bool = True, inplace: bool = False) -> Tensor:
     """:func:`torch.nn.functional.dropout`, with :func:`drop_`'s faster mask for tensors of
-    at least :data:`FAST_DROPOUT_NUMEL` elements (smaller tensors, e.g. every molecule
-    batch, take torch's own path and its random numbers). ``inplace=True`` may overwrite
+    at least :data:`FAST_DROPOUT_NUMEL` elements; smaller tensors (e.g. every molecule
+    batch) get torch's own mask and numbers, on CPU drawn by the native kernel where it
+    gives ``bernoulli_``'s bits (:class:`_TorchDropout`). ``inplace=True`` may overwrite
     ``x``: only for a tensor no autograd node saved."""
     if not training or p == 0.0:
         return x
     if x.numel() >= FAST_DROPOUT_NUMEL and x.is_floating_point():
         return _FastDropout.apply(x, p, inplace and x.is_contiguous())
+    if _torch_bits_ok(x, p):
+        return _TorchDropout.apply(x, p, inplace and not (x.is_leaf and x.requires_grad))
     return F.dropout(x, p, training)
 
 

@@ -173,7 +173,7 @@ class GRUReadout(torch.nn.Module):
             score = F.leaky_relu(score_node + (self.lin(g) @ self.att_graph)[batch], 0.01)
             alpha = softmax(score, batch, num_nodes=size)  # (N,)
             ctx = global_add_pool(alpha.unsqueeze(-1) * wx, batch, size) + self.bias
-            ctx = F.dropout(F.elu(ctx), self.dropout, self.training)
+            ctx = dropout(F.elu(ctx), self.dropout, self.training)
             g = act(self.gru(ctx, g))
         return g
 

@@ -1,4 +1,5 @@
-"""Dropout of large tensors (graphattn.nn.dropout): the fast mask, native and pure-torch."""
+"""Dropout (graphattn.nn.dropout): the fast mask of large tensors, native and pure-torch;
+torch's own numbers for small ones."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import contextlib
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from graphattn.nn import dropout as dropout_module
 from graphattn.nn import kernels
 from graphattn.nn.dropout import FAST_DROPOUT_NUMEL, apply_mask_, drop_, dropout
 
@@ -40,12 +44,68 @@ def test_fast_dropout_on_large_tensors_drops_p_and_scales_the_rest(path):
         assert not torch.equal(dropout(x, 0.3) != 0, kept)
 
 
-def test_small_tensors_keep_torch_dropout_numbers():
-    x = torch.randn(100, 8)
-    torch.manual_seed(3)
-    ours = dropout(x, 0.25)
-    torch.manual_seed(3)
-    torch.testing.assert_close(ours, torch.nn.functional.dropout(x, 0.25))
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int32 if t.dtype == torch.float32 else torch.int64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3000), p=st.floats(0.01, 0.99), skip=st.integers(0, 1500),
+       dtype=st.sampled_from([torch.float32, torch.float64]), inplace=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_small_tensors_get_torch_dropout_bit_for_bit(n, p, skip, dtype, inplace, seed):
+    """Output, gradient and the generator's state after equal F.dropout's exactly, from any
+    position of the generator (fresh, mid-block, across blocks), NaN, inf and -0 included."""
+    torch.manual_seed(seed)
+    if skip:
+        torch.empty(skip).random_()
+    x = torch.randn(n, dtype=dtype) * 10
+    x[::97], x[1::89], x[2::83] = float("nan"), float("-inf"), -0.0
+    g = torch.randn(n, dtype=dtype)
+    g[3::79] = float("inf")
+    state = torch.get_rng_state()
+    leaf = x.clone().requires_grad_(True)
+    ref = torch.nn.functional.dropout(leaf * 1.0, p)
+    (ref_grad,) = torch.autograd.grad(ref, leaf, g)
+    ref_state = torch.get_rng_state()
+    torch.set_rng_state(state)
+    leaf = x.clone().requires_grad_(True)
+    out = dropout(leaf * 1.0, p, inplace=inplace)  # `leaf * 1.0`: fresh, may be overwritten
+    (grad,) = torch.autograd.grad(out, leaf, g)
+    assert torch.equal(_bits(out.detach()), _bits(ref.detach()))
+    assert torch.equal(_bits(grad), _bits(ref_grad))
+    assert torch.equal(torch.get_rng_state(), ref_state)
+
+
+def test_small_tensors_take_the_native_mask_where_it_gives_torch_bits():
+    """The native path is taken only where its bits were checked against bernoulli_'s (not
+    where torch draws with MKL, on Intel CPUs), and the check leaves the generator alone."""
+    state = torch.get_rng_state()
+    same = dropout_module._same_bits_as_torch()
+    assert torch.equal(torch.get_rng_state(), state)
+    x = torch.randn(50, 8, requires_grad=True)
+    name = type(dropout(x, 0.3).grad_fn).__name__
+    assert ("_TorchDropout" in name) == same
+    assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0) is x
+    if not kernels.available(torch.float32, kernel="dropout"):
+        assert not same
+    with kernels.disabled():  # GRAPHATTN_NATIVE=0 or kernels.disabled(): torch's own call
+        assert "_TorchDropout" not in type(dropout(x, 0.3).grad_fn).__name__
+
+
+def test_a_torch_that_draws_otherwise_keeps_its_own_dropout(monkeypatch):
+    monkeypatch.setattr(dropout_module, "_SAME_BITS", False)
+    x = torch.randn(40, 3, requires_grad=True)
+    torch.manual_seed(7)
+    out = dropout(x, 0.5)
+    torch.manual_seed(7)
+    assert torch.equal(out, torch.nn.functional.dropout(x, 0.5))
+    assert "_TorchDropout" not in type(out.grad_fn).__name__
+
+
+def test_leaf_tensors_are_never_overwritten():
+    x = torch.ones(30, 4, requires_grad=True)
+    out = dropout(x, 0.5, inplace=True)
+    assert out is not x and torch.equal(x, torch.ones(30, 4))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -10,7 +10,8 @@
   and computes the additive score without materialising ``q_i + k_j``.
 * ``dropout.c`` (:func:`dropout_forward`, :func:`dropout_backward`): the dropout of large
   tensors in one pass, its random bits from a counter-based generator (the same mask for
-  any number of threads).
+  any number of threads); :func:`bernoulli_mask` and :func:`mask_mul`, the mask torch's
+  own ``F.dropout`` draws, from the same state of torch's generator, in blocks.
 * ``dense_attention.c`` (``mask="full"``, dot score, :class:`DenseAttention`): one thread
   per graph of a batch attends within it in cache, with no padding; it keeps the row
   maximum and sum of the softmax, not the ``[P, H]`` weights, and recomputes the scores in
@@ -25,6 +26,8 @@ heads, ``C`` channels per head.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -225,4 +228,23 @@ def dropout_backward(g: Tensor, mask: Tensor, scale: float, out: Tensor) -> Tens
     """``out = g * scale`` where the bit of :func:`dropout_forward`'s ``mask`` is 0, and 0
     where it is 1 (``out`` may be ``g``)."""
     call("dropout_backward", g.dtype, g.numel(), g, mask, float(scale), out)
+    return out
+
+
+def bernoulli_mask(n: int, keep: float) -> Tensor:
+    """The drop mask of ``torch.empty(n).bernoulli_(keep)`` (MT19937 path, without MKL), drawn
+    from torch's default CPU generator, which advances exactly as ``bernoulli_`` advances it:
+    int64 words ``[ceil(n / 64)]``, element ``i`` at bit ``i % 64`` of word ``i // 64``, 1 =
+    dropped. Whether torch takes this path on the machine is checked by the caller."""
+    mask = torch.empty((n + 63) // 64, dtype=torch.int64)
+    state = torch.get_rng_state()
+    call("dropout_mt_forward", torch.float32, n, state, mask, math.ceil(keep * 2.0 ** 53))
+    torch.set_rng_state(state)
+    return mask
+
+
+def mask_mul(x: Tensor, mask: Tensor, scale: float, out: Tensor) -> Tensor:
+    """``out = x * (0 if dropped else scale)`` with :func:`bernoulli_mask`'s ``mask``: torch's
+    product of ``x`` and dropout's noise, bit for bit (``out`` may be ``x``)."""
+    call("dropout_mt_mul", x.dtype, x.numel(), x, mask, float(scale), out)
     return out

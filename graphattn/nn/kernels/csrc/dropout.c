@@ -70,3 +70,92 @@ void NAME(dropout_backward)(int64_t n, const S *g, const uint64_t *mask, double 
         apply(m, g + i0, mask + i0 / 64, s, out + i0);
     }
 }
+
+/* torch's own dropout mask, drawn faster. On CPU, F.dropout(x, p) is x * (noise / (1 - p))
+ * with noise = bernoulli_(1 - p) of torch's default generator: where MKL's Intel-only path
+ * is not taken, one uniform double per element, the low 53 bits of two MT19937 outputs (the
+ * first the high word) times 2^-53, kept when below 1 - p, drawn in a serial loop of calls.
+ * dropout_mt_forward draws the same numbers from the same state, in blocks: `gen` is the
+ * bytes of torch.get_rng_state() (MT19937 as torch keeps it: `left` at byte 8, `next` at
+ * byte 16, the 624 words as uint64 from byte 24), advanced in place as bernoulli_ would
+ * advance it. An element is kept when its 53 bits are below `keep` (= ceil((1 - p) 2^53),
+ * the same test in integers); the mask is kept as bits (element i: bit i % 64 of word
+ * i / 64, 1 = dropped). dropout_mt_mul then computes torch's product exactly, in forward
+ * and backward: out[i] = x[i] * (dropped ? 0 : scale), NaN and the sign of 0 included. */
+#define MT_N 624
+#define MT_M 397
+
+INLINE uint32_t mt_twist(uint32_t u, uint32_t v) {
+    return (((u & 0x80000000u) | (v & 0x7fffffffu)) >> 1) ^ ((v & 1u) ? 0x9908b0dfu : 0u);
+}
+
+static void mt_next_state(uint32_t *p) {
+    for (int k = 0; k < MT_N - MT_M; k++) p[k] = p[k + MT_M] ^ mt_twist(p[k], p[k + 1]);
+    for (int k = MT_N - MT_M; k < MT_N - 1; k++)
+        p[k] = p[k + MT_M - MT_N] ^ mt_twist(p[k], p[k + 1]);
+    p[MT_N - 1] = p[MT_M - 1] ^ mt_twist(p[MT_N - 1], p[0]);
+}
+
+INLINE uint32_t mt_temper(uint32_t y) {
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    return y ^ (y >> 18);
+}
+
+void NAME(dropout_mt_forward)(int64_t n, uint8_t *gen, uint64_t *mask, int64_t keep,
+                              int threads) {
+    (void)threads; /* one sequential generator */
+    int32_t left;
+    uint64_t next, words[MT_N];
+    uint32_t st[MT_N], out[2 * 256];
+    memcpy(&left, gen + 8, 4);
+    memcpy(&next, gen + 16, 8);
+    memcpy(words, gen + 24, sizeof(words));
+    for (int k = 0; k < MT_N; k++) st[k] = (uint32_t)words[k];
+    int64_t idx = (int64_t)next, avail = left - 1; /* outputs left in this block */
+    const uint64_t low53 = (1ULL << 53) - 1;
+    for (int64_t i0 = 0; i0 < n; i0 += 256) {
+        const int64_t m = n - i0 < 256 ? n - i0 : 256;
+        for (int64_t got = 0; got < 2 * m;) { /* 2 m tempered outputs, block by block */
+            if (avail == 0) {
+                mt_next_state(st);
+                idx = 0;
+                avail = MT_N;
+            }
+            const int64_t take = avail < 2 * m - got ? avail : 2 * m - got;
+            VEC for (int64_t k = 0; k < take; k++) out[got + k] = mt_temper(st[idx + k]);
+            got += take, idx += take, avail -= take;
+        }
+        uint64_t *mw = mask + i0 / 64; /* i0 is a multiple of 64 */
+        for (int64_t w = 0; w < (m + 63) / 64; w++) {
+            uint64_t word = 0;
+            const int64_t kn = m - w * 64 < 64 ? m - w * 64 : 64;
+            for (int64_t k = 0; k < kn; k++) {
+                const int64_t e = w * 64 + k;
+                const uint64_t r = (((uint64_t)out[2 * e] << 32) | out[2 * e + 1]) & low53;
+                word |= (uint64_t)(r >= (uint64_t)keep) << k;
+            }
+            mw[w] = word;
+        }
+    }
+    left = (int32_t)(avail + 1);
+    next = (uint64_t)idx;
+    for (int k = 0; k < MT_N; k++) words[k] = st[k];
+    memcpy(gen + 8, &left, 4);
+    memcpy(gen + 16, &next, 8);
+    memcpy(gen + 24, words, sizeof(words));
+}
+
+void NAME(dropout_mt_mul)(int64_t n, const S *x, const uint64_t *mask, double scale, S *out,
+                          int threads) {
+    const T s = (T)scale;
+    (void)threads;
+    const uint32_t *half = (const uint32_t *)mask; /* 32-bit halves: the shifts vectorise */
+    for (int64_t h = 0; h < (n + 31) / 32; h++) {
+        const uint32_t bits = half[h];
+        const int64_t i0 = h * 32, m = n - i0 < 32 ? n - i0 : 32;
+        VEC for (int64_t k = 0; k < m; k++)
+            out[i0 + k] = st(ld(x[i0 + k]) * ((bits >> k) & 1u ? (T)0 : s));
+    }
+}
