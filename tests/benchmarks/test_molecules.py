@@ -166,8 +166,13 @@ def test_graphattn_settings_are_the_cli_recipes(mb):
                      local="attention", mask="adjacency", descriptors="rdkit2d",
                      ensemble=3, pretrained="qm9")
     assert mb.CONFIGS["graphattn-adjacency"] == published
-    assert mb.model_config("freesolv_random", "graphattn-adjacency") == dict(published,
-                                                                              pool="gru")
+    for task in ("freesolv_random", "freesolv_scaffold"):
+        assert mb.model_config(task, "graphattn-adjacency") == dict(
+            published, pool="gru", lr=2e-3, weight_decay=1e-4)
+    for task in ("qm9_gap", "qm9_gap_110k"):
+        assert mb.model_config(task, "graphattn-adjacency") == dict(
+            published, hidden=64, pretrained=None, lr=2e-3, weight_decay=1e-4)
+        assert mb.model_config(task, "attentivefp")["lr"] == 10**-2.5
     assert mb.BUDGET["freesolv_random"] == dict(epochs=100, batch_size=32, warmup=5)
     assert mb.BUDGET["solubility"] == dict(epochs=40, batch_size=32, warmup=3)
 
