@@ -103,72 +103,57 @@ def apply_mask_(x: Tensor, drop: Tensor, scale: float, out: Tensor | None = None
     return torch.mul(x.masked_fill(drop, 0.0), scale, out=out)
 
 
-class _FastDropout(torch.autograd.Function):
-    """Inverted dropout with :func:`drop_`'s mask, drawn in one pass instead of
-    ``bernoulli_``'s. ``inplace=True``
-    overwrites ``x`` (which nothing may have saved). Only the mask is saved."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, p: float, inplace: bool) -> Tensor:
-        if inplace:
-            ctx.mark_dirty(x)
-        out = x if inplace else torch.empty_like(x, memory_format=torch.contiguous_format)
-        drop, scale = drop_(x, p, out)
-        ctx.save_for_backward(drop)
-        ctx.scale = scale
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        (drop,) = ctx.saved_tensors
-        out = torch.empty_like(grad, memory_format=torch.contiguous_format)
-        return apply_mask_(grad, drop, ctx.scale, out), None, None
-
-
-class _TorchDropout(torch.autograd.Function):
-    """Torch's CPU dropout, bit for bit: ``x * noise`` with ``noise = bernoulli_(1 - p) /
-    (1 - p)`` drawn from torch's default generator (advanced as torch advances it), the mask
-    by the native kernel in blocks instead of one call per element. ``inplace=True``
-    overwrites ``x`` (which nothing may have saved). Only the mask (1 bit per element) is
+class _MaskDropout(torch.autograd.Function):
+    """Inverted dropout by a saved mask, drawn in one pass instead of one ``bernoulli_`` call
+    per element: :func:`drop_`'s (``exact=False``), or torch's own, bit for bit (``exact=True``:
+    ``x * noise`` with ``noise = bernoulli_(1 - p) / (1 - p)`` from torch's default
+    generator, advanced as torch advances it; contiguous CPU float32/64 only).
+    ``inplace=True`` overwrites ``x`` (which nothing may have saved). Only the mask is
     saved."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, p: float, inplace: bool) -> Tensor:
-        keep = 1.0 - p
-        # torch's noise value: 1 / (1 - p) in x's dtype
-        scale = float(torch.ones((), dtype=x.dtype).div_(keep))
-        mask = native.bernoulli_mask(x.numel(), keep)
+    def forward(ctx, x: Tensor, p: float, inplace: bool, exact: bool) -> Tensor:
         if inplace:
             ctx.mark_dirty(x)
-        out = native.mask_mul(x, mask, scale, x if inplace else torch.empty_like(x))
+        out = x if inplace else torch.empty_like(x, memory_format=torch.contiguous_format)
+        if exact:
+            keep = 1.0 - p
+            scale = float(torch.ones((), dtype=x.dtype).div_(keep))  # torch's noise value
+            mask = native.bernoulli_mask(x.numel(), keep)
+            native.mask_mul(x, mask, scale, out)
+        else:
+            mask, scale = drop_(x, p, out)
         ctx.save_for_backward(mask)
-        ctx.scale = scale
+        ctx.scale, ctx.exact = scale, exact
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
         (mask,) = ctx.saved_tensors
-        grad = grad.contiguous()
-        return native.mask_mul(grad, mask, ctx.scale, torch.empty_like(grad)), None, None
+        out = torch.empty_like(grad, memory_format=torch.contiguous_format)
+        if ctx.exact:
+            return native.mask_mul(grad.contiguous(), mask, ctx.scale, out), None, None, None
+        return apply_mask_(grad, mask, ctx.scale, out), None, None, None
 
 
 def dropout(x: Tensor, p: float, training: bool = True, inplace: bool = False) -> Tensor:
     """:func:`torch.nn.functional.dropout`, with :func:`drop_`'s faster mask for tensors of
     at least :data:`FAST_DROPOUT_NUMEL` elements; smaller tensors (e.g. every molecule
     batch) get torch's own mask and numbers, on CPU drawn by the native kernel where it
-    gives ``bernoulli_``'s bits (:class:`_TorchDropout`). ``inplace=True`` may overwrite
+    gives ``bernoulli_``'s bits (:class:`_MaskDropout`). ``inplace=True`` may overwrite
     ``x``: only for a tensor no autograd node saved."""
     if not training or p == 0.0:
         return x
     if x.numel() >= FAST_DROPOUT_NUMEL and x.is_floating_point():
-        return _FastDropout.apply(x, p, inplace and x.is_contiguous())
+        return _MaskDropout.apply(x, p, inplace and x.is_contiguous(), False)
     if _torch_bits_ok(x, p):
-        return _TorchDropout.apply(x, p, inplace and not (x.is_leaf and x.requires_grad))
+        return _MaskDropout.apply(x, p, inplace and not (x.is_leaf and x.requires_grad), True)
     return F.dropout(x, p, training)
 
 
 class Dropout(torch.nn.Dropout):
-    """:class:`torch.nn.Dropout` with :func:`dropout`'s fast mask on large tensors."""
+    """:class:`torch.nn.Dropout` by :func:`dropout`: the fast mask on large tensors, torch's
+    own mask drawn natively on smaller CPU tensors."""
 
     def forward(self, x: Tensor) -> Tensor:
         return dropout(x, self.p, self.training, self.inplace)

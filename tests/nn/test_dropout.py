@@ -84,12 +84,12 @@ def test_small_tensors_take_the_native_mask_where_it_gives_torch_bits():
     assert torch.equal(torch.get_rng_state(), state)
     x = torch.randn(50, 8, requires_grad=True)
     name = type(dropout(x, 0.3).grad_fn).__name__
-    assert ("_TorchDropout" in name) == same
+    assert ("_MaskDropout" in name) == same
     assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0) is x
     if not kernels.available(torch.float32, kernel="dropout"):
         assert not same
     with kernels.disabled():  # GRAPHATTN_NATIVE=0 or kernels.disabled(): torch's own call
-        assert "_TorchDropout" not in type(dropout(x, 0.3).grad_fn).__name__
+        assert "_MaskDropout" not in type(dropout(x, 0.3).grad_fn).__name__
 
 
 def test_a_torch_that_draws_otherwise_keeps_its_own_dropout(monkeypatch):
@@ -99,7 +99,7 @@ def test_a_torch_that_draws_otherwise_keeps_its_own_dropout(monkeypatch):
     out = dropout(x, 0.5)
     torch.manual_seed(7)
     assert torch.equal(out, torch.nn.functional.dropout(x, 0.5))
-    assert "_TorchDropout" not in type(out.grad_fn).__name__
+    assert "_MaskDropout" not in type(out.grad_fn).__name__
 
 
 def test_leaf_tensors_are_never_overwritten():
