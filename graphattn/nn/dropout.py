@@ -33,6 +33,9 @@ def _same_bits_as_torch() -> bool:
     if _SAME_BITS is None:
         if not build.available(torch.float32, kernel="dropout"):
             return False  # not cached: the kernel may be enabled again
+        if torch.get_rng_state().numel() != native.MT_STATE_BYTES:  # another torch layout
+            _SAME_BITS = False
+            return False
         saved = torch.get_rng_state()
         try:
             gen = torch.Generator().manual_seed(20261204)

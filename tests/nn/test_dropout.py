@@ -102,6 +102,15 @@ def test_a_torch_that_draws_otherwise_keeps_its_own_dropout(monkeypatch):
     assert "_MaskDropout" not in type(out.grad_fn).__name__
 
 
+def test_a_generator_state_of_another_layout_keeps_torch_dropout(monkeypatch):
+    """A torch whose generator state has another size is never read by the kernel."""
+    monkeypatch.setattr(dropout_module, "_SAME_BITS", None)
+    monkeypatch.setattr(kernels.native, "MT_STATE_BYTES", 1234)
+    assert dropout_module._same_bits_as_torch() is False
+    with pytest.raises(RuntimeError, match="5056 bytes, not 1234"):
+        kernels.native.bernoulli_mask(10, 0.5)
+
+
 def test_leaf_tensors_are_never_overwritten():
     x = torch.ones(30, 4, requires_grad=True)
     out = dropout(x, 0.5, inplace=True)

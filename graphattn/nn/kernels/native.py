@@ -231,6 +231,11 @@ def dropout_backward(g: Tensor, mask: Tensor, scale: float, out: Tensor) -> Tens
     return out
 
 
+# torch.get_rng_state()'s size: MT19937 as torch keeps it (seed, left, seeded, next, 624
+# words as uint64) and the cached normal samples; dropout_mt_forward reads its first bytes
+MT_STATE_BYTES = 5056
+
+
 def bernoulli_mask(n: int, keep: float) -> Tensor:
     """The drop mask of ``torch.empty(n).bernoulli_(keep)`` (MT19937 path, without MKL), drawn
     from torch's default CPU generator, which advances exactly as ``bernoulli_`` advances it:
@@ -238,6 +243,9 @@ def bernoulli_mask(n: int, keep: float) -> Tensor:
     dropped. Whether torch takes this path on the machine is checked by the caller."""
     mask = torch.empty((n + 63) // 64, dtype=torch.int64)
     state = torch.get_rng_state()
+    if state.numel() != MT_STATE_BYTES:
+        raise RuntimeError(f"torch's generator state has {state.numel()} bytes, not "
+                           f"{MT_STATE_BYTES}: not the MT19937 layout bernoulli_mask reads")
     call("dropout_mt_forward", torch.float32, n, state, mask, math.ceil(keep * 2.0 ** 53))
     torch.set_rng_state(state)
     return mask

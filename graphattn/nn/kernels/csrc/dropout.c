@@ -151,9 +151,8 @@ void NAME(dropout_mt_mul)(int64_t n, const S *x, const uint64_t *mask, double sc
                           int threads) {
     const T s = (T)scale;
     (void)threads;
-    const uint32_t *half = (const uint32_t *)mask; /* 32-bit halves: the shifts vectorise */
-    for (int64_t h = 0; h < (n + 31) / 32; h++) {
-        const uint32_t bits = half[h];
+    for (int64_t h = 0; h < (n + 31) / 32; h++) { /* 32-bit halves: the shifts vectorise */
+        const uint32_t bits = (uint32_t)(mask[h >> 1] >> ((h & 1) * 32));
         const int64_t i0 = h * 32, m = n - i0 < 32 ? n - i0 : 32;
         VEC for (int64_t k = 0; k < m; k++)
             out[i0 + k] = st(ld(x[i0 + k]) * ((bits >> k) & 1u ? (T)0 : s));
