@@ -317,6 +317,14 @@ NOTES += [
     "on Solubility's 15 folds, worse on both Crippen tasks'; not kept) ran on the test "
     "splits before the Crippen CV was in: Solubility 0.558 ± 0.007, Crippen logP 0.101 ± "
     "0.021, MR 0.505 ± 0.060, against the published 0.556 / 0.086 / 0.464 (seeds 0-2).",
+    "qm9_gap_110k probe, 2026-12-04 (graphattn 97fd68f): ONE model of the qm9 recipe "
+    "trained 30 epochs (seeds 0-2, one thread, two processes side by side) matches the "
+    "ensemble of 3 trained 20: validation RMSE 0.1767 / 0.1764 / 0.1788 (the ensemble's "
+    "0.1767 / 0.1779 / 0.1787), test MAE 0.1232 / 0.1223 / 0.1232 eV (the ensemble's "
+    "0.1223 / 0.1230 / 0.1230), at 43 s per epoch (~1.3x AttentiveFP's 32-35 s; the "
+    "ensemble ~170 s of one core). Not adopted yet: the task's epoch budget is the same "
+    "for every model, so AttentiveFP and GIN must re-run at 30 epochs before the recipe "
+    "and the table change.",
 ]
 CV_SWEEP_2 = [  # 2026-12-04: (task, change from the recipe then in force, folds, held-out RMSE)
     ("freesolv_random", "no descriptors (the recipe before, 60 epochs)", "seeds 0-1, 10", 1.041),
