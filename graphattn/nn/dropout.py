@@ -4,6 +4,7 @@ molecule batch), torch's own mask and numbers, drawn faster."""
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import torch
@@ -51,6 +52,12 @@ def _same_bits_as_torch() -> bool:
         finally:
             torch.set_rng_state(saved)
     return _SAME_BITS
+
+
+@functools.cache
+def _noise_scale(dtype: torch.dtype, keep: float) -> float:
+    """Torch's dropout noise value ``1 / keep`` computed in ``dtype`` (once per pair)."""
+    return float(torch.ones((), dtype=dtype).div_(keep))
 
 
 def _torch_bits_ok(x: Tensor, p: float) -> bool:
@@ -121,7 +128,7 @@ class _MaskDropout(torch.autograd.Function):
         out = x if inplace else torch.empty_like(x, memory_format=torch.contiguous_format)
         if exact:
             keep = 1.0 - p
-            scale = float(torch.ones((), dtype=x.dtype).div_(keep))  # torch's noise value
+            scale = _noise_scale(x.dtype, keep)
             mask = native.bernoulli_mask(x.numel(), keep)
             native.mask_mul(x, mask, scale, out)
         else:
