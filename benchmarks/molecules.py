@@ -167,8 +167,9 @@ def _recipe_changes(name: str, keys: tuple[str, ...]) -> dict:
 
 _FREESOLV = _recipe_changes("freesolv", ("pool", "lr", "weight_decay"))
 # QM9: no pretrained encoder (it was trained on every QM9 molecule's properties)
-_QM9 = {m: dict(hidden=64, pretrained=None, **_recipe_changes("qm9", ("lr", "weight_decay"))
-                .get(m, {})) for m in MODELS}
+_QM9 = {m: dict(hidden=64, pretrained=None,
+                **_recipe_changes("qm9", ("lr", "weight_decay", "ensemble")).get(m, {}))
+        for m in MODELS}
 TASK_CONFIGS = {
     "freesolv_random": _FREESOLV,
     "freesolv_scaffold": _FREESOLV,

@@ -171,10 +171,12 @@ def test_graphattn_settings_are_the_cli_recipes(mb):
             published, pool="gru", lr=2e-3, weight_decay=1e-4)
     for task in ("qm9_gap", "qm9_gap_110k"):
         assert mb.model_config(task, "graphattn-adjacency") == dict(
-            published, hidden=64, pretrained=None, lr=2e-3, weight_decay=1e-4)
+            published, hidden=64, pretrained=None, lr=2e-3, weight_decay=1e-4, ensemble=1)
         assert mb.model_config(task, "attentivefp")["lr"] == 10**-2.5
+        assert "ensemble" not in mb.model_config(task, "attentivefp")
     assert mb.BUDGET["freesolv_random"] == dict(epochs=100, batch_size=32, warmup=5)
     assert mb.BUDGET["solubility"] == dict(epochs=40, batch_size=32, warmup=3)
+    assert mb.BUDGET["qm9_gap_110k"] == dict(epochs=40, batch_size=64, warmup=1)
 
 
 @pytest.mark.parametrize("task, fn", [("crippen_logp", "MolLogP"), ("crippen_mr", "MolMR")])
