@@ -316,12 +316,13 @@ def _fit_in_workers(job: dict, todo: list[int], workers: int, quiet: bool):
             for k in [k for k, (_, conn) in running.items() if conn in ready]:
                 proc, conn = running.pop(k)
                 try:
-                    ok, out = pickle.loads(conn.recv_bytes())
+                    reply = conn.recv_bytes()
                 except EOFError:  # killed (e.g. out of memory) before it could answer
-                    proc.join()
-                    ok, out = False, RuntimeError(f"the process training member {k} died "
-                                                  f"(exit code {proc.exitcode})")
+                    reply = None
+                conn.close()
                 proc.join()
+                ok, out = pickle.loads(reply) if reply is not None else (False, RuntimeError(
+                    f"the process training member {k} died (exit code {proc.exitcode})"))
                 if not ok:
                     raise out
                 model = job["make_model"](member_seed(job["seed"], k))
