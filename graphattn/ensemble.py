@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import Tensor
 
+from graphattn._cpus import usable_cpus
 from graphattn.metrics import TargetScaler, clean
 
 __all__ = ["Ensemble", "EnsembleResult", "fit_ensemble", "member_seed", "predict_spread"]
@@ -246,8 +247,6 @@ def _fit_member(job: dict, k: int):
 def _parallel_members(workers: int, todo: int, device) -> int:
     """How many members train at once: 1 off Linux, on a GPU, or when asked for 0 or 1."""
     if workers < 0:
-        from graphattn.chem._pool import usable_cpus
-
         workers = usable_cpus()
     on_cpu = (torch.device(device).type == "cpu" if device not in (None, "auto")
               else not torch.cuda.is_available())

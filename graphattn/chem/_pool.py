@@ -10,23 +10,16 @@ workers there must guard its entry point (``if __name__ == "__main__":``). Lists
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+
+from graphattn._cpus import usable_cpus
 
 _START = "fork" if sys.platform == "linux" else "spawn"
 # items; fewer are featurized in the calling process (a spawned worker's imports cost what
 # featurizing ~10,000 molecules does; a forked one starts at once)
 MIN_PARALLEL = 2_000 if _START == "fork" else 20_000
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def map_chunks(fn: Callable[..., list], items: list, workers: int, *args) -> list:
