@@ -689,6 +689,24 @@ def write_split(loaded: dict, path: Path) -> Path:
     return path
 
 
+def write_predictions(loaded: dict, pred: list[float], path: Path) -> Path:
+    """One run's test predictions: a CSV of ``smiles``, ``y`` and ``pred``, one row per test
+    molecule in the split's order (what a paired comparison of two models needs)."""
+    import csv
+
+    test = loaded["test"].tolist()
+    if len(pred) != len(test):
+        raise ValueError(f"{len(pred)} predictions for {len(test)} test molecules")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["smiles", "y", "pred"])
+        for i, p in zip(test, pred):
+            d = loaded["data"][int(i)]
+            w.writerow([d.smiles, repr(float(d.y.view(-1)[0])), repr(float(p))])
+    return path
+
+
 def chemprop_command() -> list[str] | None:
     """How to run Chemprop's CLI: the ``chemprop`` next to this Python, else on ``PATH``,
     else ``None`` (not installed)."""
@@ -746,7 +764,7 @@ def run_chemprop(split_file: Path, work: Path, cfg: dict, budget: dict, seed: in
                 test_rmse=float(err.pow(2).mean().sqrt()), test_mae=float(err.abs().mean()),
                 seconds=train_seconds, wall_seconds=seconds, epochs=budget["epochs"],
                 seconds_per_epoch=train_seconds / budget["epochs"], history=[],
-                params=best.get("params", 0))
+                params=best.get("params", 0), test_pred=pred)
 
 
 def _log_span(log: str, start: str, end: str) -> float | None:
@@ -860,7 +878,7 @@ def train_model(model, data: list, split: dict, *, epochs: int, batch_size: int,
     trains that many (each member at its best validation epoch); the seconds per epoch
     then cover every member (one epoch of the ensemble)."""
     from graphattn.ensemble import fit_ensemble
-    from graphattn.train import fit
+    from graphattn.train import fit, predict
 
     def callback(epoch, record, m):
         if log is not None:
@@ -889,6 +907,9 @@ def train_model(model, data: list, split: dict, *, epochs: int, batch_size: int,
     if members > 1:  # each member alone: what one model of the ensemble scores
         out["member_test_rmse"] = [r.metrics["test"]["rmse"] for r in runs]
         out["member_val_rmse"] = [r.metrics["val"]["rmse"] for r in runs]
+    # the test molecules' predictions (first target), for paired comparisons between models
+    out["test_pred"] = predict(res.model, data, split["test"], task="graph",
+                               kind="regression")[:, 0].tolist()
     return out
 
 
@@ -936,13 +957,19 @@ def run_one(task: str, name: str, seed: int, budget: dict, cfg: dict, loaded: di
 
 
 def cross_validate(task: str, name: str, cfg: dict, budget: dict, seeds=(0, 1, 2),
-                   folds: int = 5, root: str | None = None, limit: int | None = None) -> dict:
+                   folds: int = 5, root: str | None = None, limit: int | None = None,
+                   inner_val: bool = False) -> dict:
     """Tuning score of one configuration that never looks at a validation or test molecule:
     for every seed, the *training part* of that seed's split is cut into ``folds`` random
     folds; a model trains on all folds but one (same budget and protocol as the benchmark)
     and is scored on the held-out fold at its best epoch there. Returns the held-out RMSE
     per (seed, fold) and its mean: ``folds x len(seeds)`` held-out sets instead of one
-    64-molecule validation set per seed."""
+    64-molecule validation set per seed.
+
+    The best epoch on the held-out fold is an oracle's choice, so the score is optimistic
+    (the more so for an ensemble, each member choosing its epoch). ``inner_val`` scores the
+    benchmark's protocol instead: a random tenth of the training folds is the validation set
+    that picks the epoch, and the held-out fold is scored at that epoch."""
     walk = cfg.get("walk_length", 16) if "rwse" in cfg.get("encodings", ()) else 0
     graphs, rmses, members, cache = None, [], [], {}
     for seed in seeds:
@@ -952,12 +979,16 @@ def cross_validate(task: str, name: str, cfg: dict, budget: dict, seeds=(0, 1, 2
         train = loaded["train"][_perm(loaded["train"].numel(), 1000 + seed)]
         for k, held in enumerate(train.tensor_split(folds)):
             rest = torch.cat([part for j, part in enumerate(train.tensor_split(folds)) if j != k])
-            split = dict(data=graphs, train=rest, val=held, test=held, cache=cache)
+            val = held
+            if inner_val:
+                rest = rest[_perm(rest.numel(), 2000 + 100 * seed + k)]
+                val, rest = rest.tensor_split([max(round(0.1 * rest.numel()), 1)])
+            split = dict(data=graphs, train=rest, val=val, test=held, cache=cache)
             r = run_one(task, name, 100 * seed + k, budget, cfg, split)
-            rmses.append(r["val_rmse"])
-            members.append(r.get("member_val_rmse"))
+            rmses.append(r["test_rmse"])
+            members.append(r.get("member_test_rmse"))
     out = dict(task=task, model=name, config=cfg, budget=budget, seeds=list(seeds),
-               folds=folds, rmse=rmses, mean=statistics.fmean(rmses),
+               folds=folds, inner_val=inner_val, rmse=rmses, mean=statistics.fmean(rmses),
                std=statistics.stdev(rmses) if len(rmses) > 1 else 0.0)
     if all(m is not None for m in members):  # an ensemble: each member alone as well
         out["member_rmse"] = members
@@ -1126,14 +1157,15 @@ def run(tasks=DEFAULT_TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None 
         configs: dict | None = None, budget: dict | None = None, verbose: bool = False,
         command: str = "", notes: list[str] | None = None, append: bool = False,
         qm9_sizes: tuple[int, int, int] | None = None, work: Path | None = None,
-        resume: bool = False) -> dict:
+        resume: bool = False, predictions: Path | None = None) -> dict:
     """Run the benchmark; returns ``{"meta", "results"}`` and writes
     ``molecules.{json,md}`` into ``out_dir`` after every run when given. ``append`` keeps
     the other tasks of an existing ``out_dir/molecules.json`` (re-run or add a task).
     External peers (Chemprop) train on split files written into ``work`` (default: a
     temporary folder); they are skipped, with a message, when not installed. ``resume``
     (with ``append``) keeps the runs of ``out_dir/molecules.json`` made with the same
-    settings and budget and runs only the missing (task, model, seed)."""
+    settings and budget and runs only the missing (task, model, seed). ``predictions``: a
+    folder for each new run's test predictions (:func:`write_predictions`)."""
     import tempfile
 
     import torch_geometric
@@ -1204,6 +1236,9 @@ def run(tasks=DEFAULT_TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None 
                 else:
                     r = run_one(task, name, seed, budget[task], cfg, loaded, verbose)
                 r.pop("history", None) if not verbose else None
+                pred = r.pop("test_pred", None)
+                if predictions is not None and pred is not None:
+                    write_predictions(loaded, pred, predictions / f"{task}-{name}-seed{seed}.csv")
                 entry = results[task].setdefault(name, dict(runs=[], config=cfg))
                 entry["runs"].append(r)
                 entry["params"] = r["params"] or entry.get("params", 0)
@@ -1264,10 +1299,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write-splits", type=Path, default=None, metavar="DIR",
                    help="write each task's split as `graphattn train --split-file` reads it "
                         "(DIR/TASK-seedS.json), print the CLI command of each, and exit")
+    p.add_argument("--predictions", type=Path, default=None, metavar="DIR",
+                   help="write each run's test predictions to DIR/TASK-MODEL-seedS.csv "
+                        "(smiles, y, pred)")
     p.add_argument("--cv", type=int, default=None, metavar="K",
                    help="tuning mode: K-fold cross-validation inside each seed's training "
                         "part (see cross_validate); prints the mean held-out RMSE per model "
                         "and appends a record to --cv-log; writes no results")
+    p.add_argument("--cv-inner-val", action="store_true",
+                   help="with --cv: a tenth of the training folds picks the epoch (the "
+                        "benchmark's protocol) instead of the held-out fold itself")
     p.add_argument("--cv-log", type=Path, default=None,
                    help="JSON-lines file the --cv records are appended to")
     args = p.parse_args(argv)
@@ -1285,7 +1326,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = model_config(task, name, overrides.get(name))
                 t0 = time.perf_counter()
                 rec = cross_validate(task, name, cfg, budget, args.seeds or [0, 1, 2],
-                                     args.cv, args.root, args.limit)
+                                     args.cv, args.root, args.limit, args.cv_inner_val)
                 rec["seconds"] = time.perf_counter() - t0
                 if "member_mean" in rec:
                     print(f"cv {task} {name}: one member alone {rec['member_mean']:.4f}")
@@ -1311,7 +1352,7 @@ def main(argv: list[str] | None = None) -> int:
         budget={t: dict(batch_size=args.batch_size) for t in tasks} if args.batch_size else None,
         command=command.strip(), append=args.append,
         qm9_sizes=tuple(args.qm9_sizes) if args.qm9_sizes else None, work=args.work,
-        resume=args.resume)
+        resume=args.resume, predictions=args.predictions)
     return 0
 
 

@@ -214,6 +214,49 @@ def test_split_file_is_the_benchmark_split(mb, data_root, tmp_path):
     assert all(float(r["y"]) == pytest.approx(d.y.item()) for r, d in zip(rows, loaded["data"]))
 
 
+def test_predictions_file_holds_the_scored_test_molecules(mb, data_root, tmp_path):
+    import csv
+
+    res = mb.run(tasks=["freesolv_random"], models=["gin"], seeds=[2], epochs=1, limit=30,
+                 root=data_root, configs={"gin": {"hidden": 8}}, predictions=tmp_path)
+    run = res["results"]["freesolv_random"]["gin"]["runs"][0]
+    assert "test_pred" not in run  # in the file, not in molecules.json
+    rows = list(csv.DictReader(open(tmp_path / "freesolv_random-gin-seed2.csv")))
+    loaded = mb.load_task("freesolv_random", 2, root=data_root, limit=30)
+    assert [r["smiles"] for r in rows] == [loaded["data"][i].smiles
+                                           for i in loaded["test"].tolist()]
+    err = torch.tensor([float(r["pred"]) - float(r["y"]) for r in rows])
+    assert float(err.pow(2).mean().sqrt()) == pytest.approx(run["test_rmse"], rel=1e-5)
+    assert float(err.abs().mean()) == pytest.approx(run["test_mae"], rel=1e-5)
+
+
+@pytest.mark.parametrize("inner_val", [False, True])
+def test_cross_validation_never_sees_validation_or_test_molecules(mb, data_root, monkeypatch,
+                                                                 inner_val):
+    seen = []
+
+    def fake_run_one(task, name, seed, budget, cfg, split, verbose=False):
+        seen.append({k: set(split[k].tolist()) for k in ("train", "val", "test")})
+        return dict(val_rmse=1.0, test_rmse=float(len(seen)))
+
+    monkeypatch.setattr(mb, "run_one", fake_run_one)
+    res = mb.cross_validate("freesolv_random", "gin", mb.CONFIGS["gin"], {}, seeds=[1],
+                            folds=4, root=data_root, limit=40, inner_val=inner_val)
+    loaded = mb.load_task("freesolv_random", 1, root=data_root, limit=40)
+    train = set(loaded["train"].tolist())
+    assert res["rmse"] == [1.0, 2.0, 3.0, 4.0] and res["inner_val"] is inner_val
+    held_out = [s["test"] for s in seen]
+    assert set().union(*held_out) == train and sum(map(len, held_out)) == len(train)
+    for s in seen:
+        assert s["train"] | s["val"] | s["test"] <= train and not s["train"] & s["test"]
+        if inner_val:  # the epoch is picked on molecules that are neither trained on nor scored
+            assert not s["val"] & (s["train"] | s["test"])
+            assert len(s["val"]) == round(0.1 * (len(train) - len(s["test"])))
+            assert s["train"] | s["val"] | s["test"] == train
+        else:  # the oracle: the held-out fold picks its own best epoch
+            assert s["val"] == s["test"]
+
+
 def test_chemprop_is_skipped_with_a_message_when_not_installed(mb, data_root, monkeypatch,
                                                                 capsys):
     monkeypatch.setattr(mb, "chemprop_command", lambda: None)
