@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,19 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.benchmarks.scripts import load_script
 from tests.chem.test_datasets import fake_qm9pack  # noqa: F401  (a fixture)
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "molecules.py"
 SMALL = {"graphattn-hybrid": {"hidden": 16, "layers": 1},
          "attentivefp": {"hidden": 16, "layers": 1, "timesteps": 1}}
 
 
 @pytest.fixture(scope="module")
 def mb():
-    spec = importlib.util.spec_from_file_location("molecules_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("molecules")
 
 
 @pytest.fixture(scope="module")

@@ -3,23 +3,19 @@ tiny run writes JSON and markdown with the promised ratios."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
+from tests.benchmarks.scripts import load_script
+
 TINY = [dict(kind="sparse", nodes=300, degree=4), dict(kind="full", graphs=12)]
 
 
 @pytest.fixture(scope="module")
 def sp():
-    spec = importlib.util.spec_from_file_location("speed_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("speed")
 
 
 @pytest.mark.slow  # compiles the layer
