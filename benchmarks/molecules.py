@@ -372,7 +372,11 @@ NOTES += [
     "flatters by ~0.015, and an ensemble (three picks) more. CV models train on 72% of the "
     "training part, the benchmark's on 90%, so CV RMSEs run higher than the test's; were the "
     "CV ratio (0.959) to hold on the test set, the recipe would score ~0.532 against "
-    "AttentiveFP's 0.554-0.557, where 0.556 was measured.",
+    "AttentiveFP's 0.554-0.557, where 0.556 was measured. The issue's one untried avenue, "
+    "edge (bond) states updated between the layers (e <- e + MLP([h_src, h_dst, e]), the "
+    "last linear map zero-initialised so fine-tuning starts from the QM9 encoder exactly; a "
+    "scratch patch, +49.5k parameters), the same protocol: one model 0.5911 against 0.5881; "
+    "not kept.",
 ]
 CV_SWEEP_2 = [  # 2026-12-04: (task, change from the recipe then in force, folds, held-out RMSE)
     ("freesolv_random", "no descriptors (the recipe before, 60 epochs)", "seeds 0-1, 10", 1.041),
