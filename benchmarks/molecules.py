@@ -904,13 +904,15 @@ def build_model(name: str, cfg: dict, in_channels: int, edge_dim: int) -> torch.
 
 def train_model(model, data: list, split: dict, *, epochs: int, batch_size: int, lr: float,
                 weight_decay: float, warmup: int = 5, seed: int = 0,
-                grad_clip: float | None = 5.0, log=None, members: int = 1) -> dict:
+                grad_clip: float | None = 5.0, log=None, members: int = 1,
+                test_predictions: bool = False) -> dict:
     """:func:`graphattn.train.fit` with the benchmark's protocol: AdamW, linear warm-up then
     cosine decay (per step), gradient clipping, MSE on standardised targets, drop_last;
     returns the scores of the epoch with the lowest validation RMSE. With ``members > 1``
     ``model`` is a factory (seed -> model) and :func:`graphattn.ensemble.fit_ensemble`
     trains that many (each member at its best validation epoch); the seconds per epoch
-    then cover every member (one epoch of the ensemble)."""
+    then cover every member (one epoch of the ensemble). ``test_predictions``: also the
+    test molecules' predictions (first target) as ``test_pred``."""
     from graphattn.ensemble import fit_ensemble
     from graphattn.train import fit, predict
 
@@ -941,15 +943,16 @@ def train_model(model, data: list, split: dict, *, epochs: int, batch_size: int,
     if members > 1:  # each member alone: what one model of the ensemble scores
         out["member_test_rmse"] = [r.metrics["test"]["rmse"] for r in runs]
         out["member_val_rmse"] = [r.metrics["val"]["rmse"] for r in runs]
-    # the test molecules' predictions (first target), for paired comparisons between models
-    out["test_pred"] = predict(res.model, data, split["test"], task="graph",
-                               kind="regression")[:, 0].tolist()
+    if test_predictions:  # for paired comparisons between models (write_predictions)
+        out["test_pred"] = predict(res.model, data, split["test"], task="graph",
+                                   kind="regression")[:, 0].tolist()
     return out
 
 
 def run_one(task: str, name: str, seed: int, budget: dict, cfg: dict, loaded: dict,
-            verbose: bool = False) -> dict:
-    """Train ``name`` on one task split with one seed."""
+            verbose: bool = False, test_predictions: bool = False) -> dict:
+    """Train ``name`` on one task split with one seed (``test_predictions``: see
+    :func:`train_model`)."""
     if cfg.get("features") == "pyg":  # featurized once per task: run() shares the cache
         cache = loaded.setdefault("cache", {})
         if "pyg" not in cache:
@@ -986,7 +989,7 @@ def run_one(task: str, name: str, seed: int, budget: dict, cfg: dict, loaded: di
     res = train_model(make if members > 1 else model, data, loaded, epochs=budget["epochs"],
                       batch_size=budget["batch_size"], lr=cfg["lr"],
                       weight_decay=cfg["weight_decay"], warmup=budget["warmup"], seed=seed,
-                      log=log, members=members)
+                      log=log, members=members, test_predictions=test_predictions)
     return dict(res, seed=seed, params=params)
 
 
@@ -1286,7 +1289,8 @@ def run(tasks=DEFAULT_TASKS, models=MODELS, seeds=(0, 1, 2), epochs: int | None 
                     r = dict(run_chemprop(split_file, work / "runs" / f"{task}-{name}-{seed}",
                                           cfg, budget[task], seed, verbose), seed=seed)
                 else:
-                    r = run_one(task, name, seed, budget[task], cfg, loaded, verbose)
+                    r = run_one(task, name, seed, budget[task], cfg, loaded, verbose,
+                                test_predictions=predictions is not None)
                 r.pop("history", None) if not verbose else None
                 pred = r.pop("test_pred", None)
                 if predictions is not None and pred is not None:

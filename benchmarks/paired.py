@@ -33,7 +33,8 @@ def read_runs(folder: Path, task: str, model: str) -> dict[int, tuple[list[str],
     runs = {}
     for path in sorted(folder.glob(f"{task}-{model}-seed*.csv")):
         seed = int(path.stem.rsplit("-seed", 1)[1])
-        rows = list(csv.DictReader(open(path)))
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
         runs[seed] = ([r["smiles"] for r in rows],
                       torch.tensor([float(r["y"]) for r in rows], dtype=torch.float64),
                       torch.tensor([float(r["pred"]) for r in rows], dtype=torch.float64))
